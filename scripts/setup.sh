@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Create .venv (once) with a CPU build of PyTorch first, then artforge and its test tools.
+# Installing torch first matters: a bare `torch` requirement would pull a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+# The real emoji data set (artforge data emoji) needs two Debian packages; as root, install them.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+    && { [ ! -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || [ ! -f /usr/share/unicode/emoji/emoji-test.txt ]; }; then
+    (apt-get update -qq && apt-get install -y -qq fonts-noto-color-emoji unicode-data) >/dev/null 2>&1 \
+        || echo "setup: could not install fonts-noto-color-emoji unicode-data; emoji features will be unavailable"
+fi
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+    # a local wheel folder (PIP_FIND_LINKS) is used when the machine has one
+    .venv/bin/pip install --quiet "torch==${ARTFORGE_TORCH:-2.13.0}"
+fi
+.venv/bin/pip install --quiet -e ".[dev]"

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The README test command: set up, then run the test suite (slow/GPU tests excluded; see README).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/python -m pytest -q "$@"

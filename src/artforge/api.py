@@ -1,0 +1,91 @@
+"""The Python face of artforge: train a run, load it, sample and interpolate.
+
+Everything the CLI (and later the studio) does goes through here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .config import RunConfig, from_dict
+from .models.base import WEIGHTS_NAME, GenerativeModel
+from .runs import load_model
+from .sample import generate, interpolation_path, latents_for_seed, latents_per_seed
+
+
+class Run:
+    """A trained model loaded from its run folder. Images come back as (n, 3, H, W) in [0, 1]."""
+
+    def __init__(self, path: Path, config: RunConfig, model: GenerativeModel):
+        self.path = path
+        self.config = config
+        self.model = model
+
+    def __repr__(self) -> str:
+        c = self.config
+        return f"Run({str(self.path)!r}, family={c.family!r}, size={c.data.width}x{c.data.height})"
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def to(self, device: str | torch.device) -> Run:
+        self.model.to(device)
+        return self
+
+    def _check_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        allowed = self.model.sample_options
+        for k in options:
+            if k not in allowed:
+                raise ValueError(
+                    f"option {k!r} does not apply to {self.config.family} runs"
+                    + (f"; it takes {list(allowed)}" if allowed else "; it takes none")
+                )
+        return options
+
+    def sample(self, n: int, *, seed: int | None = None, **options: Any) -> Tensor:
+        """n images from one generator seeded with ``seed`` (random when None)."""
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
+        if seed is None:
+            seed = int(torch.randint(0, 2**31 - 1, ()).item())
+        z = latents_for_seed(self.model, n, seed)
+        return generate(self.model, z, **self._check_options(options))
+
+    def sample_seeds(self, seeds: list[int], **options: Any) -> Tensor:
+        """One image per seed: image i depends only on seeds[i] (reproducible one by one)."""
+        return generate(self.model, latents_per_seed(self.model, seeds), **self._check_options(options))
+
+    def interpolate(self, seeds: list[int], frames: int = 60, *, loop: bool = True, **options: Any) -> Tensor:
+        """A walk through the latents of ``seeds`` by spherical interpolation: (frames, 3, H, W)."""
+        keys = latents_per_seed(self.model, seeds)
+        return generate(self.model, interpolation_path(keys, frames, loop), **self._check_options(options))
+
+
+def load(path: str | Path, *, device: str = "auto", weights: str = WEIGHTS_NAME) -> Run:
+    """Load a run folder (or a snapshot with the same layout). Never unpickles anything."""
+    from .train.trainer import resolve_device
+
+    path = Path(path)
+    cfg, model = load_model(path, weights)
+    return Run(path, cfg, model.to(resolve_device(device)))
+
+
+def train(
+    config: RunConfig | dict[str, Any],
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> Run:
+    """Train a run into ``out`` and return it loaded (from the weights it wrote)."""
+    from .train.trainer import Trainer
+
+    cfg = config if isinstance(config, RunConfig) else from_dict(RunConfig, config)
+    run_dir = Trainer(cfg, out, progress=progress).train(resume=resume, overwrite=overwrite)
+    return load(run_dir, device=cfg.train.device)

@@ -1,0 +1,399 @@
+"""The ``artforge`` command: train, sample, interpolate, data, models.
+
+Every flag maps to a field of RunConfig; any other field is set as ``--section.name=value``
+(e.g. ``--train.log_every=10`` or ``--model.base_channels=32``). Only this module prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+
+log = logging.getLogger("artforge")
+
+# flag dest -> dotted config path (flags whose value needs no conversion)
+TRAIN_FLAGS: dict[str, str] = {
+    "data": "data.path",
+    "fit": "data.fit",
+    "background": "data.background",
+    "hflip": "data.hflip",
+    "builtin_count": "data.builtin_count",
+    "model": "family",
+    "latent_dim": "model.latent_dim",
+    "loss": "model.loss",
+    "d_steps": "model.d_steps",
+    "recon": "model.recon",
+    "beta": "model.beta",
+    "steps": "train.steps",
+    "epochs": "train.epochs",
+    "minutes": "train.minutes",
+    "batch_size": "train.batch_size",
+    "seed": "train.seed",
+    "device": "train.device",
+    "amp": "train.amp",
+    "ema": "train.ema",
+    "sample_every": "train.sample_every",
+    "ckpt_every": "train.ckpt_every",
+    "log_every": "train.log_every",
+    "grid_n": "train.grid_n",
+    "optimizer": "optim.name",
+    "lr": "optim.lr",
+    "betas": "optim.betas",
+    "momentum": "optim.momentum",
+    "weight_decay": "optim.weight_decay",
+    "clip": "optim.clip",
+    "g_lr": "optim_groups.G.lr",
+    "d_lr": "optim_groups.D.lr",
+    "g_optimizer": "optim_groups.G.name",
+    "d_optimizer": "optim_groups.D.name",
+}
+# DESIGN.md writes the learning rate as --train.lr: optimiser fields are reachable under train.
+ALIASES = {
+    "train.lr": "optim.lr",
+    "train.optimizer": "optim.name",
+    "train.betas": "optim.betas",
+    "train.momentum": "optim.momentum",
+    "train.weight_decay": "optim.weight_decay",
+    "train.clip": "optim.clip",
+    "data.size": None,  # handled like --size
+    "model.name": "family",
+}
+# what may change when a run is resumed
+RESUMABLE = {"steps", "epochs", "minutes", "log_every", "sample_every", "ckpt_every", "device", "grid_n"}
+
+
+class CLIError(Exception):
+    """A user error reported as one line."""
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'64' -> (64, 64); '80x48' -> height 48, width 80 (width x height, like ImageMagick)."""
+    try:
+        if "x" in text.lower():
+            w, h = text.lower().split("x", 1)
+            return int(h), int(w)
+        return int(text), int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"bad size {text!r}: use N for NxN or WIDTHxHEIGHT like 80x48"
+        ) from None
+
+
+def parse_betas(text: str) -> tuple[float, float]:
+    try:
+        a, b = (float(v) for v in text.split(","))
+        return a, b
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad betas {text!r}: use two numbers like 0.5,0.999") from None
+
+
+# -- parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="artforge",
+        description="Train generative models on your own images; create, explore and measure.",
+        epilog="Run 'artforge COMMAND --help' for a command's options.",
+        allow_abbrev=False,
+    )
+    p.add_argument("--version", action="version", version=f"artforge {__version__}")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info lines")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    S = argparse.SUPPRESS
+
+    t = sub.add_parser(
+        "train",
+        help="train a model on a folder, a zip or built-in data",
+        description="Train a model. Flags override --config; any other setting can be given "
+        "as --section.name=value (e.g. --train.log_every=10, --model.base_channels=32).",
+        allow_abbrev=False,
+    )
+    t.add_argument("--config", metavar="FILE", help="TOML or JSON run config", default=S)
+    t.add_argument("--data", metavar="PATH", default=S, help="image folder, .zip, or builtin[:NAME]")
+    t.add_argument("--size", type=parse_size, default=S, help="N or WIDTHxHEIGHT (default 64)")
+    t.add_argument("--fit", choices=["crop", "pad", "stretch"], default=S)
+    t.add_argument("--background", default=S, help="colour behind transparency (default #ffffff)")
+    t.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=S, help="random flips")
+    t.add_argument("--builtin-count", type=int, default=S, help="images in a built-in set")
+    t.add_argument("--model", default=S, help="gan (default), dcgan, vae; see 'artforge models'")
+    t.add_argument("--latent-dim", type=int, default=S)
+    t.add_argument("--loss", default=S, help="GAN loss: bce, mse, hinge, wgan-gp")
+    t.add_argument("--d-steps", type=int, default=S, help="discriminator steps per generator step")
+    t.add_argument("--recon", default=S, help="VAE reconstruction loss: mse or bce")
+    t.add_argument("--beta", type=float, default=S, help="VAE KL weight")
+    t.add_argument("--steps", type=int, default=S, help="budget in steps (batches)")
+    t.add_argument("--epochs", type=float, default=S, help="budget in passes over the data")
+    t.add_argument("--minutes", type=float, default=S, help="wall-clock budget")
+    t.add_argument("--batch-size", type=int, default=S)
+    t.add_argument("--seed", type=int, default=S)
+    t.add_argument("--device", default=S, help="auto, cpu, cuda, cuda:N")
+    t.add_argument("--amp", choices=["off", "bf16", "fp16"], default=S, help="mixed precision on CUDA")
+    t.add_argument("--ema", action=argparse.BooleanOptionalAction, default=S, help="EMA of weights")
+    t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default=S)
+    t.add_argument("--lr", type=float, default=S, help="learning rate (all groups)")
+    t.add_argument("--g-lr", type=float, default=S, help="generator learning rate")
+    t.add_argument("--d-lr", type=float, default=S, help="discriminator learning rate")
+    t.add_argument("--g-optimizer", choices=["sgd", "adam", "adamw"], default=S)
+    t.add_argument("--d-optimizer", choices=["sgd", "adam", "adamw"], default=S)
+    t.add_argument("--betas", type=parse_betas, default=S, help="Adam betas, e.g. 0.5,0.999")
+    t.add_argument("--momentum", type=float, default=S, help="SGD momentum")
+    t.add_argument("--weight-decay", type=float, default=S)
+    t.add_argument("--clip", type=float, default=S, help="gradient-norm clipping (0 = off)")
+    t.add_argument("--sample-every", type=int, default=S, help="steps between sample grids")
+    t.add_argument("--ckpt-every", type=int, default=S, help="steps between checkpoints")
+    t.add_argument("--log-every", type=int, default=S, help="steps between metrics.jsonl lines")
+    t.add_argument("--grid-n", type=int, default=S, help="images per sample grid")
+    t.add_argument("--out", metavar="DIR", default=S, help="run folder (default runs/DATA-MODEL)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+
+    s = sub.add_parser("sample", help="generate images from a run", allow_abbrev=False)
+    s.add_argument("run", metavar="RUN", help="run folder")
+    s.add_argument("-n", type=int, default=16, help="number of images (default 16)")
+    s.add_argument("--seed", type=int, default=None, help="seed for all n images (default: random)")
+    s.add_argument("--seeds", default=None, help="one image per seed, e.g. 0-35 or 1,5,9")
+    s.add_argument("--out", default=None, help="FILE.png for a grid, DIR/ for one PNG per image")
+    s.add_argument("--nrow", type=int, default=None, help="images per grid row")
+    s.add_argument("--truncation", type=float, default=S, help="GAN: scale latents (<1: safer)")
+    s.add_argument("--temperature", type=float, default=S, help="VAE: scale prior samples")
+    s.add_argument("--device", default="auto")
+
+    i = sub.add_parser("interpolate", help="animate a walk through latent space", allow_abbrev=False)
+    i.add_argument("run", metavar="RUN")
+    i.add_argument("--seeds", default="1,2,3", help="key frames, e.g. 1,2,3 (default)")
+    i.add_argument("--frames", type=int, default=60, help="frames in all (default 60)")
+    i.add_argument("--fps", type=float, default=20)
+    i.add_argument("--no-loop", action="store_true", help="stop at the last seed")
+    i.add_argument("--out", default=None, help="walk.gif or walk.mp4 (default RUN/walk.gif)")
+    i.add_argument("--truncation", type=float, default=S)
+    i.add_argument("--temperature", type=float, default=S)
+    i.add_argument("--device", default="auto")
+
+    d = sub.add_parser("data", help="build a data set: emoji, or export builtin[:NAME]", allow_abbrev=False)
+    d.add_argument("name", metavar="NAME", help="emoji | builtin | builtin:NAME")
+    d.add_argument("--size", type=parse_size, default=(64, 64), help="N or WIDTHxHEIGHT")
+    d.add_argument("--out", required=True, help="output folder")
+    d.add_argument("--limit", type=int, default=None, help="emoji: at most this many")
+    d.add_argument("--count", type=int, default=None, help="builtin: number of images")
+
+    sub.add_parser("models", help="list the model families")
+    return p
+
+
+# -- train --------------------------------------------------------------------------------------
+
+
+def _config_dict(args: argparse.Namespace, extras: list[str], base: dict[str, Any]) -> dict[str, Any]:
+    from .config import load_config_file, merge, parse_override, set_path
+
+    d = dict(base)
+    if "config" in args:
+        d = merge(d, load_config_file(args.config))
+    given = vars(args)
+    for dest, path in TRAIN_FLAGS.items():
+        if dest in given:
+            set_path(d, path, list(given[dest]) if isinstance(given[dest], tuple) else given[dest])
+    if "size" in given:
+        set_path(d, "data.height", given["size"][0])
+        set_path(d, "data.width", given["size"][1])
+    for arg in extras:
+        if not arg.startswith("--"):
+            raise CLIError(f"unexpected argument {arg!r}")
+        key, value = parse_override(arg)
+        if key == "data.size":
+            h, w = parse_size(str(value))
+            set_path(d, "data.height", h)
+            set_path(d, "data.width", w)
+            continue
+        key = ALIASES.get(key, key) or key
+        set_path(d, key, value)
+    return d
+
+
+def _default_out(cfg: Any) -> Path:
+    path = cfg.data.path
+    name = path.replace(":", "-") if path.startswith("builtin") else Path(path).stem or "data"
+    base = Path("runs") / f"{name}-{cfg.family}"
+    out, k = base, 2
+    while (out / "config.json").exists():
+        out, k = base.with_name(f"{base.name}-{k}"), k + 1
+    return out
+
+
+def cmd_train(args: argparse.Namespace, extras: list[str]) -> int:
+    from .config import RunConfig, from_dict
+    from .runs import read_config, resolve
+    from .train import Trainer
+
+    base: dict[str, Any] = {}
+    if args.resume:
+        if "out" not in args:
+            raise CLIError("--resume needs --out RUN (the run folder to continue)")
+        saved = read_config(args.out)
+        base = saved.to_dict()
+    cfg: RunConfig = from_dict(RunConfig, _config_dict(args, extras, base))
+    if args.resume:
+        _check_resume_changes(saved, cfg)
+    if args.dry_run:
+        resolved, _ = resolve(cfg)
+        print(json.dumps(resolved.to_dict(), indent=2))
+        return 0
+    out = Path(args.out) if "out" in args else _default_out(cfg)
+    trainer = Trainer(cfg, out, progress=not args.quiet)
+    trainer.train(resume=args.resume, overwrite=args.overwrite)
+    st = trainer.state
+    print(
+        f"trained {cfg.family} to step {st.step} ({st.images_seen:,} images, {st.elapsed / 60:.1f} min) "
+        f"-> {out}\n  samples: {out / 'samples'}  losses: {out / 'plots' / 'losses.png'}\n"
+        f"  next: artforge sample {out} -n 64 --seed 7 --out grid.png"
+    )
+    return 0
+
+
+def _check_resume_changes(saved: Any, new: Any) -> None:
+    from .runs import resolve
+
+    a, _ = resolve(saved)
+    b, _ = resolve(new)
+    for section in ("family", "model", "data", "optim_groups"):
+        if getattr(a, section) != getattr(b, section):
+            raise CLIError(f"--resume cannot change {section} settings; start a new run with another --out")
+    for f in dataclasses.fields(a.train):
+        if f.name not in RESUMABLE and getattr(a.train, f.name) != getattr(b.train, f.name):
+            raise CLIError(f"--resume cannot change train.{f.name}; only {sorted(RESUMABLE)}")
+
+
+# -- sample / interpolate ---------------------------------------------------------------------
+
+
+def _sample_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in ("truncation", "temperature") if k in args}
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from .api import load
+    from .sample import make_grid, parse_seeds, save_image
+
+    run = load(args.run, device=args.device)
+    options = _sample_options(args)
+    if args.seeds is not None:
+        seeds = parse_seeds(args.seeds)
+        images = run.sample_seeds(seeds, **options)
+        names = [f"seed{s:04d}.png" for s in seeds]
+        label = f"seeds {args.seeds}"
+    else:
+        seed = args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
+        images = run.sample(args.n, seed=seed, **options)
+        names = [f"seed{seed}-{k:04d}.png" for k in range(args.n)]
+        label = f"seed {seed}"
+    out = args.out or str(Path(args.run) / "generated" / f"{label.replace(' ', '').replace(',', '_')}.png")
+    if out.endswith(("/", "\\")) or Path(out).is_dir() or not Path(out).suffix:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        for img, name in zip(images, names, strict=True):
+            save_image(img, folder / name)
+        print(f"wrote {len(images)} images ({label}) to {folder}/")
+    else:
+        if Path(out).suffix.lower() != ".png":
+            raise CLIError(f"--out {out}: a grid is written as .png; use DIR/ for single images")
+        save_image(make_grid(images, args.nrow), out)
+        print(f"wrote a grid of {len(images)} images ({label}) to {out}")
+    return 0
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from .api import load
+    from .sample import parse_seeds, save_animation
+
+    run = load(args.run, device=args.device)
+    seeds = parse_seeds(args.seeds)
+    if not 2 <= args.frames <= 10_000:
+        raise CLIError(f"--frames must be between 2 and 10000, got {args.frames}")
+    frames = run.interpolate(seeds, args.frames, loop=not args.no_loop, **_sample_options(args))
+    out = args.out or str(Path(args.run) / "walk.gif")
+    save_animation(frames, out, fps=args.fps)
+    print(f"wrote {len(frames)} frames through seeds {seeds} to {out}")
+    return 0
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    height, width = args.size
+    if args.name == "emoji":
+        from .data.emoji import build_emoji
+
+        if height != width:
+            raise CLIError("emoji are square: give --size N")
+        n = build_emoji(height, args.out, limit=args.limit, progress=not args.quiet)
+        print(f"wrote {n} emoji at {height}x{height} with captions.jsonl to {args.out}")
+        return 0
+    if args.name == "builtin" or args.name.startswith("builtin:"):
+        from .config import DataConfig
+        from .data import load_images
+        from .sample import save_image
+
+        cfg = DataConfig(path=args.name, height=height, width=width)
+        if args.count is not None:
+            cfg = dataclasses.replace(cfg, builtin_count=args.count)
+        images = load_images(cfg).images
+        out = Path(args.out)
+        for k, img in enumerate(images):
+            save_image(img.float() / 255, out / f"{k:05d}.png")
+        print(f"wrote {len(images)} images of {args.name} at {width}x{height} to {out}")
+        return 0
+    raise CLIError(f"unknown data set {args.name!r}; choose emoji, builtin or builtin:NAME")
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras and args.command != "train":
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="artforge: %(message)s",
+        stream=sys.stderr,
+    )
+    from .train import TrainingError
+
+    try:
+        if args.command == "train":
+            return cmd_train(args, extras)
+        if args.command == "sample":
+            return cmd_sample(args)
+        if args.command == "interpolate":
+            return cmd_interpolate(args)
+        if args.command == "data":
+            return cmd_data(args)
+        if args.command == "models":
+            from .models import list_models
+
+            print("\n".join(list_models()))
+            return 0
+    except (CLIError, ValueError, FileNotFoundError, PermissionError, TrainingError) as e:
+        print(f"artforge: error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, CLIError) else 1
+    except KeyboardInterrupt:
+        print("artforge: interrupted", file=sys.stderr)
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""Run settings as dataclasses; JSON/TOML in and out; ``--a.b=c`` overrides.
+
+Every CLI option is a field here, so a run can be described by a TOML file and every run
+folder's ``config.json`` rebuilds it exactly.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+Fit = Literal["crop", "pad", "stretch"]
+Cache = Literal["auto", "memory", "disk"]
+Amp = Literal["off", "bf16", "fp16"]
+OptimName = Literal["sgd", "adam", "adamw"]
+
+
+def _check_choice(obj: Any, name: str) -> None:
+    tp = typing.get_type_hints(type(obj))[name]
+    value = getattr(obj, name)
+    if get_origin(tp) is Literal and value not in get_args(tp):
+        raise ValueError(f"{name} must be one of {list(get_args(tp))}, got {value!r}")
+
+
+@dataclass
+class DataConfig:
+    path: str = "builtin"  # image folder, .zip, or builtin[:NAME]
+    height: int = 64  # pixels; any size, not only powers of two
+    width: int = 64
+    fit: Fit = "crop"  # crop: fill and centre-crop; pad: fit inside and pad; stretch: resize
+    background: str = "#ffffff"  # composited behind transparency and used for padding
+    hflip: bool = False  # random horizontal flips while training
+    max_pixels: int = 100_000_000  # larger images are skipped (decompression bombs)
+    cache: Cache = "auto"  # auto: memory if it fits comfortably, else a memory-mapped file
+    cache_dir: str = ""  # where disk caches go; "" means ~/.cache/artforge
+    builtin_count: int = 2000  # images in a built-in procedural set
+
+    def __post_init__(self) -> None:
+        for name in ("fit", "cache"):
+            _check_choice(self, name)
+        if self.height < 8 or self.width < 8:
+            raise ValueError(f"image size must be at least 8x8, got {self.width}x{self.height}")
+        if self.height > 4096 or self.width > 4096:
+            raise ValueError(f"image size must be at most 4096x4096, got {self.width}x{self.height}")
+
+
+@dataclass
+class OptimConfig:
+    name: OptimName | None = None  # None: the model family's default
+    lr: float | None = None
+    betas: tuple[float, float] | None = None  # adam/adamw
+    momentum: float | None = None  # sgd
+    weight_decay: float | None = None
+    clip: float = 0.0  # gradient-norm clipping; 0 = off
+
+    def __post_init__(self) -> None:
+        if self.name is not None:
+            _check_choice(self, "name")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"learning rate must be positive, got {self.lr}")
+
+
+@dataclass
+class TrainConfig:
+    steps: int | None = None  # budget in steps (one batch each); the first budget reached stops
+    epochs: float | None = None  # budget in passes over the data
+    minutes: float | None = None  # wall-clock budget (resumes add up)
+    batch_size: int = 64
+    seed: int = 0  # seeds weights, data order, augmentation and the noise of training
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: Amp = "off"  # mixed precision on CUDA
+    ema: bool | None = None  # EMA of the sampling weights; None: the family's default
+    ema_half_life: int = 10_000  # images; ramps up from 5% of images seen (stylegan2)
+    log_every: int = 25  # steps between metrics.jsonl lines
+    sample_every: int = 500  # steps between sample grids (0 = only at the end)
+    ckpt_every: int = 1000  # steps between checkpoints (0 = only at the end)
+    grid_n: int = 64  # images in each sample grid (fixed seeds)
+    deterministic: bool = False  # torch.use_deterministic_algorithms
+
+    def __post_init__(self) -> None:
+        _check_choice(self, "amp")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
+        for name in ("steps", "epochs", "minutes"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise ValueError(f"--{name} must be positive, got {v}")
+
+    def budget_defaulted(self) -> TrainConfig:
+        """With no budget given, train 2000 steps."""
+        if self.steps is None and self.epochs is None and self.minutes is None:
+            return dataclasses.replace(self, steps=2000)
+        return self
+
+
+@dataclass
+class RunConfig:
+    family: str = "gan"  # model family, see artforge.list_models()
+    model: dict[str, Any] = field(default_factory=dict)  # fields of the family's config
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)  # for every parameter group
+    optim_groups: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {"D": {"lr": 4e-4}}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# -- dict <-> dataclass -------------------------------------------------------------------
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    """Check/convert a JSON/TOML value against a field type; raise ValueError naming ``where``."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(a, value, where)
+            except ValueError as e:
+                errors.append(str(e))
+        raise ValueError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ValueError(f"{where} must be one of {list(get_args(tp))}, got {value!r}")
+        return value
+    if origin is tuple:
+        args = get_args(tp)
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            raise ValueError(f"{where} must be a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(a, v, where) for a, v in zip(args, value, strict=True))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{where} must be a table/dict, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ValueError(f"{where} must be a table/dict, got {value!r}")
+        return from_dict(tp, value, where)  # type: ignore[arg-type]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type, d: dict[str, Any], where: str = "") -> Any:
+    """Build dataclass ``cls`` from a plain dict, checking types and rejecting unknown keys."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ValueError(f"unknown setting {prefix}{unknown[0]!s}; known: {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}" if where else k) for k, v in d.items()}
+    return cls(**kwargs)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML or JSON config file into a dict, with a one-line error naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_bytes()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read config ({e.strerror})") from None
+    try:
+        if path.suffix == ".json":
+            d = json.loads(text)
+        else:
+            d = tomllib.loads(text.decode("utf-8"))
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid {path.suffix.lstrip('.').upper() or 'TOML'} ({e})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: the top level must be a table/object")
+    return d
+
+
+def set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
+    """d["a"]["b"] = value for "a.b", creating tables on the way."""
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        nxt = d.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise ValueError(f"--{dotted}: {k} is not a table")
+        d = nxt
+    d[keys[-1]] = value
+
+
+def parse_override(arg: str) -> tuple[str, Any]:
+    """'--train.lr=2e-4' -> ("train.lr", 0.0002); bare words stay strings."""
+    body = arg[2:] if arg.startswith("--") else arg
+    if "=" not in body:
+        raise ValueError(f"override {arg!r} must look like --section.name=value")
+    key, raw = body.split("=", 1)
+    key = key.replace("-", "_")
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = {"true": True, "false": False, "none": None}.get(raw.lower(), raw)
+    return key, value
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``extra`` into a copy of ``base``."""
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def run_config_from_dict(d: dict[str, Any]) -> RunConfig:
+    d = {k: v for k, v in d.items() if k not in ("artforge_version", "format_version")}
+    cfg: RunConfig = from_dict(RunConfig, d)
+    return cfg

@@ -1,0 +1,74 @@
+"""The model families by name: one literal registry, no import-time registration."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from artforge.config import from_dict
+from artforge.models.base import GenerativeModel, Phase
+from artforge.models.gan import DCGAN, GAN, DCGANConfig, GANConfig
+from artforge.models.vae import VAE, VAEConfig
+
+MODELS: dict[str, type[GenerativeModel]] = {"gan": GAN, "dcgan": DCGAN, "vae": VAE}
+
+__all__ = [
+    "DCGAN",
+    "GAN",
+    "MODELS",
+    "VAE",
+    "DCGANConfig",
+    "GANConfig",
+    "GenerativeModel",
+    "Phase",
+    "VAEConfig",
+    "build_model",
+    "list_models",
+    "make_model_config",
+    "model_class",
+    "model_from_config_dict",
+]
+
+
+def list_models() -> list[str]:
+    return sorted(MODELS)
+
+
+def model_class(name: str) -> type[GenerativeModel]:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
+    return MODELS[name]
+
+
+def _config_from_fields(family: str, fields: dict[str, Any]) -> Any:
+    cls = model_class(family).config_class
+    known = sorted(f.name for f in dataclasses.fields(cls))
+    unknown = sorted(set(fields) - set(known))
+    if unknown:
+        raise ValueError(f"unknown model setting {unknown[0]!r} for {family}; known: {', '.join(known)}")
+    return from_dict(cls, fields, "model")
+
+
+def make_model_config(family: str, fields: dict[str, Any], *, height: int, width: int) -> Any:
+    """The family's config from plain settings, with the image size of the data."""
+    fields = dict(fields)
+    for name, value in (("height", height), ("width", width)):
+        if name in fields and fields[name] != value:
+            raise ValueError(
+                f"model setting {name}={fields[name]!r} disagrees with the data's {name} {value}; "
+                f"leave it out (the data size is used)"
+            )
+        fields[name] = value
+    return _config_from_fields(family, fields)
+
+
+def build_model(family: str, config: Any) -> GenerativeModel:
+    cls = model_class(family)
+    if not isinstance(config, cls.config_class):
+        raise TypeError(f"{family} needs a {cls.config_class.__name__}, got {type(config).__name__}")
+    return cls(config)
+
+
+def model_from_config_dict(family: str, fields: dict[str, Any]) -> GenerativeModel:
+    """Rebuild a model from the "model" table of a run's config.json (sizes included)."""
+    return build_model(family, _config_from_fields(family, fields))

@@ -1,0 +1,154 @@
+"""The one interface every model family implements, and its save/load (written once).
+
+A family is an ``nn.Module`` that knows its parameter groups (one per optimiser), its
+training phases, how to compute one phase's loss on a batch, and how to turn latents into
+images. The Trainer owns backward, precision, clipping, EMA and checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1  # bump when the run-folder layout changes incompatibly
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One optimisation phase of a training step (stylegan2-ada's Gmain/Dmain/... idea)."""
+
+    name: str  # "main" | "D" | "G"; used as the log prefix
+    opt: str  # key into param_groups(): which optimiser steps after this phase
+    every: int = 1  # run when step % every == 0
+
+
+class GenerativeModel(nn.Module):
+    """Base class of the model families. Subclasses set ``family`` and ``config_class``.
+
+    Images are float tensors (B, C, H, W) in [-1, 1]. Latents are sampled on the CPU from an
+    explicit ``torch.Generator`` so a seed gives the same images on every device.
+    """
+
+    family: ClassVar[str]
+    config_class: ClassVar[type]
+    optim_defaults: ClassVar[dict[str, Any]] = {}  # family's preferred OptimConfig fields
+    ema_groups: ClassVar[tuple[str, ...]] = ("main",)  # groups whose weights make the samples
+    sample_options: ClassVar[tuple[str, ...]] = ()  # keyword options decode()/sample() take
+    ema_default: ClassVar[bool] = False  # keep an EMA of ema_groups unless train.ema says otherwise
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.config = config
+
+    # -- training -----------------------------------------------------------------------
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"main": list(self.parameters())}
+
+    def default_optim(self) -> dict[str, Any]:
+        """OptimConfig fields this model prefers (may depend on its config)."""
+        return dict(self.optim_defaults)
+
+    def phases(self) -> list[Phase]:
+        return [Phase(name, name) for name in self.param_groups()]
+
+    def training_step(self, phase: str, batch: Tensor, step: int) -> dict[str, Tensor]:
+        """Loss of one phase on a batch (B, C, H, W) in [-1, 1]; the dict holds "loss"."""
+        raise NotImplementedError
+
+    # -- sampling -----------------------------------------------------------------------
+    def sample_latents(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Draw n latents on the CPU (the caller moves them to the model's device)."""
+        raise NotImplementedError
+
+    def decode(self, latents: Tensor, **options: Any) -> Tensor:
+        """Latents -> images (n, C, H, W) in [-1, 1]."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, **options: Any) -> Tensor:
+        z = self.sample_latents(n, generator).to(self.device)
+        return self.decode(z, **options)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+# -- save / load ----------------------------------------------------------------------------
+
+
+def _atomic_replace(tmp: Path, final: Path) -> None:
+    os.replace(tmp, final)
+
+
+def save_weights(module: nn.Module, path: str | Path) -> None:
+    """Write the module's state dict as safetensors, via a temporary name and a rename."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    sd = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    save_file(sd, str(tmp), metadata={"format": "pt"})
+    _atomic_replace(tmp, path)
+
+
+def load_weights(path: str | Path) -> dict[str, Tensor]:
+    """Read a safetensors file; anything else (a pickle, a truncated file) is refused, never run."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weights file not found")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[:2] == b"\x80\x02" or head[:2] == b"PK" or head[:1] == b"\x80":
+        raise ValueError(f"{path}: this is a pickle/zip file, not safetensors; refusing to load it")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a valid safetensors file ({e})") from None
+
+
+def write_json(obj: Any, path: str | Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    _atomic_replace(tmp, path)
+
+
+def model_config_dict(model: GenerativeModel) -> dict[str, Any]:
+    return dataclasses.asdict(model.config)
+
+
+def load_state_into(model: nn.Module, state: dict[str, Tensor], source: str | Path) -> None:
+    """load_state_dict(strict) with a message that names the file and the mismatch."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(
+            f"{source}: weights do not match the model "
+            f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''})"
+        )
+    for k, v in state.items():
+        if v.shape != own[k].shape:
+            raise ValueError(
+                f"{source}: tensor {k!r} has shape {tuple(v.shape)}, "
+                f"the model expects {tuple(own[k].shape)}"
+            )
+        if v.dtype != own[k].dtype:
+            raise ValueError(
+                f"{source}: tensor {k!r} has dtype {v.dtype}, the model expects {own[k].dtype}"
+            )
+    model.load_state_dict(state, strict=True)

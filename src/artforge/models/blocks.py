@@ -1,0 +1,202 @@
+"""Pieces shared by the model families: feature-map sizes for any image size, down/up
+convolution stacks that follow them exactly, norms, init and config validation.
+
+Networks here handle any (height, width) >= 8, not only powers of two: the sizes of the
+feature maps are the image size halved with ceil until the smaller side is at most 4
+(100x100 -> 50, 25, 13, 7, 4; 48x80 -> 24x40, 12x20, 6x10, 3x5). Down convolutions pad so
+they land on exactly these sizes, and up stacks resize to exactly them.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Any, Literal, get_args, get_origin
+
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+Norm = Literal["batch", "group", "spectral", "none"]
+Act = Literal["relu", "lrelu", "silu"]
+
+
+def check_choices(obj: Any, *names: str) -> None:
+    """Raise ValueError listing the allowed values when a ``Literal`` field holds another value."""
+    hints = typing.get_type_hints(type(obj))
+    for name in names:
+        tp, value = hints[name], getattr(obj, name)
+        if get_origin(tp) is Literal and value not in get_args(tp):
+            raise ValueError(f"{name} must be one of {list(get_args(tp))}, got {value!r}")
+
+
+def check_image_size(height: int, width: int, channels: int) -> None:
+    if height < 8 or width < 8:
+        raise ValueError(f"image size must be at least 8x8, got {width}x{height} (width x height)")
+    if channels < 1:
+        raise ValueError(f"channels must be at least 1, got {channels}")
+
+
+# -- sizes ----------------------------------------------------------------------------------
+
+
+def stage_sizes(height: int, width: int, min_side: int = 4) -> list[tuple[int, int]]:
+    """[(H, W), ...]: halve both sides (ceil) until the smaller side is <= min_side."""
+    if height < 1 or width < 1 or min_side < 1:
+        raise ValueError(f"bad size {height}x{width} or min_side {min_side}")
+    h, w = height, width
+    sizes = [(h, w)]
+    while min(h, w) > min_side:
+        h, w = -(-h // 2), -(-w // 2)
+        sizes.append((h, w))
+    return sizes
+
+
+def stage_channels(n: int, base: int, max_channels: int) -> list[int]:
+    """Channels after each of n halvings: base, 2 base, 4 base, ... capped at max_channels."""
+    return [min(base * 2**i, max_channels) for i in range(n)]
+
+
+# -- layers ---------------------------------------------------------------------------------
+
+
+def group_count(channels: int, max_groups: int = 32, min_per_group: int = 4) -> int:
+    """Largest group count <= max_groups dividing channels with >= min_per_group channels each."""
+    g = max(1, min(max_groups, channels // min_per_group))
+    while channels % g:
+        g -= 1
+    return g
+
+
+def norm2d(kind: Norm, channels: int) -> nn.Module:
+    """Feature norm for a conv output; "spectral" and "none" normalise weights or nothing."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(group_count(channels), channels)
+    return nn.Identity()
+
+
+def activation(kind: Act) -> nn.Module:
+    if kind == "relu":
+        return nn.ReLU(inplace=True)
+    if kind == "lrelu":
+        return nn.LeakyReLU(0.2, inplace=True)
+    return nn.SiLU(inplace=True)
+
+
+def spectral_norm_all_(module: nn.Module) -> None:
+    """Spectral normalisation of every conv/linear weight in module (Miyato et al. 2018).
+
+    Call it after initialising the weights: it estimates each weight's norm at that moment.
+    """
+    for m in list(module.modules()):
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            spectral_norm(m)
+
+
+def down_conv(c_in: int, c_out: int, size: tuple[int, int], bias: bool = True) -> nn.Sequential:
+    """4x4 stride-2 conv from a (h, w) map to exactly (ceil(h/2), ceil(w/2)).
+
+    Odd sides get one extra zero row/column at the bottom/right.
+    """
+    h, w = size
+    return nn.Sequential(
+        nn.ZeroPad2d((1, 1 + w % 2, 1, 1 + h % 2)),  # (left, right, top, bottom)
+        nn.Conv2d(c_in, c_out, 4, stride=2, padding=0, bias=bias),
+    )
+
+
+class DownStack(nn.Module):
+    """Image (B, C, H, W) -> smallest feature map (B, C_k, h_k, w_k) through stride-2 convs.
+
+    norm="spectral" adds no feature norm here; the owner calls spectral_norm_all_ after init.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        sizes: list[tuple[int, int]],
+        channels: list[int],
+        norm: Norm,
+        act: Act = "lrelu",
+    ) -> None:
+        super().__init__()
+        assert len(channels) == len(sizes) - 1
+        layers: list[nn.Module] = []
+        c_prev = in_channels
+        for i, c in enumerate(channels):
+            layers.append(down_conv(c_prev, c, sizes[i], bias=norm != "batch"))
+            if i > 0:  # no feature norm on the first layer (DCGAN, Radford et al. 2016)
+                layers.append(norm2d(norm, c))
+            layers.append(activation(act))
+            c_prev = c
+        self.net = nn.Sequential(*layers)
+        self.out_channels = c_prev
+        self.out_size = sizes[-1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)  # (B, C_k, h_k, w_k)
+
+
+class UpStack(nn.Module):
+    """Latent (B, D) -> linear to the smallest map, then per stage nearest-resize to exactly
+    the next size + 3x3 conv + norm + activation; ends with a 3x3 conv to ``out_channels`` at
+    (H, W) giving raw outputs (the family adds tanh/sigmoid)."""
+
+    def __init__(
+        self,
+        latent_dim: int,
+        sizes: list[tuple[int, int]],
+        channels: list[int],
+        out_channels: int,
+        norm: Norm,
+        act: Act = "relu",
+        full_res_channels: int = 0,
+        fc_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        assert len(channels) == len(sizes) - 1
+        h, w = sizes[-1]
+        self.top = (channels[-1], h, w)
+        self.fc = nn.Linear(latent_dim, channels[-1] * h * w)
+        # fc_norm=False keeps the scale of z visible downstream (a per-sample norm right after
+        # the linear layer would make the output depend only on the direction of z)
+        self.fc_post = nn.Sequential(norm2d(norm if fc_norm else "none", channels[-1]), activation(act))
+        layers: list[nn.Module] = []
+        for i in range(len(channels) - 1, 0, -1):  # channels[i] at sizes[i + 1] -> sizes[i]
+            layers += [
+                nn.Upsample(size=sizes[i], mode="nearest"),
+                nn.Conv2d(channels[i], channels[i - 1], 3, padding=1, bias=norm != "batch"),
+                norm2d(norm, channels[i - 1]),
+                activation(act),
+            ]
+        layers.append(nn.Upsample(size=sizes[0], mode="nearest"))
+        c_last = channels[0]
+        if full_res_channels:  # one more conv + norm + act at full resolution
+            layers += [
+                nn.Conv2d(c_last, full_res_channels, 3, padding=1, bias=norm != "batch"),
+                norm2d(norm, full_res_channels),
+                activation(act),
+            ]
+            c_last = full_res_channels
+        layers.append(nn.Conv2d(c_last, out_channels, 3, padding=1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        x = self.fc(z.flatten(1)).view(z.shape[0], *self.top)  # (B, C_k, h_k, w_k)
+        x = self.fc_post(x)
+        return self.net(x)  # (B, out_channels, H, W)
+
+
+# -- init -----------------------------------------------------------------------------------
+
+
+def dcgan_init_(module: nn.Module) -> None:
+    """Conv/linear weights N(0, 0.02), biases 0; BatchNorm weight N(1, 0.02), bias 0 (Radford et al. 2016)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)

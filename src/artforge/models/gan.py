@@ -1,0 +1,306 @@
+"""GANs: a generator G and a discriminator D trained against each other (Goodfellow et al. 2014).
+
+Two families share the training logic in ``_Adversarial``:
+- ``GAN`` ("gan"): convolutional G and D that adapt to any image size (blocks.stage_sizes),
+  spectral-normalised D and the hinge loss by default.
+- ``DCGAN`` ("dcgan"): exactly the pytorch/examples DCGAN (Radford et al. 2016) for square
+  power-of-two sizes, 64x64 being the reference.
+
+The seed document's "k discriminator steps per generator step" is ``d_steps``: D trains every
+step (each on a fresh batch), G every ``d_steps``-th step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+from artforge.losses import gan_d_loss, gan_g_loss, gradient_penalty, r1_penalty
+from artforge.models.base import GenerativeModel, Phase
+from artforge.models.blocks import (
+    DownStack,
+    UpStack,
+    check_choices,
+    check_image_size,
+    dcgan_init_,
+    spectral_norm_all_,
+    stage_channels,
+    stage_sizes,
+)
+
+GanLoss = Literal["bce", "mse", "hinge", "wgan-gp"]
+DNorm = Literal["spectral", "batch", "none"]
+DCGANLoss = Literal["bce", "mse", "hinge"]
+
+
+# -- configs --------------------------------------------------------------------------------
+
+
+@dataclass
+class GANConfig:
+    height: int = 64  # image size; any size >= 8 (a run copies its data size here)
+    width: int = 64
+    channels: int = 3  # image channels
+    latent_dim: int = 100  # size of z (the seed document's 100)
+    base_channels: int = 64  # channels after D's first halving; doubled per halving
+    max_channels: int = 512  # cap on the doubling
+    d_norm: DNorm = "spectral"  # D's normalisation; "batch" is not allowed with wgan-gp
+    loss: GanLoss = "hinge"  # bce (non-saturating), mse (LSGAN), hinge, wgan-gp
+    d_steps: int = 1  # D steps per G step (WGAN-GP's paper uses 5)
+    gp_weight: float = 10.0  # gradient-penalty weight, wgan-gp only (lambda in Gulrajani 2017)
+    r1_gamma: float = 0.0  # R1 penalty gamma on real images (Mescheder 2018); 0 = off
+    r1_every: int = 16  # lazy R1: a "D_reg" phase every this many steps (StyleGAN2)
+
+    def __post_init__(self) -> None:
+        check_choices(self, "d_norm", "loss")
+        check_image_size(self.height, self.width, self.channels)
+        if self.loss == "wgan-gp" and self.d_norm == "batch":
+            raise ValueError(
+                "loss 'wgan-gp' needs a discriminator without batch norm (the gradient penalty is "
+                "per sample); use d_norm 'spectral' or 'none'"
+            )
+        _check_positive(self, "latent_dim", "base_channels", "max_channels", "d_steps", "r1_every")
+        if self.max_channels < self.base_channels:
+            raise ValueError(
+                f"max_channels ({self.max_channels}) must be >= base_channels ({self.base_channels})"
+            )
+        if self.gp_weight < 0 or self.r1_gamma < 0:
+            raise ValueError("gp_weight and r1_gamma must be >= 0")
+
+
+@dataclass
+class DCGANConfig:
+    height: int = 64  # square power of two >= 16; 64 is the reference (a run copies its data size)
+    width: int = 64
+    channels: int = 3  # nc
+    latent_dim: int = 100  # nz
+    ngf: int = 64  # generator width
+    ndf: int = 64  # discriminator width
+    loss: DCGANLoss = "bce"  # bce is the original (non-saturating); mse, hinge also work
+    d_steps: int = 1  # D steps per G step
+
+    def __post_init__(self) -> None:
+        if self.loss == "wgan-gp":  # type: ignore[comparison-overlap]
+            raise ValueError("dcgan's discriminator uses batch norm, so no wgan-gp; use --model gan")
+        check_choices(self, "loss")
+        s = self.height
+        if self.height != self.width or s < 16 or s & (s - 1):
+            raise ValueError(
+                f"dcgan needs a square power-of-two size >= 16 (16, 32, 64, 128, ...), got "
+                f"{self.width}x{self.height} (width x height); use --model gan for other sizes"
+            )
+        if self.channels < 1:
+            raise ValueError(f"channels must be at least 1, got {self.channels}")
+        _check_positive(self, "latent_dim", "ngf", "ndf", "d_steps")
+
+
+def _check_positive(obj: Any, *names: str) -> None:
+    for name in names:
+        if getattr(obj, name) < 1:
+            raise ValueError(f"{name} must be at least 1, got {getattr(obj, name)}")
+
+
+# -- shared training logic ------------------------------------------------------------------
+
+
+class _Adversarial(GenerativeModel):
+    """Phases, losses and sampling common to GAN and DCGAN; subclasses build ``G`` and ``D``."""
+
+    optim_defaults: ClassVar[dict[str, Any]] = {"name": "adam", "lr": 2e-4, "betas": (0.5, 0.999)}
+    ema_groups: ClassVar[tuple[str, ...]] = ("G",)
+    sample_options: ClassVar[tuple[str, ...]] = ("truncation",)
+
+    G: nn.Module  # (B, latent_dim) -> (B, C, H, W) in [-1, 1]
+    D: nn.Module  # (B, C, H, W) -> logits (B,)
+
+    def default_optim(self) -> dict[str, Any]:
+        """The preferred OptimConfig fields for this config."""
+        return dict(self.optim_defaults)
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"G": list(self.G.parameters()), "D": list(self.D.parameters())}
+
+    def phases(self) -> list[Phase]:
+        return [Phase("D", "D"), Phase("G", "G", every=self.config.d_steps)]
+
+    def training_step(self, phase: str, batch: Tensor, step: int) -> dict[str, Tensor]:
+        kind = self.config.loss
+        b = batch.shape[0]
+        z = torch.randn(b, self.config.latent_dim, device=batch.device)  # (B, D), global RNG
+        if phase == "D":
+            with torch.no_grad():  # G is frozen in this phase
+                fake = self.G(z)  # (B, C, H, W)
+            real_logits = self.D(batch)  # (B,)
+            fake_logits = self.D(fake)  # (B,)
+            loss = gan_d_loss(kind, real_logits, fake_logits)
+            out = {"d_real": real_logits.detach().mean(), "d_fake": fake_logits.detach().mean()}
+            if kind == "wgan-gp":
+                gp = gradient_penalty(self.D, batch, fake)
+                loss = loss + self.config.gp_weight * gp
+                out["gp"] = gp.detach()
+            return {"loss": loss, **out}
+        if phase == "G":
+            fake_logits = self.D(self.G(z))  # (B,)
+            return {"loss": gan_g_loss(kind, fake_logits), "d_fake": fake_logits.detach().mean()}
+        return self._extra_step(phase, batch, step)
+
+    def _extra_step(self, phase: str, batch: Tensor, step: int) -> dict[str, Tensor]:
+        raise ValueError(f"unknown phase {phase!r}; this model has {[p.name for p in self.phases()]}")
+
+    def sample_latents(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return torch.randn(n, self.config.latent_dim, generator=generator)  # (n, D), on the CPU
+
+    def decode(self, latents: Tensor, truncation: float = 1.0) -> Tensor:
+        """z (n, D) -> images (n, C, H, W) in [-1, 1].
+
+        ``truncation`` psi scales z (the simple truncation trick, Brock et al. 2019 / Marchesi 2017):
+        psi < 1 keeps samples near the centre of the prior, trading variety for fidelity.
+        """
+        if not 0 < truncation <= 2:
+            raise ValueError(f"truncation must be in (0, 2], got {truncation}")
+        z = latents.reshape(latents.shape[0], -1).to(self.device)  # (n, D); accepts (n, D, 1, 1)
+        return self.G(z * truncation)
+
+
+# -- GAN: any size ------------------------------------------------------------------------------
+
+
+class Generator(nn.Module):
+    """z -> linear to the smallest map -> (resize up + conv3x3 + BN + ReLU) per stage -> tanh."""
+
+    def __init__(self, c: GANConfig) -> None:
+        super().__init__()
+        sizes = stage_sizes(c.height, c.width)
+        chans = stage_channels(len(sizes) - 1, c.base_channels, c.max_channels)
+        self.net = UpStack(c.latent_dim, sizes, chans, c.channels, norm="batch", act="relu")
+
+    def forward(self, z: Tensor) -> Tensor:
+        return torch.tanh(self.net(z))  # (B, C, H, W)
+
+
+class Discriminator(nn.Module):
+    """Image -> stride-2 convs + LeakyReLU(0.2) (ceil halving) -> linear head on the flat map."""
+
+    def __init__(self, c: GANConfig) -> None:
+        super().__init__()
+        sizes = stage_sizes(c.height, c.width)
+        chans = stage_channels(len(sizes) - 1, c.base_channels, c.max_channels)
+        self.body = DownStack(c.channels, sizes, chans, norm=c.d_norm, act="lrelu")
+        h, w = sizes[-1]
+        self.head = nn.Linear(chans[-1] * h * w, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.body(x).flatten(1)).squeeze(1)  # (B,)
+
+
+class GAN(_Adversarial):
+    """Convolutional GAN for any image size; hinge loss + spectral-norm D by default (Miyato 2018)."""
+
+    family: ClassVar[str] = "gan"
+    config_class: ClassVar[type] = GANConfig
+    config: GANConfig
+
+    def __init__(self, config: GANConfig) -> None:
+        super().__init__(config)
+        self.G = Generator(config)
+        self.D = Discriminator(config)
+        dcgan_init_(self)
+        if config.d_norm == "spectral":
+            spectral_norm_all_(self.D)
+
+    def default_optim(self) -> dict[str, Any]:
+        if self.config.loss == "wgan-gp":  # Gulrajani et al. 2017, Algorithm 1
+            return {"name": "adam", "lr": 1e-4, "betas": (0.0, 0.9)}
+        return dict(self.optim_defaults)
+
+    def phases(self) -> list[Phase]:
+        phases = [Phase("D", "D")]
+        if self.config.r1_gamma > 0:
+            phases.append(Phase("D_reg", "D", every=self.config.r1_every))
+        return [*phases, Phase("G", "G", every=self.config.d_steps)]
+
+    def _extra_step(self, phase: str, batch: Tensor, step: int) -> dict[str, Tensor]:
+        if phase != "D_reg" or self.config.r1_gamma <= 0:
+            return super()._extra_step(phase, batch, step)
+        real = batch.detach().requires_grad_(True)  # (B, C, H, W)
+        r1 = r1_penalty(self.D(real), real)
+        # gamma/2 * R1, times the interval so lazy regularisation keeps its strength (StyleGAN2)
+        loss = 0.5 * self.config.r1_gamma * r1 * self.config.r1_every
+        return {"loss": loss, "r1": r1.detach()}
+
+
+# -- DCGAN: the pytorch/examples reference --------------------------------------------------
+
+
+def _dcgan_depth(size: int) -> int:
+    """Stride-2 blocks between 4x4 and the image, minus one: 64 -> 3 (the reference), 32 -> 2."""
+    return int(math.log2(size)) - 3
+
+
+class DCGANGenerator(nn.Module):
+    """pytorch/examples dcgan ``Generator``: ConvTranspose2d stack from (nz, 1, 1) to (nc, S, S)."""
+
+    def __init__(self, c: DCGANConfig) -> None:
+        super().__init__()
+        nz, ngf, nc = c.latent_dim, c.ngf, c.channels
+        m = c.height // 8  # channel multiplier at 4x4: 8 for 64x64
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(nz, ngf * m, 4, 1, 0, bias=False),  # (B, ngf*m, 4, 4)
+            nn.BatchNorm2d(ngf * m),
+            nn.ReLU(True),
+        ]
+        for _ in range(_dcgan_depth(c.height)):  # each doubles the size, halves the channels
+            layers += [
+                nn.ConvTranspose2d(ngf * m, ngf * m // 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(ngf * m // 2),
+                nn.ReLU(True),
+            ]
+            m //= 2
+        layers += [nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False), nn.Tanh()]  # (B, nc, S, S)
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.main(z.reshape(z.shape[0], -1, 1, 1))  # (B, nc, S, S)
+
+
+class DCGANDiscriminator(nn.Module):
+    """pytorch/examples dcgan ``Discriminator`` returning logits (its final Sigmoid moves into the loss)."""
+
+    def __init__(self, c: DCGANConfig) -> None:
+        super().__init__()
+        ndf, nc = c.ndf, c.channels
+        layers: list[nn.Module] = [
+            nn.Conv2d(nc, ndf, 4, 2, 1, bias=False),  # (B, ndf, S/2, S/2)
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
+        m = 1
+        for _ in range(_dcgan_depth(c.height)):  # each halves the size, doubles the channels
+            layers += [
+                nn.Conv2d(ndf * m, ndf * m * 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(ndf * m * 2),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+            m *= 2
+        layers.append(nn.Conv2d(ndf * m, 1, 4, 1, 0, bias=False))  # (B, 1, 1, 1)
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.main(x).view(-1)  # (B,)
+
+
+class DCGAN(_Adversarial):
+    """The pytorch/examples DCGAN (Radford et al. 2016): same layers, init, loss and Adam settings."""
+
+    family: ClassVar[str] = "dcgan"
+    config_class: ClassVar[type] = DCGANConfig
+    config: DCGANConfig
+
+    def __init__(self, config: DCGANConfig) -> None:
+        super().__init__(config)
+        self.G = DCGANGenerator(config)
+        self.D = DCGANDiscriminator(config)
+        dcgan_init_(self)

@@ -1,0 +1,155 @@
+"""Seeds, sampling in chunks, grids, latent interpolation (slerp) and GIF/MP4 output.
+
+Images here are float tensors (n, C, H, W) in [0, 1] unless a name says otherwise; the
+models work in [-1, 1] and ``to_unit`` converts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from .models.base import GenerativeModel
+
+
+def to_unit(x: Tensor) -> Tensor:
+    """[-1, 1] model output -> [0, 1], quantised to 8 bits so it equals what PNGs hold."""
+    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().div(255)
+
+
+def to_uint8(x: Tensor) -> np.ndarray:
+    """[0, 1] images (n, C, H, W) -> uint8 (n, H, W, C)."""
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'1,2,5-8' -> [1, 2, 5, 6, 7, 8]."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            lo_s, sep, hi_s = part.partition("-")
+            lo, hi = int(lo_s), int(hi_s) if sep else int(lo_s)
+            if lo < 0 or hi < lo:
+                raise ValueError
+        except ValueError:
+            raise ValueError(
+                f"bad seed list {text!r}: use non-negative numbers and ranges like 1,2,5-8"
+            ) from None
+        seeds.extend(range(lo, hi + 1))
+    if not seeds:
+        raise ValueError(f"bad seed list {text!r}: no seeds")
+    return seeds
+
+
+@torch.no_grad()
+def generate(model: GenerativeModel, latents: Tensor, *, chunk: int = 256, **options: Any) -> Tensor:
+    """Decode latents in chunks; returns [0, 1] images on the CPU."""
+    outs = []
+    for i in range(0, latents.shape[0], chunk):
+        z = latents[i : i + chunk].to(model.device)
+        outs.append(to_unit(model.decode(z, **options)).cpu())
+    return torch.cat(outs)
+
+
+def latents_for_seed(model: GenerativeModel, n: int, seed: int) -> Tensor:
+    return model.sample_latents(n, torch.Generator().manual_seed(seed))
+
+
+def latents_per_seed(model: GenerativeModel, seeds: Iterable[int]) -> Tensor:
+    """One latent per seed, each drawn from its own generator (stylegan2's generate.py)."""
+    return torch.cat([latents_for_seed(model, 1, s) for s in seeds])
+
+
+def make_grid(images: Tensor, nrow: int | None = None, pad: int = 2, pad_value: float = 1.0) -> Tensor:
+    """(n, C, H, W) -> one (C, rows*(H+pad)+pad, cols*(W+pad)+pad) image."""
+    n, c, h, w = images.shape
+    cols = nrow or max(1, math.ceil(math.sqrt(n)))
+    rows = math.ceil(n / cols)
+    grid = torch.full((c, rows * (h + pad) + pad, cols * (w + pad) + pad), pad_value)
+    for i in range(n):
+        r, col = divmod(i, cols)
+        y, x = pad + r * (h + pad), pad + col * (w + pad)
+        grid[:, y : y + h, x : x + w] = images[i]
+    return grid
+
+
+def save_image(img: Tensor, path: str | Path) -> Path:
+    """Save a [0, 1] (C, H, W) image as PNG via a temp name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = to_uint8(img[None])[0]
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    Image.fromarray(arr).save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def save_grid(images: Tensor, path: str | Path, nrow: int | None = None) -> Path:
+    return save_image(make_grid(images, nrow), path)
+
+
+def slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
+    """Spherical interpolation between latents (flattened per row); t=0 gives a, t=1 gives b."""
+    shape = a.shape
+    a2, b2 = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+    an = a2 / a2.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    bn = b2 / b2.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    omega = torch.acos((an * bn).sum(1, keepdim=True).clamp(-1, 1))
+    so = torch.sin(omega)
+    lerp = (1 - t) * a2 + t * b2
+    s = (torch.sin((1 - t) * omega) / so) * a2 + (torch.sin(t * omega) / so) * b2
+    out = torch.where(so.abs() < 1e-6, lerp, s)
+    return out.reshape(shape)
+
+
+def interpolation_path(keys: Tensor, frames: int, loop: bool = True) -> Tensor:
+    """``frames`` latents walking through ``keys`` (k, ...) by slerp, back to the first if loop."""
+    k = keys.shape[0]
+    if k < 2:
+        raise ValueError("interpolation needs at least two seeds")
+    if frames < 2:
+        raise ValueError("interpolation needs at least two frames")
+    segments = k if loop else k - 1
+    out = []
+    for f in range(frames):
+        # position along the path in segment units; a loop never repeats its first frame
+        pos = f * segments / (frames if loop else frames - 1)
+        i = min(int(pos), segments - 1)
+        t = pos - i
+        out.append(slerp(keys[i : i + 1], keys[(i + 1) % k : (i + 1) % k + 1], t))
+    return torch.cat(out)
+
+
+def save_animation(frames: Tensor, path: str | Path, fps: float = 20) -> Path:
+    """[0, 1] frames (n, C, H, W) -> GIF (looping) or MP4, chosen by the file suffix."""
+    import imageio.v3 as iio
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = to_uint8(frames)
+    suffix = path.suffix.lower()
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    if suffix == ".gif":
+        iio.imwrite(tmp, arr, extension=".gif", duration=1000 / fps, loop=0)
+    elif suffix == ".mp4":
+        try:
+            iio.imwrite(tmp, arr, extension=".mp4", fps=fps)
+        except Exception as e:  # noqa: BLE001 - imageio raises various errors without ffmpeg
+            raise ValueError(
+                f"{path}: writing MP4 needs imageio-ffmpeg (pip install imageio-ffmpeg): {e}"
+            ) from None
+    else:
+        raise ValueError(f"{path}: animation output must end in .gif or .mp4")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,58 @@
+"""Batches from the decoded uint8 cache: seeded shuffling, optional flips, no decoding.
+
+Batch ``step`` is a pure function of (seed, step), so a resumed run sees exactly the batches
+an uninterrupted one would, with no loader state to save.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class BatchStream:
+    """Endless stream of shuffled batches: epoch e is a permutation seeded by (seed, e)."""
+
+    def __init__(self, images: Tensor, batch_size: int, seed: int, hflip: bool = False):
+        assert images.dtype == torch.uint8 and images.dim() == 4, "expected uint8 (N, C, H, W)"
+        self.images = images
+        self.n = images.shape[0]
+        self.batch_size = batch_size
+        self.seed = seed
+        self.hflip = hflip
+        self._perm_epoch = -1
+        self._perm = torch.empty(0, dtype=torch.long)
+
+    def _perm_for(self, epoch: int) -> Tensor:
+        if epoch != self._perm_epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm = torch.randperm(self.n, generator=g)
+            self._perm_epoch = epoch
+        return self._perm
+
+    def indices(self, step: int) -> Tensor:
+        """Dataset indices of batch ``step`` (crosses epoch boundaries; never a short batch)."""
+        start = step * self.batch_size
+        out = []
+        pos = start
+        while pos < start + self.batch_size:
+            epoch, offset = divmod(pos, self.n)
+            take = min(self.n - offset, start + self.batch_size - pos)
+            out.append(self._perm_for(epoch)[offset : offset + take])
+            pos += take
+        return torch.cat(out)
+
+    def batch(self, step: int, device: torch.device) -> Tensor:
+        """Float batch (B, C, H, W) in [-1, 1] on ``device``."""
+        x = self.images[self.indices(step)]  # (B, C, H, W) uint8
+        if device.type == "cuda":
+            x = x.pin_memory().to(device, non_blocking=True)
+        x = x.to(device=device, dtype=torch.float32).mul_(2 / 255).sub_(1)
+        if self.hflip:
+            g = torch.Generator().manual_seed(self.seed * 7_919 + step)
+            flip = (torch.rand(x.shape[0], generator=g) < 0.5).to(device)
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        return x
+
+    def epoch_of(self, step: int) -> float:
+        return step * self.batch_size / self.n

@@ -1,0 +1,95 @@
+"""metrics.jsonl (one JSON object per logged step) and PNG plots of it."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+
+class Logbook:
+    """Averages per-step values and appends them to ``metrics.jsonl`` every few steps."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._sums: dict[str, float] = defaultdict(float)
+        self._counts: dict[str, int] = defaultdict(int)
+        self.last: dict[str, float] = {}
+
+    def add(self, prefix: str, values: dict[str, Tensor]) -> None:
+        for k, v in values.items():
+            x = float(v.detach()) if isinstance(v, Tensor) else float(v)
+            key = f"{prefix}/{k}"
+            self._sums[key] += x
+            self._counts[key] += 1
+            self.last[key] = x
+
+    def means(self) -> dict[str, float]:
+        return {k: self._sums[k] / self._counts[k] for k in self._sums}
+
+    def flush(self, **fields: Any) -> dict[str, Any]:
+        row = {**fields, **self.means()}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        self._sums.clear()
+        self._counts.clear()
+        return row
+
+    def truncate_after(self, step: int) -> None:
+        """Drop lines logged after ``step`` (a resumed run rewrites them)."""
+        if not self.path.exists():
+            return
+        keep = [line for line in read_jsonl(self.path) if line.get("step", 0) <= step]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        os.replace(tmp, self.path)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def plot_losses(metrics: Path, out: Path) -> None:
+    """One panel per phase (D, G, main, ...) with its logged values against step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_jsonl(metrics) if metrics.exists() else []
+    series: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        for k, v in r.items():
+            if "/" in k and isinstance(v, int | float) and math.isfinite(v):
+                phase, name = k.split("/", 1)
+                series[phase][name].append((r["step"], v))
+    if not series:
+        return
+    fig, axes = plt.subplots(1, len(series), figsize=(5 * len(series), 3.5), squeeze=False)
+    for ax, (phase, named) in zip(axes[0], sorted(series.items()), strict=True):
+        for name, pts in sorted(named.items()):
+            xs, ys = zip(*pts, strict=True)
+            ax.plot(xs, ys, label=name, lw=1.2)
+        ax.set_title(phase)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, out)

@@ -1,0 +1,261 @@
+"""The one training loop for every model family.
+
+Nothing here knows about GANs or VAEs: a family gives its parameter groups, its phases and
+one phase's loss on a batch; the Trainer owns devices, backward, mixed precision, clipping,
+EMA, logging, sample grids and checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..config import RunConfig
+from ..data import ImageSet, load_images
+from ..models.base import GenerativeModel
+from ..optim import EMA, build_optimizer
+from ..runs import resolve, write_config
+from ..sample import generate, latents_for_seed, save_grid
+from .batches import BatchStream
+from .checkpoint import TrainState, load_checkpoint, save_checkpoint
+from .logbook import Logbook, plot_losses
+
+log = logging.getLogger(__name__)
+
+GRID_SEED = 1234  # the fixed seed of the training sample grids
+Hook = Callable[["Trainer", int], None]
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue (e.g. the loss became NaN); the last checkpoint is intact."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)  # seeds CUDA too
+
+
+class Trainer:
+    """Train ``cfg`` into ``run_dir``. ``hooks`` are ``fn(trainer, step)`` called after each step."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        run_dir: str | Path,
+        *,
+        data: ImageSet | None = None,
+        progress: bool = True,
+        hooks: list[Hook] | None = None,
+    ):
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.hooks = list(hooks or [])
+        self.device = resolve_device(cfg.train.device)
+        if cfg.train.deterministic:
+            torch.use_deterministic_algorithms(True)
+        seed_everything(cfg.train.seed)
+        self.cfg, model = resolve(cfg)  # model weights drawn from the seeded RNG
+        self.data = data if data is not None else load_images(self.cfg.data, progress=progress)
+        self.model: GenerativeModel = model.to(self.device)
+        t = self.cfg.train
+        self.groups = self.model.param_groups()
+        self.optimizers = {g: build_optimizer(ps, self.cfg.optim_groups[g]) for g, ps in self.groups.items()}
+        self.phases = self.model.phases()
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        ema_names = {names[id(p)] for g in self.model.ema_groups for p in self.groups[g]}
+        self.ema = EMA(self.model, ema_names, t.ema_half_life) if t.ema else None
+        amp = t.amp if self.device.type == "cuda" else "off"
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        self.scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
+        self.batches = BatchStream(self.data.images, t.batch_size, t.seed, self.cfg.data.hflip)
+        self.state = TrainState()
+        self.logbook = Logbook(self.run_dir / "metrics.jsonl")
+
+    # -- budget --------------------------------------------------------------------------
+    def total_steps(self) -> int | None:
+        t = self.cfg.train
+        limits = []
+        if t.steps is not None:
+            limits.append(t.steps)
+        if t.epochs is not None:
+            limits.append(math.ceil(t.epochs * len(self.data) / t.batch_size))
+        return min(limits) if limits else None
+
+    def _out_of_time(self, elapsed: float) -> bool:
+        m = self.cfg.train.minutes
+        return m is not None and elapsed >= m * 60
+
+    # -- the loop ------------------------------------------------------------------------
+    def train(self, resume: bool = False, overwrite: bool = False) -> Path:
+        """Train until the budget is spent; ``resume`` continues from ``state/``.
+
+        A folder that already holds a run is only started afresh with ``overwrite``.
+        """
+        if not resume and (self.run_dir / "config.json").exists() and not overwrite:
+            raise ValueError(
+                f"{self.run_dir} already holds a run; continue it with --resume, "
+                "or pick another --out (or --overwrite to replace it)"
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            ema_model = self.ema.model if self.ema else None
+            self.state = load_checkpoint(self.run_dir, self.model, ema_model, self.optimizers, self.scaler)
+            self.logbook.truncate_after(self.state.step)
+            log.info("resumed %s at step %d", self.run_dir, self.state.step)
+        else:
+            for stale in ("metrics.jsonl", "samples", "plots", "state", "state.old", "state.tmp"):
+                p = self.run_dir / stale
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.exists():
+                    p.unlink()
+        write_config(self.cfg, self.run_dir)
+        self.data.write_report(self.run_dir / "data_report.json")
+        log.info("%s", self.data.summary())
+
+        total = self.total_steps()
+        if total is not None and self.state.step >= total:
+            log.info("nothing to do: already at step %d of %d", self.state.step, total)
+            self._finish()
+            return self.run_dir
+
+        bar = self._progress_bar(total)
+        t = self.cfg.train
+        start = time.perf_counter() - self.state.elapsed
+        window_t, window_imgs = time.perf_counter(), 0
+        step = self.state.step
+        try:
+            while (total is None or step < total) and not self._out_of_time(time.perf_counter() - start):
+                self._train_step(step)
+                step += 1
+                self.state.step = step
+                self.state.images_seen += t.batch_size
+                window_imgs += t.batch_size
+                if self.ema is not None:
+                    self.ema.update(self.model, self.state.images_seen, t.batch_size)
+                self.state.elapsed = time.perf_counter() - start
+                if step % t.log_every == 0 or step == total:
+                    now = time.perf_counter()
+                    row = self.logbook.flush(
+                        step=step,
+                        images=self.state.images_seen,
+                        epoch=round(self.batches.epoch_of(step), 4),
+                        elapsed=round(self.state.elapsed, 2),
+                        img_per_s=round(window_imgs / max(now - window_t, 1e-9), 2),
+                    )
+                    window_t, window_imgs = now, 0
+                    if bar is not None:
+                        bar.set_postfix_str(self._postfix(row), refresh=False)
+                if t.sample_every and step % t.sample_every == 0:
+                    self.save_samples()
+                if t.ckpt_every and step % t.ckpt_every == 0:
+                    self.checkpoint()
+                for hook in self.hooks:
+                    hook(self, step)
+                if bar is not None:
+                    bar.update(1)
+        except KeyboardInterrupt:
+            if bar is not None:
+                bar.close()
+            self.checkpoint()
+            log.warning("interrupted at step %d; checkpoint saved, continue with --resume", step)
+            raise
+        if bar is not None:
+            bar.close()
+        self._finish()
+        return self.run_dir
+
+    def _finish(self) -> None:
+        self.save_samples()
+        self.checkpoint()
+
+    def _train_step(self, step: int) -> None:
+        batch = self.batches.batch(step, self.device)  # (B, C, H, W) in [-1, 1]
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.autocast_dtype)
+            if self.autocast_dtype is not None
+            else nullcontext()
+        )
+        for ph in self.phases:
+            if step % ph.every:
+                continue
+            opt = self.optimizers[ph.opt]
+            for g, ps in self.groups.items():
+                for p in ps:
+                    p.requires_grad_(g == ph.opt)
+            opt.zero_grad(set_to_none=True)
+            with autocast:
+                out = self.model.training_step(ph.name, batch, step)
+            loss = out["loss"]
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"{ph.name} loss became {float(loss.detach())} at step {step}; the last checkpoint in "
+                    f"{self.run_dir} is intact. Try a lower learning rate (--lr) or --optim.clip=1.0"
+                )
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(opt)
+            else:
+                loss.backward()
+            clip = self.cfg.optim_groups[ph.opt]["clip"]
+            if clip:
+                nn.utils.clip_grad_norm_(self.groups[ph.opt], clip)
+            if self.scaler is not None:
+                self.scaler.step(opt)
+                self.scaler.update()
+            else:
+                opt.step()
+            self.logbook.add(ph.name, out)
+        for p in self.model.parameters():
+            p.requires_grad_(True)
+
+    # -- outputs -------------------------------------------------------------------------
+    @property
+    def sampling_model(self) -> GenerativeModel:
+        return self.ema.model if self.ema is not None else self.model  # type: ignore[return-value]
+
+    def save_samples(self) -> Path:
+        model = self.sampling_model
+        was_training = model.training
+        model.eval()
+        z = latents_for_seed(model, self.cfg.train.grid_n, GRID_SEED)
+        images = generate(model, z)
+        model.train(was_training)
+        return save_grid(images, self.run_dir / "samples" / f"step-{self.state.step:07d}.png")
+
+    def checkpoint(self) -> None:
+        ema_model = self.ema.model if self.ema is not None else None
+        save_checkpoint(self.run_dir, self.model, ema_model, self.optimizers, self.scaler, self.state)
+        plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "plots" / "losses.png")
+
+    def _progress_bar(self, total: int | None):  # type: ignore[no-untyped-def]
+        if not self.progress:
+            return None
+        from tqdm.auto import tqdm
+
+        desc = f"{self.cfg.family} {self.cfg.data.width}x{self.cfg.data.height}"
+        return tqdm(total=total, initial=self.state.step, desc=desc, unit="step", dynamic_ncols=True)
+
+    @staticmethod
+    def _postfix(row: dict) -> str:  # type: ignore[type-arg]
+        parts = [f"{k}={v:.3g}" for k, v in row.items() if k.endswith("/loss")]
+        parts.append(f"{row['img_per_s']:.0f} img/s")
+        return " ".join(parts)
