@@ -9,8 +9,8 @@ import torch
 import artforge
 from artforge.config import DataConfig, RunConfig, TrainConfig
 from artforge.models.base import load_weights
-from artforge.train import Trainer, TrainingError
-from artforge.train.batches import BatchStream
+from artforge.training import Trainer, TrainingError
+from artforge.training.batches import BatchStream
 
 TINY = {
     "gan": {"base_channels": 8, "latent_dim": 16},

@@ -68,7 +68,7 @@ class Run:
 
 def load(path: str | Path, *, device: str = "auto", weights: str = WEIGHTS_NAME) -> Run:
     """Load a run folder (or a snapshot with the same layout). Never unpickles anything."""
-    from .train.trainer import resolve_device
+    from .training.trainer import resolve_device
 
     path = Path(path)
     cfg, model = load_model(path, weights)
@@ -84,7 +84,7 @@ def train(
     progress: bool = False,
 ) -> Run:
     """Train a run into ``out`` and return it loaded (from the weights it wrote)."""
-    from .train.trainer import Trainer
+    from .training.trainer import Trainer
 
     cfg = config if isinstance(config, RunConfig) else from_dict(RunConfig, config)
     run_dir = Trainer(cfg, out, progress=progress).train(resume=resume, overwrite=overwrite)

@@ -28,6 +28,15 @@ def check_choices(obj: Any, *names: str) -> None:
             raise ValueError(f"{name} must be one of {list(get_args(tp))}, got {value!r}")
 
 
+def reject_options(model: Any, options: dict[str, Any]) -> None:
+    """ValueError for sample/decode options the family does not take (a typo must not pass silently)."""
+    if options:
+        name = sorted(options)[0]
+        raise ValueError(
+            f"unknown sample option {name!r} for {model.family}; it takes {list(model.sample_options)}"
+        )
+
+
 def check_image_size(height: int, width: int, channels: int) -> None:
     if height < 8 or width < 8:
         raise ValueError(f"image size must be at least 8x8, got {width}x{height} (width x height)")
@@ -99,6 +108,8 @@ def down_conv(c_in: int, c_out: int, size: tuple[int, int], bias: bool = True) -
     Odd sides get one extra zero row/column at the bottom/right.
     """
     h, w = size
+    if h % 2 == 0 and w % 2 == 0:  # the common case: plain padding, no extra copy
+        return nn.Sequential(nn.Identity(), nn.Conv2d(c_in, c_out, 4, stride=2, padding=1, bias=bias))
     return nn.Sequential(
         nn.ZeroPad2d((1, 1 + w % 2, 1, 1 + h % 2)),  # (left, right, top, bottom)
         nn.Conv2d(c_in, c_out, 4, stride=2, padding=0, bias=bias),

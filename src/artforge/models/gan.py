@@ -27,6 +27,7 @@ from artforge.models.blocks import (
     check_choices,
     check_image_size,
     dcgan_init_,
+    reject_options,
     spectral_norm_all_,
     stage_channels,
     stage_sizes,
@@ -84,7 +85,7 @@ class DCGANConfig:
     d_steps: int = 1  # D steps per G step
 
     def __post_init__(self) -> None:
-        if self.loss == "wgan-gp":  # type: ignore[comparison-overlap]
+        if self.loss == "wgan-gp":
             raise ValueError("dcgan's discriminator uses batch norm, so no wgan-gp; use --model gan")
         check_choices(self, "loss")
         s = self.height
@@ -128,9 +129,10 @@ class _Adversarial(GenerativeModel):
         return [Phase("D", "D"), Phase("G", "G", every=self.config.d_steps)]
 
     def training_step(self, phase: str, batch: Tensor, step: int) -> dict[str, Tensor]:
+        if phase not in ("D", "G"):
+            return self._extra_step(phase, batch, step)
         kind = self.config.loss
-        b = batch.shape[0]
-        z = torch.randn(b, self.config.latent_dim, device=batch.device)  # (B, D), global RNG
+        z = torch.randn(batch.shape[0], self.config.latent_dim, device=batch.device)  # (B, D), global RNG
         if phase == "D":
             with torch.no_grad():  # G is frozen in this phase
                 fake = self.G(z)  # (B, C, H, W)
@@ -143,10 +145,8 @@ class _Adversarial(GenerativeModel):
                 loss = loss + self.config.gp_weight * gp
                 out["gp"] = gp.detach()
             return {"loss": loss, **out}
-        if phase == "G":
-            fake_logits = self.D(self.G(z))  # (B,)
-            return {"loss": gan_g_loss(kind, fake_logits), "d_fake": fake_logits.detach().mean()}
-        return self._extra_step(phase, batch, step)
+        fake_logits = self.D(self.G(z))  # (B,)
+        return {"loss": gan_g_loss(kind, fake_logits), "d_fake": fake_logits.detach().mean()}
 
     def _extra_step(self, phase: str, batch: Tensor, step: int) -> dict[str, Tensor]:
         raise ValueError(f"unknown phase {phase!r}; this model has {[p.name for p in self.phases()]}")
@@ -154,12 +154,13 @@ class _Adversarial(GenerativeModel):
     def sample_latents(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return torch.randn(n, self.config.latent_dim, generator=generator)  # (n, D), on the CPU
 
-    def decode(self, latents: Tensor, truncation: float = 1.0) -> Tensor:
+    def decode(self, latents: Tensor, truncation: float = 1.0, **options: Any) -> Tensor:
         """z (n, D) -> images (n, C, H, W) in [-1, 1].
 
         ``truncation`` psi scales z (the simple truncation trick, Brock et al. 2019 / Marchesi 2017):
         psi < 1 keeps samples near the centre of the prior, trading variety for fidelity.
         """
+        reject_options(self, options)
         if not 0 < truncation <= 2:
             raise ValueError(f"truncation must be in (0, 2], got {truncation}")
         z = latents.reshape(latents.shape[0], -1).to(self.device)  # (n, D); accepts (n, D, 1, 1)
@@ -170,13 +171,17 @@ class _Adversarial(GenerativeModel):
 
 
 class Generator(nn.Module):
-    """z -> linear to the smallest map -> (resize up + conv3x3 + BN + ReLU) per stage -> tanh."""
+    """z -> linear to the smallest map -> (resize up + conv3x3 + BN + ReLU) per stage, the last
+    at (H, W) -> conv3x3 to RGB -> tanh."""
 
     def __init__(self, c: GANConfig) -> None:
         super().__init__()
         sizes = stage_sizes(c.height, c.width)
         chans = stage_channels(len(sizes) - 1, c.base_channels, c.max_channels)
-        self.net = UpStack(c.latent_dim, sizes, chans, c.channels, norm="batch", act="relu")
+        full = max(c.base_channels // 2, 1)  # one conv at (H, W) before RGB: smooths nearest-resize blocks
+        self.net = UpStack(
+            c.latent_dim, sizes, chans, c.channels, norm="batch", act="relu", full_res_channels=full
+        )
 
     def forward(self, z: Tensor) -> Tensor:
         return torch.tanh(self.net(z))  # (B, C, H, W)
@@ -237,7 +242,7 @@ class GAN(_Adversarial):
 
 
 def _dcgan_depth(size: int) -> int:
-    """Stride-2 blocks between 4x4 and the image, minus one: 64 -> 3 (the reference), 32 -> 2."""
+    """Middle (conv + BN) blocks of G and of D: log2(size) - 3; 64 -> 3 (the reference), 32 -> 2."""
     return int(math.log2(size)) - 3
 
 

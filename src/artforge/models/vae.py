@@ -20,6 +20,7 @@ from artforge.models.blocks import (
     UpStack,
     check_choices,
     check_image_size,
+    reject_options,
     stage_channels,
     stage_sizes,
 )
@@ -37,16 +38,18 @@ class VAEConfig:
     base_channels: int = 64  # channels after the encoder's first halving; doubled per halving
     max_channels: int = 512  # cap on the doubling
     recon: Recon = "mse"  # mse: Gaussian likelihood with std `sigma`; bce: Bernoulli on (x+1)/2
-    sigma: float = 0.1  # std of the Gaussian p(x|z) in [-1, 1] pixel units (mse only); see below
+    sigma: float = 1.0  # std of the Gaussian p(x|z) in [-1, 1] pixel units (mse only); see below
     beta: float = 1.0  # KL weight (beta-VAE); 1 is the evidence lower bound
     norm: VNorm = "group"  # feature norm; group needs no running statistics for eval-mode samples
 
-    # Why sigma: summed squared error alone is a Gaussian likelihood with variance 1/2, i.e. a
-    # std of 0.71 on pixels in [-1, 1]. Against the KL term that says "reconstructions may be
-    # off by a third of the range", so the decoder learns the mean image and samples are grey
-    # blur. The recon term here is sum((x - x_hat)^2) / (2 sigma^2); sigma = 0.1 (5% of the
-    # range) makes samples of simple shapes come out as shapes. Larger sigma: smoother, more
-    # prior-like samples; smaller: sharper reconstructions but samples drift off the data.
+    # Why sigma = 1: the mse recon term is sum((x - x_hat)^2) / (2 sigma^2), the negative
+    # log-likelihood of a Gaussian p(x|z) with std sigma, up to a constant (the plain summed
+    # squared error is sigma = 0.71). A smaller sigma buys sharper reconstructions with more nats
+    # of KL; on a few hundred images and a short run that turns q(z|x) into tight islands that
+    # prior samples miss, and samples come out as colourful mixtures of several images (measured
+    # on discs and bars at 32x32, 600 steps: sigma 0.1-0.5 gives mixtures, 0.7 still mostly
+    # mixtures, 1.0 whole soft shapes on flat backgrounds with ~18 of 128 latent dimensions in
+    # use). Lower it (0.3-0.5) for long runs on larger collections, when sharpness matters more.
 
     def __post_init__(self) -> None:
         check_choices(self, "recon", "norm")
@@ -81,20 +84,30 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """z -> linear to the smallest map -> (resize up + conv3x3 + GroupNorm + SiLU) per stage."""
+    """z -> linear to the smallest map -> (resize up + conv3x3 + GroupNorm + SiLU) per stage, the
+    last at (H, W) -> conv3x3 to the output."""
 
     def __init__(self, c: VAEConfig) -> None:
         super().__init__()
         sizes = stage_sizes(c.height, c.width)
         chans = stage_channels(len(sizes) - 1, c.base_channels, c.max_channels)
-        self.net = UpStack(c.latent_dim, sizes, chans, c.channels, norm=c.norm, act="silu", fc_norm=False)
+        self.net = UpStack(
+            c.latent_dim,
+            sizes,
+            chans,
+            c.channels,
+            norm=c.norm,
+            act="silu",
+            full_res_channels=max(c.base_channels // 2, 1),  # one conv at (H, W) before the output conv
+            fc_norm=False,  # the scale of z must reach the decoder (temperature, prior vs posterior)
+        )
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z)  # (B, C, H, W): means (mse) or logits (bce)
 
 
 class VAE(GenerativeModel):
-    """Convolutional VAE; GroupNorm throughout, so eval-mode samples need no running statistics."""
+    """Convolutional VAE for any size; GroupNorm by default, so eval-mode samples need no running stats."""
 
     family: ClassVar[str] = "vae"
     config_class: ClassVar[type] = VAEConfig
@@ -147,9 +160,10 @@ class VAE(GenerativeModel):
     def sample_latents(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return torch.randn(n, self.config.latent_dim, generator=generator)  # (n, D), on the CPU
 
-    def decode(self, latents: Tensor, temperature: float = 1.0) -> Tensor:
+    def decode(self, latents: Tensor, temperature: float = 1.0, **options: Any) -> Tensor:
         """z (n, D) -> images (n, C, H, W) in [-1, 1]; ``temperature`` scales prior samples
         (< 1: closer to the typical image, less varied)."""
+        reject_options(self, options)
         if not 0 < temperature <= 2:
             raise ValueError(f"temperature must be in (0, 2], got {temperature}")
         z = latents.reshape(latents.shape[0], -1).to(self.device)  # (n, D)
