@@ -1,0 +1,325 @@
+"""Image data: folders, zips and built-in sets -> validated, decoded-once, cached uint8 tensors.
+
+``load_images(cfg)`` is the one entry point. Every usable image is decoded exactly once,
+converted to RGB and resized to ``(cfg.height, cfg.width)``; files that cannot be used are
+listed in ``ImageSet.skipped`` with a short reason instead of stopping the load. With a disk
+cache, a second load of unchanged data reads a memory-mapped file and decodes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..config import DataConfig
+from .folder import IMAGE_EXTENSIONS, FolderSource, Skip, Spec, ZipSource, parse_background
+from .procedural import BuiltinSource, builtin_names, parse_builtin
+
+__all__ = ["DataError", "ImageSet", "builtin_names", "load_images"]
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1  # bump when decoding changes, so old disk caches are not reused
+AUTO_RAM_FRACTION = 0.25  # cache="auto" keeps data in memory below this share of RAM
+_SHORT_REASON = {"corrupt or truncated": "corrupt", "empty file": "empty", "could not decode": "failed"}
+
+
+class DataError(ValueError):
+    """The data cannot be used; the message names the path and the problem."""
+
+
+@dataclass
+class ImageSet:
+    """Decoded images with where each came from and what was left out."""
+
+    images: torch.Tensor  # uint8 (N, 3, H, W), contiguous; may be backed by a np.memmap
+    names: list[str]  # "rel/path.png", "archive.zip:member" or "builtin:shapes/000123"
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    root: str = ""  # the data path as given
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def summary(self) -> str:
+        """One line, e.g. '1,234 images from data/emoji (3 skipped: 2 corrupt, 1 too large)'."""
+        n = len(self)
+        text = f"{n:,} image{'' if n == 1 else 's'} from {self.root}"
+        if self.skipped:
+            kinds = Counter(_reason_kind(r) for _, r in self.skipped)
+            parts = ", ".join(f"{c} {k}" for k, c in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
+            text += f" ({len(self.skipped):,} skipped: {parts})"
+        return text
+
+    def write_report(self, path: str | os.PathLike[str]) -> None:
+        """Write {"root", "n_images", "skipped": [{"file", "reason"}]} as JSON, atomically."""
+        report = {
+            "root": self.root,
+            "n_images": len(self),
+            "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
+        }
+        _write_json(Path(path), report)
+
+
+def load_images(cfg: DataConfig, *, progress: bool = False) -> ImageSet:
+    """Load ``cfg.path`` (a folder, a .zip, or builtin[:NAME]) as one uint8 tensor."""
+    spec = Spec(cfg.height, cfg.width, cfg.fit, parse_background(cfg.background), cfg.max_pixels)
+    source = _open_source(cfg)
+    try:
+        n_max = len(source.names)
+        if n_max == 0:
+            raise DataError(_nothing_found(cfg.path, source))
+        item = 3 * spec.height * spec.width
+        mode = cfg.cache
+        if mode == "auto":
+            mode = "memory" if n_max * item < AUTO_RAM_FRACTION * total_ram_bytes() else "disk"
+            log.debug("cache=auto: %s for %d x %d bytes", mode, n_max, item)
+        if mode == "disk":
+            images, names, skipped = _load_disk(cfg, source, spec, progress)
+        else:
+            buf = np.empty((n_max, 3, spec.height, spec.width), dtype=np.uint8)  # (N, 3, H, W)
+            names, skipped = _decode_into(source, spec, buf, progress, cfg.path)
+            _check_any(cfg.path, names, skipped)
+            k = len(names)
+            images = buf[:k] if k >= 0.9 * n_max else buf[:k].copy()
+    finally:
+        source.close()
+    result = ImageSet(torch.from_numpy(images), names, skipped, cfg.path)
+    log.info("%s", result.summary())
+    return result
+
+
+# -- sources -------------------------------------------------------------------------------
+
+
+class _Source(Protocol):
+    names: list[str]
+    fingerprints: list[str]
+    listing_skipped: list[tuple[str, str]]
+
+    def identity(self) -> str: ...
+    def open(self, i: int, spec: Spec) -> Callable[[], np.ndarray]: ...
+    def close(self) -> None: ...
+
+
+def _open_source(cfg: DataConfig) -> _Source:
+    path = cfg.path
+    if path == "builtin" or path.startswith("builtin:"):
+        return BuiltinSource(parse_builtin(path), cfg.builtin_count)
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(
+            f"data path {path!r} does not exist; give an image folder, a .zip of images, "
+            f"or builtin[:NAME] ({', '.join(builtin_names())})"
+        )
+    if p.is_dir():
+        return FolderSource(p)
+    if p.suffix.lower() == ".zip":
+        try:
+            return ZipSource(p)
+        except ValueError as e:
+            raise DataError(str(e)) from None
+    raise DataError(f"{path}: is a file but not a .zip; give a folder of images or a .zip archive")
+
+
+def _nothing_found(path: str, source: _Source) -> str:
+    exts = " ".join(sorted(IMAGE_EXTENSIONS))
+    extra = ""
+    if source.listing_skipped:
+        f, r = source.listing_skipped[0]
+        extra = f"; {len(source.listing_skipped)} unreadable, e.g. {f}: {r}"
+    return f"{path}: no image files found (looked for {exts}, in subfolders too){extra}"
+
+
+def _check_any(path: str, names: list[str], skipped: list[tuple[str, str]]) -> None:
+    if names:
+        return
+    first = "; ".join(f"{f}: {r}" for f, r in skipped[:5])
+    more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+    raise DataError(f"{path}: no usable images ({len(skipped)} files skipped: {first}{more})")
+
+
+def _reason_kind(reason: str) -> str:
+    head = reason.split(" (", 1)[0]
+    return _SHORT_REASON.get(head, head)
+
+
+# -- decoding ------------------------------------------------------------------------------
+
+
+def _n_workers() -> int:
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:
+        n = os.cpu_count() or 1
+    return max(1, min(8, n))
+
+
+def _decode_into(
+    source: _Source, spec: Spec, out: np.ndarray, progress: bool, desc: str
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """Decode every source item in order into out[0..k); return (names, skipped)."""
+    names: list[str] = []
+    skipped = list(source.listing_skipped)
+    n = len(source.names)
+    workers = _n_workers()
+    pending: deque[tuple[int, Future[np.ndarray] | None, str | None]] = deque()
+
+    with (
+        ThreadPoolExecutor(workers, thread_name_prefix="artforge-decode") as pool,
+        tqdm(total=n, desc=f"decoding {desc}", unit="img", disable=not progress, leave=False) as bar,
+    ):
+
+        def drain_one() -> None:
+            i, fut, reason = pending.popleft()
+            if fut is not None:
+                try:
+                    arr = fut.result()  # (H, W, 3)
+                    out[len(names)] = arr.transpose(2, 0, 1)  # (3, H, W)
+                    names.append(source.names[i])
+                except Skip as e:
+                    reason = e.reason
+                except Exception as e:
+                    log.debug("decoding %s failed", source.names[i], exc_info=True)
+                    reason = f"could not decode ({type(e).__name__}: {str(e)[:80]})"
+            if reason is not None:
+                skipped.append((source.names[i], reason))
+            bar.update(1)
+
+        for i in range(n):
+            try:
+                pending.append((i, pool.submit(source.open(i, spec)), None))
+            except Skip as e:
+                pending.append((i, None, e.reason))
+            while len(pending) >= 4 * workers:
+                drain_one()
+        while pending:
+            drain_one()
+    skipped.sort()
+    for f, r in skipped:
+        log.debug("skipped %s: %s", f, r)
+    return names, skipped
+
+
+# -- disk cache ----------------------------------------------------------------------------
+
+
+def cache_dir(cfg: DataConfig) -> Path:
+    """cfg.cache_dir, or $XDG_CACHE_HOME/artforge/data (default ~/.cache/artforge/data)."""
+    if cfg.cache_dir:
+        return Path(cfg.cache_dir).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "artforge" / "data"
+
+
+def _cache_key(source: _Source, spec: Spec) -> str:
+    h = hashlib.sha256()
+    head = {"version": CACHE_VERSION, "source": source.identity(), "spec": spec.key()}
+    h.update(json.dumps(head, sort_keys=True).encode())
+    for fp in source.fingerprints:  # sorted source names with size and mtime (or CRC)
+        h.update(fp.encode("utf-8", "surrogateescape") + b"\n")
+    return h.hexdigest()[:32]
+
+
+def _load_disk(
+    cfg: DataConfig, source: _Source, spec: Spec, progress: bool
+) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
+    """Reuse the memory-mapped cache for this exact data and spec, or decode and write it."""
+    folder = cache_dir(cfg)
+    key = _cache_key(source, spec)
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(cfg.path.replace(":", "-")).name)[:40] or "data"
+    base = folder / f"{stem}-{spec.width}x{spec.height}-{key}"
+    data_path, meta_path = base.with_suffix(".u8"), base.with_suffix(".json")
+    item = (3, spec.height, spec.width)
+
+    hit = _read_cache(data_path, meta_path, key, item)
+    if hit is not None:
+        log.info("reusing data cache %s", data_path)
+        return hit
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{base.name}.u8.tmp-{os.getpid()}-{threading.get_ident()}"
+        mm = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(len(source.names), *item))
+    except OSError as e:
+        raise OSError(
+            f"cannot write the data cache in {folder} ({e.strerror or e}); "
+            "set data.cache_dir to a writable folder or use data.cache='memory'"
+        ) from None
+    try:
+        names, skipped = _decode_into(source, spec, mm, progress, cfg.path)
+        mm.flush()
+        del mm
+        _check_any(cfg.path, names, skipped)
+        os.truncate(tmp, len(names) * int(np.prod(item)))
+        os.replace(tmp, data_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    meta = {
+        "version": CACHE_VERSION,
+        "key": key,
+        "root": cfg.path,
+        "shape": [len(names), *item],
+        "names": names,
+        "skipped": [list(s) for s in skipped],
+    }
+    _write_json(meta_path, meta)  # written last: its presence means the data file is complete
+    log.info("wrote data cache %s", data_path)
+    images = np.memmap(data_path, dtype=np.uint8, mode="c", shape=(len(names), *item))
+    return images, names, skipped
+
+
+def _read_cache(
+    data_path: Path, meta_path: Path, key: str, item: tuple[int, int, int]
+) -> tuple[np.ndarray, list[str], list[tuple[str, str]]] | None:
+    try:
+        meta = json.loads(meta_path.read_text())
+        shape = tuple(meta["shape"])
+        ok = meta["version"] == CACHE_VERSION and meta["key"] == key and shape[1:] == item
+        ok = ok and len(meta["names"]) == shape[0] and data_path.stat().st_size == int(np.prod(shape))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not ok or shape[0] == 0:
+        return None
+    images = np.memmap(data_path, dtype=np.uint8, mode="c", shape=shape)  # copy-on-write
+    return images, list(meta["names"]), [(f, r) for f, r in meta["skipped"]]
+
+
+def _write_json(path: Path, obj: object) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        tmp.write_text(json.dumps(obj, indent=1) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def total_ram_bytes() -> int:
+    """Physical memory, or the cgroup limit when that is lower (containers)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 8 * 2**30
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return int(total)
