@@ -197,3 +197,16 @@ def test_trainer_loss_falls_on_tiny_data(tmp_path):
     first = sum(r["main/loss"] for r in rows[:3]) / 3
     last = sum(r["main/loss"] for r in rows[-3:]) / 3
     assert last < 0.7 * first
+
+
+def test_safetensors_header_starting_with_0x80_loads(tmp_path):
+    # the first 8 bytes are the header length; its low byte can be 0x80, like a pickle's first byte
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    for pad in range(300):
+        save_file({"w": torch.ones(2)}, str(path), metadata={"pad": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    assert torch.equal(load_weights(path)["w"], torch.ones(2))

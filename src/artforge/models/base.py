@@ -109,13 +109,16 @@ def load_weights(path: str | Path) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: weights file not found")
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if head[:2] == b"\x80\x02" or head[:2] == b"PK" or head[:1] == b"\x80":
-        raise ValueError(f"{path}: this is a pickle/zip file, not safetensors; refusing to load it")
     try:
-        return load_file(str(path))
+        return load_file(str(path))  # safetensors never unpickles, whatever the file holds
     except (SafetensorError, OSError, ValueError) as e:
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if head[:1] == b"\x80" or head == b"PK":  # pickle protocol 2+ / torch.save zip
+            raise ValueError(
+                f"{path}: this is a pickle (e.g. a torch.save checkpoint), not safetensors; "
+                "refusing to load it"
+            ) from None
         raise ValueError(f"{path}: not a valid safetensors file ({e})") from None
 
 
