@@ -115,7 +115,7 @@ def evaluate_run(
     if n < 4:
         raise ValueError(f"evaluation needs at least 4 generated images, got n={n}")
     dev = _resolve_device(device)
-    run = load(run_dir, device=str(dev))
+    run = load(Path(run_dir), device=str(dev))
     cfg = _to_data_config(data if data is not None else run.config.data, run.config.data)
     reals = load_images(cfg, progress=progress).images  # uint8 (N, 3, H, W)
     real_f = cached_features(
@@ -240,10 +240,10 @@ def make_monitor_hook(
                 pick = np.sort(np.random.default_rng(0).choice(len(images), max_real, replace=False))
                 images = images[torch.from_numpy(pick)]
             log.info("monitor: Inception features of %d training images (once, then cached)", len(images))
-            state["real"] = cached_features(
+            real_f = cached_features(
                 images, batch_size, inception_path=inception, device=dev, desc="monitor: real"
             )
-            state["tau"] = copy_threshold(state["real"])
+            state["real"], state["tau"] = real_f, copy_threshold(real_f)
             state["best"] = max(
                 [r["monitor/diversity"] for r in _read_rows(metrics_path) if "monitor/diversity" in r]
                 + [-math.inf]

@@ -121,9 +121,9 @@ def find_inception(path: str | os.PathLike[str] | None = None, *, allow_download
         if not p.is_file():
             raise FileNotFoundError(f"${ENV_VAR}={env}: no such file")
         return p
-    p = _installed_package_file()
-    if p is not None:
-        return p
+    installed = _installed_package_file()
+    if installed is not None:
+        return installed
     cached = cache_dir() / "inception" / INCEPTION_FILE
     if cached.is_file():
         return cached
