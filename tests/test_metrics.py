@@ -315,8 +315,6 @@ def test_cli_eval_folders_writes_keys_and_reuses_cache(network, tmp_path, monkey
 def test_cli_eval_run(network, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     run = tmp_path / "run"
-    # --latent-dim 8 as in test_cli: at the default latent size this tiny GAN's safetensors header
-    # length starts with byte 0x80, which models.base.load_weights mistakes for a pickle
     train = ["-q", "train", "--data", "builtin", "--builtin-count", "24", "--size", "16", "--latent-dim", "8"]
     tiny = ["--steps", "2", "--batch-size", "8", "--model.base_channels=8", "--train.grid_n=4"]
     assert main([*train, "--out", str(run), *tiny]) == 0
