@@ -262,6 +262,44 @@ def test_monitor_hook_writes_metrics_and_plot(tmp_path, monkeypatch):
     assert (run / "plots" / "monitor.png").exists()
 
 
+def test_monitor_switched_on_from_the_cli(tmp_path, monkeypatch):
+    import artforge.evaluate as ev
+    from artforge.cli import main
+
+    monkeypatch.setattr(ev, "features", stub_features)
+    monkeypatch.setattr(inception, "features", stub_features)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    argv = [
+        "-q",
+        "train",
+        "--data",
+        "builtin",
+        "--builtin-count",
+        "24",
+        "--size",
+        "16",
+        "--latent-dim",
+        "8",
+        "--model.base_channels=8",
+        "--steps",
+        "4",
+        "--batch-size",
+        "8",
+        "--train.grid_n=4",
+        "--monitor-every",
+        "2",
+        "--monitor-n",
+        "12",
+        "--out",
+        str(run),
+    ]
+    assert main(argv) == 0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "monitor/copy_rate" in r] == [2, 4]
+    assert json.loads((run / "config.json").read_text())["train"]["monitor_every"] == 2
+
+
 # -- the real network (skipped when it is not installed) --------------------------------------
 
 

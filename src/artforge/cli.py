@@ -43,6 +43,9 @@ TRAIN_FLAGS: dict[str, str] = {
     "ckpt_every": "train.ckpt_every",
     "log_every": "train.log_every",
     "grid_n": "train.grid_n",
+    "monitor_every": "train.monitor_every",
+    "monitor_n": "train.monitor_n",
+    "monitor_fid": "train.monitor_fid",
     "optimizer": "optim.name",
     "lr": "optim.lr",
     "betas": "optim.betas",
@@ -66,7 +69,19 @@ ALIASES = {
     "model.name": "family",
 }
 # what may change when a run is resumed
-RESUMABLE = {"steps", "epochs", "minutes", "log_every", "sample_every", "ckpt_every", "device", "grid_n"}
+RESUMABLE = {
+    "steps",
+    "epochs",
+    "minutes",
+    "log_every",
+    "sample_every",
+    "ckpt_every",
+    "device",
+    "grid_n",
+    "monitor_every",
+    "monitor_n",
+    "monitor_fid",
+}
 
 
 class CLIError(Exception):
@@ -151,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ckpt-every", type=int, default=S, help="steps between checkpoints")
     t.add_argument("--log-every", type=int, default=S, help="steps between metrics.jsonl lines")
     t.add_argument("--grid-n", type=int, default=S, help="images per sample grid")
+    t.add_argument("--monitor-every", type=int, default=S, help="steps between diversity/copy-rate checks")
+    t.add_argument("--monitor-n", type=int, default=S, help="samples per monitor check (default 256)")
+    t.add_argument("--monitor-fid", action=argparse.BooleanOptionalAction, default=S, help="monitor FID too")
     t.add_argument("--out", metavar="DIR", default=S, help="run folder (default runs/DATA-MODEL)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--overwrite", action="store_true", help="replace the run in --out")

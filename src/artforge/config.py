@@ -83,6 +83,9 @@ class TrainConfig:
     ckpt_every: int = 1000  # steps between checkpoints (0 = only at the end)
     grid_n: int = 64  # images in each sample grid (fixed seeds)
     deterministic: bool = False  # torch.use_deterministic_algorithms
+    monitor_every: int = 0  # steps between creativity checks (diversity, copy rate); 0 = off
+    monitor_n: int = 256  # samples per check
+    monitor_fid: bool = False  # also a (small-n, biased) FID against the training data
 
     def __post_init__(self) -> None:
         _check_choice(self, "amp")

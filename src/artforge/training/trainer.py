@@ -86,6 +86,10 @@ class Trainer:
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
         self.scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
         self.batches = BatchStream(self.data.images, t.batch_size, t.seed, self.cfg.data.hflip)
+        if t.monitor_every > 0:  # the [eval] creativity monitor, on the standard FID network
+            from ..evaluate import make_monitor_hook
+
+            self.hooks.append(make_monitor_hook(t.monitor_every, t.monitor_n, fid=t.monitor_fid))
         self.state = TrainState()
         self.logbook = Logbook(self.run_dir / "metrics.jsonl")
 
