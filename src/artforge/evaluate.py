@@ -29,6 +29,7 @@ from .metrics.fid import fid_from_features
 from .metrics.inception import INCEPTION_SHA1, features
 from .metrics.novelty import copy_rate, copy_threshold, diversity, novelty_sheet
 from .metrics.precision_recall import nearest_neighbours
+from .training.logbook import save_figure
 
 if TYPE_CHECKING:
     from .training.trainer import Trainer
@@ -316,10 +317,5 @@ def plot_monitor(metrics: Path, out: Path) -> Path | None:
         ax.set_title(key.split("/", 1)[1].replace("_", " "))
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, out)
+    save_figure(fig, out)
     return out

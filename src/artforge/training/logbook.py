@@ -87,6 +87,13 @@ def plot_losses(metrics: Path, out: Path) -> None:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    save_figure(fig, out)
+
+
+def save_figure(fig: Any, out: Path) -> None:
+    """Write a matplotlib figure as PNG via a temp name (a crash never leaves half a plot)."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.stem + ".tmp.png")
