@@ -34,6 +34,7 @@ TINY = {
     "gan": {"base_channels": 16, "max_channels": 64, "latent_dim": 16},
     "vae": {"base_channels": 16, "max_channels": 64, "latent_dim": 8},
     "dcgan": {"ngf": 8, "ndf": 8, "latent_dim": 16},
+    "diffusion": {"base_channels": 16, "channel_mult": (1, 2), "sample_steps": 4},
 }
 
 
@@ -108,6 +109,7 @@ def test_stage_sizes() -> None:
 CASES = [("gan", 100, 100), ("gan", 48, 80), ("gan", 32, 32), ("gan", 28, 28), ("gan", 9, 21)]
 CASES += [("vae", 100, 100), ("vae", 48, 80), ("vae", 32, 32), ("vae", 28, 28)]
 CASES += [("dcgan", 32, 32), ("dcgan", 64, 64), ("dcgan", 16, 16)]
+CASES += [("diffusion", 100, 100), ("diffusion", 48, 80), ("diffusion", 32, 32), ("diffusion", 9, 21)]
 
 
 @pytest.mark.parametrize(("family", "height", "width"), CASES)
@@ -241,6 +243,15 @@ def test_vae_loss_falls(recon: str) -> None:
     assert last < 0.7 * first, (first, last)
 
 
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_diffusion_loss_falls(prediction: str) -> None:
+    model = tiny("diffusion", 16, 16, prediction=prediction)
+    torch.manual_seed(0)  # the timesteps and noise of each step come from the global RNG
+    losses = train_phase(model, "main", shapes_batch(), steps=60, lr=2e-3)
+    first, last = sum(losses[:15]) / 15, sum(losses[-15:]) / 15  # noisy: t is random per step
+    assert last < 0.7 * first, (first, last)
+
+
 def test_vae_loss_falls_with_sgd() -> None:
     model = tiny("vae", 16, 16)
     first, last = first_last(train_phase(model, "main", shapes_batch(), opt="sgd", lr=1e-4))
@@ -274,7 +285,7 @@ def test_r1_phase() -> None:
 # -- determinism and options ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("family", ["gan", "dcgan", "vae"])
+@pytest.mark.parametrize("family", ["gan", "dcgan", "vae", "diffusion"])
 def test_decode_and_sample_are_deterministic(family: str) -> None:
     model = tiny(family, 16, 16).eval()
     z = model.sample_latents(4, torch.Generator().manual_seed(3))
@@ -325,9 +336,11 @@ def test_phases_and_groups() -> None:
 
 
 def test_registry() -> None:
-    assert list_models() == ["dcgan", "gan", "vae"]
+    assert list_models() == ["dcgan", "diffusion", "gan", "vae"]
     assert MODELS["gan"] is GAN and model_class("vae") is VAE
-    with pytest.raises(ValueError, match=r"unknown model 'gann'; choose from \['dcgan', 'gan', 'vae'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown model 'gann'; choose from \['dcgan', 'diffusion', 'gan', 'vae'\]"
+    ):
         model_class("gann")
     with pytest.raises(ValueError, match=r"unknown model 'gann'"):
         make_model_config("gann", {}, height=32, width=32)
@@ -356,7 +369,7 @@ def test_config_errors() -> None:
     assert (cfg.height, cfg.width, cfg.loss) == (32, 40, "bce")
 
 
-@pytest.mark.parametrize("family", ["gan", "dcgan", "vae"])
+@pytest.mark.parametrize("family", ["gan", "dcgan", "vae", "diffusion"])
 def test_config_dict_and_weights_roundtrip(family: str, tmp_path: Path) -> None:
     model = tiny(family, 32, 32)
     train_phase(model, model.phases()[0].name, shapes_batch(size=32), steps=2)  # non-initial weights

@@ -143,6 +143,10 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         return value
     if origin is tuple:
         args = get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: any length
+            if not isinstance(value, list | tuple):
+                raise ValueError(f"{where} must be a list, got {value!r}")
+            return tuple(_coerce(args[0], v, where) for v in value)
         if not isinstance(value, list | tuple) or len(value) != len(args):
             raise ValueError(f"{where} must be a list of {len(args)} values, got {value!r}")
         return tuple(_coerce(a, v, where) for a, v in zip(args, value, strict=True))

@@ -7,13 +7,21 @@ from typing import Any
 
 from artforge.config import from_dict
 from artforge.models.base import GenerativeModel, Phase
+from artforge.models.diffusion import Diffusion, DiffusionConfig
 from artforge.models.gan import DCGAN, GAN, DCGANConfig, GANConfig
 from artforge.models.vae import VAE, VAEConfig
 
-MODELS: dict[str, type[GenerativeModel]] = {"gan": GAN, "dcgan": DCGAN, "vae": VAE}
+MODELS: dict[str, type[GenerativeModel]] = {
+    "gan": GAN,
+    "dcgan": DCGAN,
+    "vae": VAE,
+    "diffusion": Diffusion,
+}
 
 __all__ = [
     "DCGAN",
+    "Diffusion",
+    "DiffusionConfig",
     "GAN",
     "MODELS",
     "VAE",
