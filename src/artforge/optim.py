@@ -16,14 +16,24 @@ _BASE = {"name": "adam", "lr": 2e-4, "betas": (0.9, 0.999), "momentum": 0.0, "we
 
 
 def resolve_optim(cfg: RunConfig, groups: list[str], family_defaults: dict[str, Any]) -> dict[str, dict]:
-    """Concrete optimiser settings per group: base <- family <- cfg.optim <- cfg.optim_groups[g]."""
+    """Concrete optimiser settings per group:
+    base <- family <- family["groups"][g] <- cfg.optim <- cfg.optim_groups[g]."""
     unknown = sorted(set(cfg.optim_groups) - set(groups))
     if unknown:
         raise ValueError(f"optim_groups names {unknown[0]!r}, but this model's parameter groups are {groups}")
     user = {k: v for k, v in dataclasses.asdict(cfg.optim).items() if v is not None}
+    family = dict(family_defaults)
+    family_groups: dict[str, dict[str, Any]] = family.pop("groups", {})
     out = {}
     for g in groups:
-        merged = {**_BASE, "clip": 0.0, **family_defaults, **user, **cfg.optim_groups.get(g, {})}
+        merged = {
+            **_BASE,
+            "clip": 0.0,
+            **family,
+            **family_groups.get(g, {}),
+            **user,
+            **cfg.optim_groups.get(g, {}),
+        }
         oc: OptimConfig = from_dict(OptimConfig, merged, f"optim_groups.{g}")
         out[g] = dataclasses.asdict(oc)
     return out

@@ -45,7 +45,7 @@ class GenerativeModel(nn.Module):
 
     family: ClassVar[str]
     config_class: ClassVar[type]
-    optim_defaults: ClassVar[dict[str, Any]] = {}  # family's preferred OptimConfig fields
+    optim_defaults: ClassVar[dict[str, Any]] = {}  # preferred OptimConfig fields; "groups": per group
     ema_groups: ClassVar[tuple[str, ...]] = ("main",)  # groups whose weights make the samples
     sample_options: ClassVar[tuple[str, ...]] = ()  # keyword options decode()/sample() take
     ema_default: ClassVar[bool] = False  # keep an EMA of ema_groups unless train.ema says otherwise
@@ -147,11 +147,8 @@ def load_state_into(model: nn.Module, state: dict[str, Tensor], source: str | Pa
     for k, v in state.items():
         if v.shape != own[k].shape:
             raise ValueError(
-                f"{source}: tensor {k!r} has shape {tuple(v.shape)}, "
-                f"the model expects {tuple(own[k].shape)}"
+                f"{source}: tensor {k!r} has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}"
             )
         if v.dtype != own[k].dtype:
-            raise ValueError(
-                f"{source}: tensor {k!r} has dtype {v.dtype}, the model expects {own[k].dtype}"
-            )
+            raise ValueError(f"{source}: tensor {k!r} has dtype {v.dtype}, the model expects {own[k].dtype}")
     model.load_state_dict(state, strict=True)

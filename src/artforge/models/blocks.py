@@ -15,7 +15,7 @@ from typing import Any, Literal, get_args, get_origin
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-Norm = Literal["batch", "group", "spectral", "none"]
+Norm = Literal["batch", "group", "pixel", "spectral", "none"]
 Act = Literal["relu", "lrelu", "silu"]
 
 
@@ -75,8 +75,18 @@ def group_count(channels: int, max_groups: int = 32, min_per_group: int = 4) -> 
     return g
 
 
+class PixelNorm(nn.Module):
+    """Each pixel's feature vector scaled to unit RMS (ProGAN, Karras et al. 2018): no running
+    statistics, so an EMA copy of the weights samples exactly like the weights it averages."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * x.pow(2).mean(dim=1, keepdim=True).add(1e-8).rsqrt()
+
+
 def norm2d(kind: Norm, channels: int) -> nn.Module:
     """Feature norm for a conv output; "spectral" and "none" normalise weights or nothing."""
+    if kind == "pixel":
+        return PixelNorm()
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     if kind == "group":
