@@ -1,4 +1,4 @@
-"""The ``artforge`` command: train, sample, interpolate, data, models.
+"""The ``artforge`` command: train, sample, interpolate, data, models, eval, bench.
 
 Every flag maps to a field of RunConfig; any other field is set as ``--section.name=value``
 (e.g. ``--train.log_every=10`` or ``--model.base_channels=32``). Only this module prints.
@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--background", default=S, help="colour behind transparency (default #ffffff)")
     t.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=S, help="random flips")
     t.add_argument("--builtin-count", type=int, default=S, help="images in a built-in set")
-    t.add_argument("--model", default=S, help="gan (default), dcgan, vae; see 'artforge models'")
+    t.add_argument("--model", default=S, help="gan (default), dcgan, vae, diffusion; see 'artforge models'")
     t.add_argument("--latent-dim", type=int, default=S)
     t.add_argument("--loss", default=S, help="GAN loss: bce, mse, hinge, wgan-gp")
     t.add_argument("--d-steps", type=int, default=S, help="discriminator steps per generator step")
@@ -183,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--nrow", type=int, default=None, help="images per grid row")
     s.add_argument("--truncation", type=float, default=S, help="GAN: scale latents (<1: safer)")
     s.add_argument("--temperature", type=float, default=S, help="VAE: scale prior samples")
+    s.add_argument("--steps", type=int, default=S, help="diffusion: DDIM sampling steps (default 25)")
     s.add_argument("--device", default="auto")
 
     i = sub.add_parser("interpolate", help="animate a walk through latent space", allow_abbrev=False)
@@ -194,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", default=None, help="walk.gif or walk.mp4 (default RUN/walk.gif)")
     i.add_argument("--truncation", type=float, default=S)
     i.add_argument("--temperature", type=float, default=S)
+    i.add_argument("--steps", type=int, default=S, help="diffusion: DDIM sampling steps")
     i.add_argument("--device", default="auto")
 
     d = sub.add_parser("data", help="build a data set: emoji, or export builtin[:NAME]", allow_abbrev=False)
@@ -250,7 +252,30 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--truncation", type=float, default=S, help="GAN: scale latents")
     e.add_argument("--temperature", type=float, default=S, help="VAE: scale prior samples")
+    e.add_argument("--steps", type=int, default=S, help="diffusion: DDIM sampling steps")
     # -- eval (end) --
+
+    b = sub.add_parser(
+        "bench",
+        help="train several families for the same minutes and compare them on the same measures",
+        description="Each model trains with its defaults for --minutes (in its own process), then n "
+        "samples are measured against the data: FID, KID, precision, recall, diversity, copy rate, "
+        "training img/s, peak memory, sampling time. Writes OUT/bench.md, OUT/bench.json, "
+        "OUT/grid.png and keeps each run in OUT/runs/MODEL. Other --flags go to every training run.",
+        allow_abbrev=False,
+    )
+    b.add_argument("--data", required=True, metavar="PATH", help="image folder, .zip or builtin[:NAME]")
+    b.add_argument("--minutes", type=float, required=True, help="training budget per model")
+    b.add_argument(
+        "--models", default="gan,vae,diffusion", help="comma-separated (default gan,vae,diffusion)"
+    )
+    b.add_argument("--size", type=parse_size, default=(64, 64), help="N or WIDTHxHEIGHT (default 64)")
+    b.add_argument("--out", required=True, metavar="DIR", help="folder for the table, grid and runs")
+    b.add_argument("-n", type=int, default=5000, help="samples per model for the metrics (default 5000)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--batch-size", type=int, default=50, help="images per Inception batch")
+    b.add_argument("--inception", metavar="PATH", default=None, help="the FID network file (see eval)")
+    b.add_argument("--device", default="auto")
     return p
 
 
@@ -341,7 +366,7 @@ def _check_resume_changes(saved: Any, new: Any) -> None:
 
 
 def _sample_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: getattr(args, k) for k in ("truncation", "temperature") if k in args}
+    return {k: getattr(args, k) for k in ("truncation", "temperature", "steps") if k in args}
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -435,7 +460,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.data is None:
             raise CLIError("--fake needs --data PATH: the real images to compare with")
         if _sample_options(args):
-            raise CLIError("--truncation/--temperature apply to a RUN, not to --fake images")
+            raise CLIError("--truncation/--temperature/--steps apply to a RUN, not to --fake images")
         result = evaluate_folders(
             args.fake,
             args.data,
@@ -490,13 +515,46 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- bench --------------------------------------------------------------------------------------
+
+
+def cmd_bench(args: argparse.Namespace, extras: list[str]) -> int:
+    from .bench import COLUMNS, run_bench
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.n < 4:
+        raise CLIError(f"-n must be at least 4, got {args.n}")
+    result = run_bench(
+        args.data,
+        args.minutes,
+        models,
+        args.out,
+        args.size,
+        n=args.n,
+        seed=args.seed,
+        device=args.device,
+        inception=args.inception,
+        batch_size=args.batch_size,
+        train_args=extras,
+        progress=not args.quiet,
+    )
+    keys = ["fid", "precision", "recall", "copy_rate", "train_img_per_s", "sample_s_per_1000"]
+    heads = {k: h for k, h, _ in COLUMNS}
+    print("  ".join(f"{h:>12}" for h in ["model", *[heads[k] for k in keys]]))
+    for r in result["models"]:
+        print("  ".join([f"{r['model']:>12}", *[f"{r[k]:>12.3g}" for k in keys]]))
+    print(result["recommendation"])
+    print(f"wrote {Path(args.out) / 'bench.md'}, bench.json and grid.png")
+    return 0
+
+
 # -- main ---------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
-    if extras and args.command != "train":
+    if extras and args.command not in ("train", "bench"):
         parser.error(f"unrecognized arguments: {' '.join(extras)}")
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
@@ -516,6 +574,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_data(args)
         if args.command == "eval":
             return cmd_eval(args)
+        if args.command == "bench":
+            return cmd_bench(args, extras)
         if args.command == "models":
             from .models import list_models
 

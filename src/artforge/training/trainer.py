@@ -164,6 +164,7 @@ class Trainer:
                         epoch=round(self.batches.epoch_of(step), 4),
                         elapsed=round(self.state.elapsed, 2),
                         img_per_s=round(window_imgs / max(now - window_t, 1e-9), 2),
+                        **self._memory(),
                     )
                     window_t, window_imgs = now, 0
                     if bar is not None:
@@ -186,6 +187,12 @@ class Trainer:
             bar.close()
         self._finish()
         return self.run_dir
+
+    def _memory(self) -> dict[str, float]:
+        """Peak CUDA memory so far (MiB), for the log; nothing on the CPU."""
+        if self.device.type != "cuda":
+            return {}
+        return {"cuda_peak_mib": round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)}
 
     def _finish(self) -> None:
         self.save_samples()

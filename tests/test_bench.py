@@ -1,0 +1,68 @@
+"""``artforge bench`` end to end on a tiny folder: real training processes, the real FID network."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from artforge.bench import markdown, recommend
+from artforge.cli import main
+from artforge.metrics import inception
+
+
+@pytest.fixture(scope="module")
+def network():
+    try:
+        return inception.find_inception(allow_download=False)
+    except FileNotFoundError:
+        pytest.skip(f"the FID Inception network is not installed: {inception.INSTALL_HINT}")
+
+
+def test_recommend_prefers_low_fid_that_does_not_copy() -> None:
+    rows = [
+        {"model": "gan", "fid": 40.0, "copy_rate": 0.5, "sample_s_per_1000": 0.5},
+        {"model": "vae", "fid": 90.0, "copy_rate": 0.3, "sample_s_per_1000": 0.4},
+        {"model": "diffusion", "fid": 20.0, "copy_rate": 0.9, "sample_s_per_1000": 30.0},
+    ]
+    line = recommend(rows, 15)
+    assert line.startswith("For this data and 15 min of training here: gan (FID 40.0")
+    assert "diffusion copied training images" in line
+    rows[2]["copy_rate"] = 0.5
+    line = recommend(rows, 15)
+    assert line.startswith("For this data and 15 min of training here: diffusion (FID 20.0")
+    assert "vae samples 75x faster" in line
+    assert recommend([{"model": "gan", "fid": float("nan"), "copy_rate": 0.0}], 1).startswith("no candidate")
+
+
+def test_bench_cli_trains_measures_and_writes_table(network, tiny_folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "bench"
+    argv = ["-q", "bench", "--data", str(tiny_folder), "--size", "16", "--minutes", "0.04"]
+    argv += ["--models", "gan,diffusion", "-n", "12", "--batch-size", "12", "--out", str(out)]
+    argv += ["--train.batch_size=8", "--train.grid_n=4"]  # passed on to every training run
+    assert main(argv) == 0
+    result = json.loads((out / "bench.json").read_text())
+    assert [r["model"] for r in result["models"]] == ["gan", "diffusion"]
+    for r in result["models"]:
+        assert r["steps"] >= 1 and r["train_img_per_s"] > 0 and r["peak_mem_mib"] > 50
+        assert r["sample_s_per_1000"] > 0 and r["n_fake"] == 12 and r["n_real"] == 16
+        assert 0 <= r["copy_rate"] <= 1 and r["fid"] > 0
+        cfg = json.loads((out / "runs" / r["model"] / "config.json").read_text())
+        assert cfg["train"]["batch_size"] == 8 and cfg["train"]["minutes"] == 0.04
+    assert result["recommendation"].startswith("For this data and 0.04 min")
+    md = (out / "bench.md").read_text()
+    assert md == markdown(result) and "| gan |" in md and "| diffusion |" in md
+    from PIL import Image
+
+    grid = Image.open(out / "grid.png")
+    assert grid.height > 2 * 16 and grid.width > 2 * 6 * 16  # two labelled panels (12 = 2 rows of 6)
+    printed = capsys.readouterr().out
+    assert result["recommendation"] in printed
+
+
+def test_bench_rejects_unknown_model(tiny_folder, tmp_path, capsys):
+    argv = ["-q", "bench", "--data", str(tiny_folder), "--minutes", "1", "--models", "gan,gam"]
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 1
+    assert "unknown model 'gam'" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
