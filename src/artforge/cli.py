@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -340,6 +341,8 @@ def cmd_train(args: argparse.Namespace, extras: list[str]) -> int:
     out = Path(args.out) if "out" in args else _default_out(cfg)
     trainer = Trainer(cfg, out, progress=not args.quiet)
     trainer.train(resume=args.resume, overwrite=args.overwrite)
+    if not trainer.main:  # under torchrun, rank 0 reports
+        return 0
     st = trainer.state
     print(
         f"trained {cfg.family} to step {st.step} ({st.images_seen:,} images, {st.elapsed / 60:.1f} min) "
@@ -556,8 +559,9 @@ def main(argv: list[str] | None = None) -> int:
     args, extras = parser.parse_known_args(argv)
     if extras and args.command not in ("train", "bench"):
         parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    other_rank = os.environ.get("RANK", "0") != "0"  # under torchrun only rank 0 talks
     logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
+        level=logging.WARNING if args.quiet or other_rank else logging.INFO,
         format="artforge: %(message)s",
         stream=sys.stderr,
     )
@@ -565,7 +569,16 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "train":
-            return cmd_train(args, extras)
+            rc = cmd_train(args, extras)
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                # Under torchrun the process group is destroyed by now, yet gloo's C++ threads can
+                # still abort the interpreter's shutdown ("terminate called without an active
+                # exception", pytorch/pytorch#179291), turning a finished run into a failed one.
+                # Everything is written and flushed, so leave without the finalisers.
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(rc)
+            return rc
         if args.command == "sample":
             return cmd_sample(args)
         if args.command == "interpolate":

@@ -53,6 +53,23 @@ class GenerativeModel(nn.Module):
     def __init__(self, config: Any) -> None:
         super().__init__()
         self.config = config
+        self.shard = (0, 1)  # (rank, world size) under data-parallel training; see batch_randn
+
+    # -- training noise -------------------------------------------------------------------
+    # Training noise is drawn for the *global* batch from the global RNG (which every rank
+    # seeds alike) and each rank keeps its own slice. So a run on N processes sees the same
+    # noise as one process on the whole batch, and the ranks' RNGs never drift apart.
+    def _slice(self, full: Tensor, n: int) -> Tensor:
+        rank, world = self.shard
+        return full if world == 1 else full[rank * n : (rank + 1) * n]
+
+    def batch_randn(self, n: int, *shape: int, device: torch.device) -> Tensor:
+        """Standard normal (n, *shape) for this rank's n images."""
+        return self._slice(torch.randn(n * self.shard[1], *shape, device=device), n)
+
+    def batch_randint(self, high: int, n: int, device: torch.device) -> Tensor:
+        """Integers in [0, high) (n,) for this rank's n images."""
+        return self._slice(torch.randint(0, high, (n * self.shard[1],), device=device), n)
 
     # -- training -----------------------------------------------------------------------
     def param_groups(self) -> dict[str, list[nn.Parameter]]:

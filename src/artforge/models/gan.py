@@ -146,7 +146,7 @@ class _Adversarial(GenerativeModel):
         if phase not in ("D", "G"):
             return self._extra_step(phase, batch, step)
         kind = self.config.loss
-        z = torch.randn(batch.shape[0], self.config.latent_dim, device=batch.device)  # (B, D), global RNG
+        z = self.batch_randn(batch.shape[0], self.config.latent_dim, device=batch.device)  # (B, D)
         if phase == "D":
             with torch.no_grad():  # G is frozen in this phase
                 fake = self.G(z)  # (B, C, H, W)

@@ -141,7 +141,8 @@ class VAE(GenerativeModel):
         if phase != "main":
             raise ValueError(f"unknown phase {phase!r}; this model has ['main']")
         mu, logvar = self.encoder(batch)  # (B, D) each
-        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # reparameterisation, global RNG
+        eps = self.batch_randn(mu.shape[0], mu.shape[1], device=mu.device)
+        z = mu + torch.exp(0.5 * logvar) * eps  # reparameterisation
         out = self.decoder(z)  # (B, C, H, W)
         if self.config.recon == "bce":
             recon = recon_loss("bce", out, (batch + 1) / 2)

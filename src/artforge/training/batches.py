@@ -13,13 +13,21 @@ from torch import Tensor
 class BatchStream:
     """Endless stream of shuffled batches: epoch e is a permutation seeded by (seed, e)."""
 
-    def __init__(self, images: Tensor, batch_size: int, seed: int, hflip: bool = False):
+    def __init__(
+        self, images: Tensor, batch_size: int, seed: int, hflip: bool = False, rank: int = 0, world: int = 1
+    ):
         assert images.dtype == torch.uint8 and images.dim() == 4, "expected uint8 (N, C, H, W)"
+        if batch_size % world:
+            raise ValueError(
+                f"batch size {batch_size} must be divisible by the number of processes ({world})"
+            )
         self.images = images
         self.n = images.shape[0]
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # the global batch; each of ``world`` ranks takes an equal slice
         self.seed = seed
         self.hflip = hflip
+        self.rank, self.world = rank, world
+        self.local_size = batch_size // world
         self._perm_epoch = -1
         self._perm = torch.empty(0, dtype=torch.long)
 
@@ -43,14 +51,16 @@ class BatchStream:
         return torch.cat(out)
 
     def batch(self, step: int, device: torch.device) -> Tensor:
-        """Float batch (B, C, H, W) in [-1, 1] on ``device``."""
-        x = self.images[self.indices(step)]  # (B, C, H, W) uint8
+        """This rank's float batch (B / world, C, H, W) in [-1, 1] on ``device``: its slice of
+        global batch ``step``, so the ranks together see exactly what one process would."""
+        lo, hi = self.rank * self.local_size, (self.rank + 1) * self.local_size
+        x = self.images[self.indices(step)[lo:hi]]  # (b, C, H, W) uint8
         if device.type == "cuda":
             x = x.pin_memory().to(device, non_blocking=True)
         x = x.to(device=device, dtype=torch.float32).mul_(2 / 255).sub_(1)
         if self.hflip:
             g = torch.Generator().manual_seed(self.seed * 7_919 + step)
-            flip = (torch.rand(x.shape[0], generator=g) < 0.5).to(device)
+            flip = (torch.rand(self.batch_size, generator=g) < 0.5)[lo:hi].to(device)
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
         return x
 

@@ -25,6 +25,7 @@ from ..models.base import GenerativeModel
 from ..optim import EMA, build_optimizer
 from ..runs import resolve, write_config
 from ..sample import generate, latents_for_seed, save_grid
+from . import distributed
 from .batches import BatchStream
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .logbook import Logbook, plot_losses
@@ -54,7 +55,12 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
-    """Train ``cfg`` into ``run_dir``. ``hooks`` are ``fn(trainer, step)`` called after each step."""
+    """Train ``cfg`` into ``run_dir``. ``hooks`` are ``fn(trainer, step)`` called after each step
+    (on the main process only).
+
+    Under ``torchrun`` every process runs a Trainer: each takes its slice of every batch, the
+    gradients are averaged (training/distributed.py), and only rank 0 writes the run folder.
+    """
 
     def __init__(
         self,
@@ -66,15 +72,30 @@ class Trainer:
         hooks: list[Hook] | None = None,
     ):
         self.run_dir = Path(run_dir)
-        self.progress = progress
+        self.dist = distributed.from_env()
+        self.main = self.dist.main
+        self.progress = progress and self.main
         self.hooks = list(hooks or [])
-        self.device = resolve_device(cfg.train.device)
+        self.device = distributed.setup(self.dist, resolve_device(cfg.train.device))
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True)
-        seed_everything(cfg.train.seed)
+        seed_everything(cfg.train.seed)  # the same on every rank: same weights, same RNG stream
         self.cfg, model = resolve(cfg)  # model weights drawn from the seeded RNG
-        self.data = data if data is not None else load_images(self.cfg.data, progress=progress)
+        if cfg.train.batch_size % self.dist.world:
+            raise ValueError(
+                f"--batch-size {cfg.train.batch_size} must be divisible by the number of processes "
+                f"({self.dist.world}); it is the global batch, split evenly"
+            )
+        if data is None:  # rank 0 decodes first, so a disk cache is written once and then shared
+            if not self.main:
+                distributed.barrier(self.dist)
+            data = load_images(self.cfg.data, progress=self.progress)
+            if self.main:
+                distributed.barrier(self.dist)
+        self.data = data
         self.model: GenerativeModel = model.to(self.device)
+        self.model.shard = (self.dist.rank, self.dist.world)
+        distributed.broadcast_module(self.dist, self.model)
         t = self.cfg.train
         self.groups = self.model.param_groups()
         self.optimizers = {g: build_optimizer(ps, self.cfg.optim_groups[g]) for g, ps in self.groups.items()}
@@ -85,7 +106,9 @@ class Trainer:
         amp = t.amp if self.device.type == "cuda" else "off"
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
         self.scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
-        self.batches = BatchStream(self.data.images, t.batch_size, t.seed, self.cfg.data.hflip)
+        self.batches = BatchStream(
+            self.data.images, t.batch_size, t.seed, self.cfg.data.hflip, self.dist.rank, self.dist.world
+        )
         if t.monitor_every > 0:  # the [eval] creativity monitor, on the standard FID network
             from ..evaluate import make_monitor_hook
 
@@ -118,22 +141,26 @@ class Trainer:
                 f"{self.run_dir} already holds a run; continue it with --resume, "
                 "or pick another --out (or --overwrite to replace it)"
             )
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        distributed.barrier(self.dist)  # every rank has looked before rank 0 writes anything
         if resume:
             ema_model = self.ema.model if self.ema else None
             self.state = load_checkpoint(self.run_dir, self.model, ema_model, self.optimizers, self.scaler)
-            self.logbook.truncate_after(self.state.step)
+            if self.main:
+                self.logbook.truncate_after(self.state.step)
             log.info("resumed %s at step %d", self.run_dir, self.state.step)
-        else:
+        elif self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
             for stale in ("metrics.jsonl", "samples", "plots", "state", "state.old", "state.tmp"):
                 p = self.run_dir / stale
                 if p.is_dir():
                     shutil.rmtree(p)
                 elif p.exists():
                     p.unlink()
-        write_config(self.cfg, self.run_dir)
-        self.data.write_report(self.run_dir / "data_report.json")
-        log.info("%s", self.data.summary())
+        if self.main:
+            write_config(self.cfg, self.run_dir)
+            self.data.write_report(self.run_dir / "data_report.json")
+            log.info("%s", self.data.summary())
+        distributed.barrier(self.dist)
 
         total = self.total_steps()
         if total is not None and self.state.step >= total:
@@ -147,7 +174,9 @@ class Trainer:
         window_t, window_imgs = time.perf_counter(), 0
         step = self.state.step
         try:
-            while (total is None or step < total) and not self._out_of_time(time.perf_counter() - start):
+            while (total is None or step < total) and not distributed.agree(
+                self.dist, self._out_of_time(time.perf_counter() - start), self.device
+            ):
                 self._train_step(step)
                 step += 1
                 self.state.step = step
@@ -156,37 +185,43 @@ class Trainer:
                 if self.ema is not None:
                     self.ema.update(self.model, self.state.images_seen, t.batch_size)
                 self.state.elapsed = time.perf_counter() - start
-                if step % t.log_every == 0 or step == total:
-                    now = time.perf_counter()
-                    row = self.logbook.flush(
-                        step=step,
-                        images=self.state.images_seen,
-                        epoch=round(self.batches.epoch_of(step), 4),
-                        elapsed=round(self.state.elapsed, 2),
-                        img_per_s=round(window_imgs / max(now - window_t, 1e-9), 2),
-                        **self._memory(),
-                    )
-                    window_t, window_imgs = now, 0
+                if self.main and (step % t.log_every == 0 or step == total):
+                    row = self._log_row(step, window_imgs, window_t)
+                    window_t, window_imgs = time.perf_counter(), 0
                     if bar is not None:
                         bar.set_postfix_str(self._postfix(row), refresh=False)
-                if t.sample_every and step % t.sample_every == 0:
+                if self.main and t.sample_every and step % t.sample_every == 0:
                     self.save_samples()
                 if t.ckpt_every and step % t.ckpt_every == 0:
                     self.checkpoint()
-                for hook in self.hooks:
+                for hook in self.hooks if self.main else ():
                     hook(self, step)
                 if bar is not None:
                     bar.update(1)
         except KeyboardInterrupt:
             if bar is not None:
                 bar.close()
-            self.checkpoint()
+            self.checkpoint(verify=False)  # the other ranks are being interrupted too
             log.warning("interrupted at step %d; checkpoint saved, continue with --resume", step)
             raise
         if bar is not None:
             bar.close()
+        if self.main and window_imgs:  # a budget in minutes ends between log lines: log the tail
+            self._log_row(step, window_imgs, window_t)
         self._finish()
+        distributed.teardown(self.dist)
         return self.run_dir
+
+    def _log_row(self, step: int, window_imgs: int, window_t: float) -> dict:  # type: ignore[type-arg]
+        """Write one metrics.jsonl line: counters, speed over the window, mean losses."""
+        return self.logbook.flush(
+            step=step,
+            images=self.state.images_seen,
+            epoch=round(self.batches.epoch_of(step), 4),
+            elapsed=round(self.state.elapsed, 2),
+            img_per_s=round(window_imgs / max(time.perf_counter() - window_t, 1e-9), 2),
+            **self._memory(),
+        )
 
     def _memory(self) -> dict[str, float]:
         """Peak CUDA memory so far (MiB), for the log; nothing on the CPU."""
@@ -195,7 +230,8 @@ class Trainer:
         return {"cuda_peak_mib": round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)}
 
     def _finish(self) -> None:
-        self.save_samples()
+        if self.main:
+            self.save_samples()
         self.checkpoint()
 
     def _train_step(self, step: int) -> None:
@@ -216,16 +252,23 @@ class Trainer:
             with autocast:
                 out = self.model.training_step(ph.name, batch, step)
             loss = out["loss"]
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"{ph.name} loss became {float(loss.detach())} at step {step}; the last checkpoint in "
-                    f"{self.run_dir} is intact. Try a lower learning rate (--lr) or --optim.clip=1.0"
-                )
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
-                self.scaler.unscale_(opt)
             else:
                 loss.backward()
+            if self.dist.enabled:  # average gradients and the logged values over the ranks
+                keys = list(out)
+                values = torch.stack([out[k].detach().float() for k in keys])
+                values = distributed.average_grads(self.dist, self.groups[ph.opt], values)
+                out = dict(zip(keys, values.unbind(0), strict=True))
+            if not torch.isfinite(out["loss"]):  # before any optimiser step: the weights are untouched
+                raise TrainingError(
+                    f"{ph.name} loss became {float(out['loss'].detach())} at step {step}; the last "
+                    f"checkpoint in {self.run_dir} is intact. Try a lower learning rate (--lr) or "
+                    "--optim.clip=1.0"
+                )
+            if self.scaler is not None:
+                self.scaler.unscale_(opt)
             clip = self.cfg.optim_groups[ph.opt]["clip"]
             if clip:
                 nn.utils.clip_grad_norm_(self.groups[ph.opt], clip)
@@ -234,9 +277,11 @@ class Trainer:
                 self.scaler.update()
             else:
                 opt.step()
-            self.logbook.add(ph.name, out)
+            if self.main:
+                self.logbook.add(ph.name, out)
         for p in self.model.parameters():
             p.requires_grad_(True)
+        distributed.average_buffers(self.dist, self.model)
 
     # -- outputs -------------------------------------------------------------------------
     @property
@@ -252,7 +297,12 @@ class Trainer:
         model.train(was_training)
         return save_grid(images, self.run_dir / "samples" / f"step-{self.state.step:07d}.png")
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, verify: bool = True) -> None:
+        """Rank 0 writes state/ and model.safetensors; first all ranks check they agree."""
+        if verify:
+            distributed.check_identical(self.dist, self.model, self.device)
+        if not self.main:
+            return
         ema_model = self.ema.model if self.ema is not None else None
         save_checkpoint(self.run_dir, self.model, ema_model, self.optimizers, self.scaler, self.state)
         plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "plots" / "losses.png")
