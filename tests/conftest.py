@@ -39,3 +39,14 @@ def tiny_folder(tmp_path: Path) -> Path:
     folder = tmp_path / "tiny"
     write_tiny_images(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def network() -> Path:
+    """The installed FID Inception network file; tests that need it skip when it is missing."""
+    from artforge.metrics import inception
+
+    try:
+        return Path(inception.find_inception(allow_download=False))
+    except FileNotFoundError:
+        pytest.skip(f"the FID Inception network is not installed: {inception.INSTALL_HINT}")

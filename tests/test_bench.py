@@ -4,19 +4,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from artforge.bench import markdown, recommend
 from artforge.cli import main
-from artforge.metrics import inception
-
-
-@pytest.fixture(scope="module")
-def network():
-    try:
-        return inception.find_inception(allow_download=False)
-    except FileNotFoundError:
-        pytest.skip(f"the FID Inception network is not installed: {inception.INSTALL_HINT}")
 
 
 def test_recommend_prefers_low_fid_that_does_not_copy() -> None:

@@ -303,12 +303,7 @@ def test_monitor_switched_on_from_the_cli(tmp_path, monkeypatch):
 # -- the real network (skipped when it is not installed) --------------------------------------
 
 
-@pytest.fixture(scope="module")
-def network():
-    try:
-        return inception.find_inception(allow_download=False)
-    except FileNotFoundError:
-        pytest.skip(f"the FID Inception network is not installed: {inception.INSTALL_HINT}")
+# the ``network`` fixture is in conftest.py
 
 
 def builtin(n, size=32, name="builtin"):
