@@ -53,8 +53,15 @@ def parse_seeds(text: str) -> list[int]:
 
 
 @torch.no_grad()
-def generate(model: GenerativeModel, latents: Tensor, *, chunk: int = 256, **options: Any) -> Tensor:
-    """Decode latents in chunks; returns [0, 1] images on the CPU."""
+def generate(model: GenerativeModel, latents: Tensor, *, chunk: int | None = None, **options: Any) -> Tensor:
+    """Decode latents in chunks; returns [0, 1] images on the CPU.
+
+    The default chunk is 64 images on a CPU (where larger chunks spill out of the caches:
+    diffusion sampling at 32x32 took 118 s per 1,000 images in chunks of 256 and ~50 s in
+    chunks of 32-64) and 256 on a GPU.
+    """
+    if chunk is None:
+        chunk = 256 if model.device.type == "cuda" else 64
     outs = []
     for i in range(0, latents.shape[0], chunk):
         z = latents[i : i + chunk].to(model.device)
