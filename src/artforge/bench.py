@@ -96,7 +96,6 @@ def _sample(run_dir: Path, n: int, seed: int, device: str) -> tuple[torch.Tensor
     from .evaluate import generate_uint8
 
     run = load(run_dir, device=device)
-    torch.manual_seed(0)
     start = time.perf_counter()
     fakes = generate_uint8(run.model, n, seed)
     if run.device.type == "cuda":

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from artforge.models.base import GenerativeModel, Phase
-from artforge.models.blocks import check_choices, check_image_size, group_count, stage_sizes
+from artforge.models.blocks import check_choices, check_image_size, group_count, reject_options, stage_sizes
 
 Prediction = Literal["eps", "v"]
 
@@ -276,9 +276,7 @@ class Diffusion(GenerativeModel):
 
     def decode(self, latents: Tensor, steps: int | None = None, **options: Any) -> Tensor:
         """x_T (n, C, H, W) -> images (n, C, H, W) in [-1, 1] by deterministic DDIM in ``steps`` steps."""
-        if options:
-            name = sorted(options)[0]
-            raise ValueError(f"unknown sample option {name!r} for diffusion; it takes ['steps']")
+        reject_options(self, options)
         steps = self.config.sample_steps if steps is None else int(steps)
         ts = ddim_timesteps(self.config.timesteps, steps)
         c = self.config

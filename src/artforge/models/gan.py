@@ -240,6 +240,12 @@ class GAN(_Adversarial):
     config_class: ClassVar[type] = GANConfig
     config: GANConfig
     aug_p: Tensor  # () buffer, only with adaptive augmentation
+    optim_defaults: ClassVar[dict[str, Any]] = {
+        "name": "adam",
+        "lr": 4e-4,
+        "betas": (0.0, 0.99),
+        "groups": {"D": {"lr": 8e-4}},  # TTUR: D learns twice as fast; --lr sets both
+    }
 
     def __init__(self, config: GANConfig) -> None:
         super().__init__(config)
@@ -266,13 +272,6 @@ class GAN(_Adversarial):
             adapt_p(float(self.aug_p), real_logits, c.ada_target, real_logits.shape[0], c.ada_images)
         )
         return {"aug_p": self.aug_p.detach().clone()}
-
-    optim_defaults: ClassVar[dict[str, Any]] = {
-        "name": "adam",
-        "lr": 4e-4,
-        "betas": (0.0, 0.99),
-        "groups": {"D": {"lr": 8e-4}},  # TTUR: D learns twice as fast; --lr sets both
-    }
 
     def default_optim(self) -> dict[str, Any]:
         if self.config.loss == "wgan-gp":  # Gulrajani et al. 2017, Algorithm 1
