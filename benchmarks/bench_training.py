@@ -38,8 +38,6 @@ import torch
 from PIL import Image
 
 from artforge.config import DataConfig, RunConfig, TrainConfig
-from artforge.models import build_model, make_model_config
-from artforge.optim import build_optimizer, resolve_optim
 
 
 def matmul_peak(device: str, n: int = 2048, repeats: int = 5) -> float:
@@ -81,33 +79,26 @@ def _sync(device: str) -> None:
 
 
 class Stepper:
-    """One family's training step the way the Trainer runs it: phases, requires_grad, optimisers."""
+    """One family's training step exactly as the Trainer runs it (its ``_train_step``), here on
+    a batch given in memory: the compute-only reference."""
 
     def __init__(self, family: str, size: int, batch: int, device: str, fields: dict[str, Any] | None = None):
-        torch.manual_seed(0)
-        cfg = make_model_config(family, fields or {}, height=size, width=size)
-        self.model = build_model(family, cfg).to(device)
-        groups = self.model.param_groups()
-        run = RunConfig(family=family)
-        settings = resolve_optim(run, list(groups), self.model.default_optim())
-        self.opts = {g: build_optimizer(ps, settings[g]) for g, ps in groups.items()}
-        self.groups = groups
+        from artforge.training import Trainer
+
+        cfg = RunConfig(
+            family=family,
+            model=dict(fields or {}),
+            data=DataConfig(path="builtin", height=size, width=size, builtin_count=batch, cache="memory"),
+            train=TrainConfig(steps=10**9, batch_size=batch, device=device, sample_every=0, ckpt_every=0),
+        )
+        self.trainer = Trainer(cfg, "/tmp/artforge-bench-unused", progress=False)  # writes nothing
+        self.model = self.trainer.model
         self.step_no = 0
         self.batch = torch.rand(batch, 3, size, size, device=device) * 2 - 1
         self.device = device
 
     def step(self, batch: torch.Tensor | None = None) -> None:
-        x = self.batch if batch is None else batch
-        for ph in self.model.phases():
-            if self.step_no % ph.every:
-                continue
-            for g, ps in self.groups.items():
-                for p in ps:
-                    p.requires_grad_(g == ph.opt)
-            opt = self.opts[ph.opt]
-            opt.zero_grad(set_to_none=True)
-            self.model.training_step(ph.name, x, self.step_no)["loss"].backward()
-            opt.step()
+        self.trainer._train_step(self.step_no, self.batch if batch is None else batch)
         self.step_no += 1
 
     def flops_per_image(self) -> float:

@@ -234,8 +234,10 @@ class Trainer:
             self.save_samples()
         self.checkpoint()
 
-    def _train_step(self, step: int) -> None:
-        batch = self.batches.batch(step, self.device)  # (B, C, H, W) in [-1, 1]
+    def _train_step(self, step: int, batch: torch.Tensor | None = None) -> None:
+        """One optimisation step on batch ``step`` of the data (or on ``batch``, for benchmarks)."""
+        if batch is None:
+            batch = self.batches.batch(step, self.device)  # (B, C, H, W) in [-1, 1]
         autocast = (
             torch.autocast(self.device.type, dtype=self.autocast_dtype)
             if self.autocast_dtype is not None
