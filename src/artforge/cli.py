@@ -39,6 +39,11 @@ TRAIN_FLAGS: dict[str, str] = {
     "seed": "train.seed",
     "device": "train.device",
     "amp": "train.amp",
+    "channels_last": "train.channels_last",
+    "compile": "train.compile",
+    "optim_impl": "train.optim_impl",
+    "tf32": "train.tf32",
+    "threads": "train.threads",
     "ema": "train.ema",
     "sample_every": "train.sample_every",
     "ckpt_every": "train.ckpt_every",
@@ -78,6 +83,11 @@ RESUMABLE = {
     "sample_every",
     "ckpt_every",
     "device",
+    "channels_last",
+    "compile",
+    "optim_impl",
+    "tf32",
+    "threads",
     "grid_n",
     "monitor_every",
     "monitor_n",
@@ -152,6 +162,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=S)
     t.add_argument("--device", default=S, help="auto, cpu, cuda, cuda:N")
     t.add_argument("--amp", choices=["off", "bf16", "fp16"], default=S, help="mixed precision on CUDA")
+    t.add_argument(
+        "--channels-last", action=argparse.BooleanOptionalAction, default=S, help="NHWC layout (default on)"
+    )
+    t.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, default=S, help="torch.compile the networks"
+    )
+    t.add_argument(
+        "--optim-impl", choices=["auto", "fused", "foreach", "loop"], default=S, help="optimiser kernels"
+    )
+    t.add_argument(
+        "--tf32", action=argparse.BooleanOptionalAction, default=S, help="TF32 on GPUs (default on)"
+    )
+    t.add_argument("--threads", type=int, default=S, help="CPU threads (default: one per core)")
     t.add_argument("--ema", action=argparse.BooleanOptionalAction, default=S, help="EMA of weights")
     t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default=S)
     t.add_argument("--lr", type=float, default=S, help="learning rate (all groups)")

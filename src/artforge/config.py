@@ -19,6 +19,7 @@ from typing import Any, Literal, get_args, get_origin
 Fit = Literal["crop", "pad", "stretch"]
 Cache = Literal["auto", "memory", "disk"]
 Amp = Literal["off", "bf16", "fp16"]
+OptimImpl = Literal["auto", "fused", "foreach", "loop"]
 OptimName = Literal["sgd", "adam", "adamw"]
 
 
@@ -76,6 +77,11 @@ class TrainConfig:
     seed: int = 0  # seeds weights, data order, augmentation and the noise of training
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: Amp = "off"  # mixed precision on CUDA
+    channels_last: bool = True  # NHWC weights and batches: 1.1-1.45x faster conv steps on CPU
+    compile: bool = False  # torch.compile the model's networks (falls back to eager on failure)
+    optim_impl: OptimImpl = "auto"  # auto: fused kernels on CUDA, torch's default elsewhere
+    tf32: bool = True  # TF32 matmuls and convolutions on Ampere and later GPUs
+    threads: int = 0  # CPU threads for torch (0: torch's default, one per physical core)
     ema: bool | None = None  # EMA of the sampling weights; None: the family's default
     ema_half_life: int = 10_000  # images; ramps up from 5% of images seen (stylegan2)
     log_every: int = 25  # steps between metrics.jsonl lines
@@ -89,6 +95,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_choice(self, "amp")
+        _check_choice(self, "optim_impl")
+        if self.threads < 0:
+            raise ValueError(f"--threads must be 0 (automatic) or positive, got {self.threads}")
         if self.batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
         for name in ("steps", "epochs", "minutes"):

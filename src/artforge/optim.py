@@ -39,14 +39,28 @@ def resolve_optim(cfg: RunConfig, groups: list[str], family_defaults: dict[str, 
     return out
 
 
-def build_optimizer(params: list[nn.Parameter], settings: dict[str, Any]) -> torch.optim.Optimizer:
+def build_optimizer(
+    params: list[nn.Parameter], settings: dict[str, Any], impl: str = "auto", device: str = "cpu"
+) -> torch.optim.Optimizer:
+    """``impl`` picks the kernels: ``fused`` (one kernel for all parameters), ``foreach``
+    (batched per-op), ``loop`` (one parameter at a time), or ``auto``: fused on CUDA, torch's
+    default elsewhere (on this 2-core CPU fused, foreach and loop were within 3% of each
+    other, benchmarks/RESULTS.md). All give the same state dict, so resuming may switch."""
     name, lr, wd = settings["name"], settings["lr"], settings["weight_decay"]
+    if impl == "auto":
+        impl = "fused" if device == "cuda" else "default"
+    kernels: dict[str, Any] = {
+        "fused": {"fused": True},
+        "foreach": {"foreach": True},
+        "loop": {"foreach": False},
+        "default": {},
+    }[impl]
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=settings["momentum"], weight_decay=wd)
+        return torch.optim.SGD(params, lr=lr, momentum=settings["momentum"], weight_decay=wd, **kernels)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=tuple(settings["betas"]), weight_decay=wd)
+        return torch.optim.Adam(params, lr=lr, betas=tuple(settings["betas"]), weight_decay=wd, **kernels)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=tuple(settings["betas"]), weight_decay=wd)
+        return torch.optim.AdamW(params, lr=lr, betas=tuple(settings["betas"]), weight_decay=wd, **kernels)
     raise ValueError(f"unknown optimizer {name!r}; choose from ['adam', 'adamw', 'sgd']")
 
 

@@ -14,7 +14,14 @@ class BatchStream:
     """Endless stream of shuffled batches: epoch e is a permutation seeded by (seed, e)."""
 
     def __init__(
-        self, images: Tensor, batch_size: int, seed: int, hflip: bool = False, rank: int = 0, world: int = 1
+        self,
+        images: Tensor,
+        batch_size: int,
+        seed: int,
+        hflip: bool = False,
+        rank: int = 0,
+        world: int = 1,
+        memory_format: torch.memory_format = torch.contiguous_format,
     ):
         assert images.dtype == torch.uint8 and images.dim() == 4, "expected uint8 (N, C, H, W)"
         if batch_size % world:
@@ -28,6 +35,7 @@ class BatchStream:
         self.hflip = hflip
         self.rank, self.world = rank, world
         self.local_size = batch_size // world
+        self.memory_format = memory_format  # channels_last when the model's weights are
         self._perm_epoch = -1
         self._perm = torch.empty(0, dtype=torch.long)
 
@@ -62,7 +70,7 @@ class BatchStream:
             g = torch.Generator().manual_seed(self.seed * 7_919 + step)
             flip = (torch.rand(self.batch_size, generator=g) < 0.5)[lo:hi].to(device)
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
-        return x
+        return x.contiguous(memory_format=self.memory_format)
 
     def epoch_of(self, step: int) -> float:
         return step * self.batch_size / self.n

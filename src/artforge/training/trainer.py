@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import RunConfig
+from ..config import RunConfig, TrainConfig
 from ..data import ImageSet, load_images
 from ..models.base import GenerativeModel
 from ..optim import EMA, build_optimizer
@@ -47,6 +47,64 @@ def resolve_device(name: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
     return dev
+
+
+def configure_backends(t: TrainConfig, device: torch.device) -> None:
+    """Process-wide speed settings: CPU threads, and TF32 on GPUs that have it."""
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = t.tf32
+        torch.backends.cudnn.allow_tf32 = t.tf32
+
+
+class CompileFailures(logging.Filter):
+    """Collects torch.compile's fallbacks: dynamo logs a full traceback per network when it
+    falls back to eager; the user gets one line with the reason instead (Trainer.train)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reasons: list[str] = []
+        self.reported = 0  # reasons already told to the user
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if "WON'T CONVERT" not in msg and "Traceback" not in msg:
+            return True
+        errors = [ln.strip() for ln in msg.splitlines() if "Error: " in ln or "Error(" in ln]
+        reason = errors[-1] if errors else msg.splitlines()[0].strip()
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+        return False
+
+    def report(self) -> None:
+        if len(self.reasons) > self.reported:
+            log.warning(
+                "torch.compile failed, so the networks run eagerly (same results, no speed-up): %s",
+                "; ".join(self.reasons[self.reported :]),
+            )
+            self.reported = len(self.reasons)
+
+
+def compile_networks(model: nn.Module) -> CompileFailures:
+    """``torch.compile`` each network of the model in place (parameter names, and so the
+    checkpoints, are unchanged). If compilation fails (e.g. no C++ compiler on the machine),
+    the networks run eagerly: ``suppress_errors`` makes dynamo fall back instead of raising.
+    On the 2-core CPU this was slower than eager for every family (benchmarks/RESULTS.md), so
+    it is opt-in."""
+    import torch._dynamo
+
+    torch._dynamo.config.suppress_errors = True
+    failures = CompileFailures()
+    logging.getLogger("torch._dynamo.convert_frame").addFilter(failures)
+    for name, net in model.named_children():
+        if not any(True for _ in net.parameters()):
+            continue
+        try:
+            net.compile()
+        except Exception as e:  # noqa: BLE001 - any failure means: stay eager
+            failures.reasons.append(f"{name}: {e}")
+    return failures
 
 
 def seed_everything(seed: int) -> None:
@@ -77,6 +135,7 @@ class Trainer:
         self.progress = progress and self.main
         self.hooks = list(hooks or [])
         self.device = distributed.setup(self.dist, resolve_device(cfg.train.device))
+        configure_backends(cfg.train, self.device)
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True)
         seed_everything(cfg.train.seed)  # the same on every rank: same weights, same RNG stream
@@ -94,20 +153,33 @@ class Trainer:
                 distributed.barrier(self.dist)
         self.data = data
         self.model: GenerativeModel = model.to(self.device)
+        self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)  # 4-D weights only
         self.model.shard = (self.dist.rank, self.dist.world)
         distributed.broadcast_module(self.dist, self.model)
         t = self.cfg.train
         self.groups = self.model.param_groups()
-        self.optimizers = {g: build_optimizer(ps, self.cfg.optim_groups[g]) for g, ps in self.groups.items()}
+        self.optimizers = {
+            g: build_optimizer(ps, self.cfg.optim_groups[g], t.optim_impl, self.device.type)
+            for g, ps in self.groups.items()
+        }
         self.phases = self.model.phases()
         names = {id(p): n for n, p in self.model.named_parameters()}
         ema_names = {names[id(p)] for g in self.model.ema_groups for p in self.groups[g]}
         self.ema = EMA(self.model, ema_names, t.ema_half_life) if t.ema else None
+        # after the EMA copy, which stays eager: it only samples
+        self.compile_failures = compile_networks(self.model) if t.compile else None
         amp = t.amp if self.device.type == "cuda" else "off"
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
         self.scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
         self.batches = BatchStream(
-            self.data.images, t.batch_size, t.seed, self.cfg.data.hflip, self.dist.rank, self.dist.world
+            self.data.images,
+            t.batch_size,
+            t.seed,
+            self.cfg.data.hflip,
+            self.dist.rank,
+            self.dist.world,
+            memory_format=self.memory_format,
         )
         if t.monitor_every > 0:  # the [eval] creativity monitor, on the standard FID network
             from ..evaluate import make_monitor_hook
@@ -178,6 +250,8 @@ class Trainer:
                 self.dist, self._out_of_time(time.perf_counter() - start), self.device
             ):
                 self._train_step(step)
+                if self.compile_failures is not None and self.main:
+                    self.compile_failures.report()
                 step += 1
                 self.state.step = step
                 self.state.images_seen += t.batch_size
