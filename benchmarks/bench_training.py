@@ -6,17 +6,20 @@ DIR64 is ``artforge data emoji --size 64 --out DIR64``. Everything runs on the C
 ``--device cuda``), one measurement at a time, each repeated and reported as the median, with
 its rivals interleaved in the same loop so a noisy neighbour slows all of them alike.
 
-1. DCGAN 64x64, batch 64, images/s of a training step three ways:
+1. DCGAN 64x64, batch 64, images/s of a training step several ways:
    - ``artforge``: the real Trainer on the emoji folder (decoded once into the uint8 cache);
-   - ``compute-only``: the same model and step on a random batch already in memory;
-   - ``pil-loop``: a plain PyTorch loop of the same architecture that decodes and resizes
-     each image with PIL every step through a DataLoader (2 workers), as pytorch/examples'
-     dcgan does.
+   - ``compute-only``: the same model and step on a random batch already in memory, with the
+     defaults (channels-last); ``compute-only-nchw`` the same in the default PyTorch layout;
+     ``compute-only-compiled`` with torch.compile (only with ``--compile``);
+   - ``pil-loop``: a plain PyTorch loop of the same architecture (default NCHW layout) that
+     decodes and resizes each image with PIL every step through a DataLoader (2 workers), as
+     pytorch/examples' dcgan does.
 2. FLOPs of one training step (torch.utils.flop_counter) per image, and the utilisation of
    the machine's fp32 peak, measured in the same run: the larger of a 2048x2048 sgemm and
    DCGAN's widest transposed convolution (oneDNN's convs outrun sgemm on some CPUs).
 3. The same for the default gan, the vae and diffusion at 32x32.
-4. Seconds to sample 1,000 images per family (diffusion with 25 DDIM steps).
+4. Seconds to sample 1,000 images per family (diffusion with 25 DDIM steps), channels-last
+   and NCHW.
 5. Peak memory: each family is measured in a fresh child process; its max RSS is reported.
 """
 
@@ -82,19 +85,31 @@ class Stepper:
     """One family's training step exactly as the Trainer runs it (its ``_train_step``), here on
     a batch given in memory: the compute-only reference."""
 
-    def __init__(self, family: str, size: int, batch: int, device: str, fields: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        family: str,
+        size: int,
+        batch: int,
+        device: str,
+        fields: dict[str, Any] | None = None,
+        **train: Any,
+    ):
         from artforge.training import Trainer
 
         cfg = RunConfig(
             family=family,
             model=dict(fields or {}),
             data=DataConfig(path="builtin", height=size, width=size, builtin_count=batch, cache="memory"),
-            train=TrainConfig(steps=10**9, batch_size=batch, device=device, sample_every=0, ckpt_every=0),
+            train=TrainConfig(
+                steps=10**9, batch_size=batch, device=device, sample_every=0, ckpt_every=0, **train
+            ),
         )
         self.trainer = Trainer(cfg, "/tmp/artforge-bench-unused", progress=False)  # writes nothing
         self.model = self.trainer.model
         self.step_no = 0
-        self.batch = torch.rand(batch, 3, size, size, device=device) * 2 - 1
+        self.batch = (torch.rand(batch, 3, size, size, device=device) * 2 - 1).contiguous(
+            memory_format=self.trainer.memory_format
+        )
         self.device = device
 
     def step(self, batch: torch.Tensor | None = None) -> None:
@@ -189,22 +204,7 @@ def trainer_loop(folder: str, family: str, size: int, batch: int, device: str) -
 # -- per-family measurements in a child process ---------------------------------------------
 
 
-def measure_family(args: tuple[str, int, int, int, int, str, str | None]) -> dict[str, Any]:
-    family, size, batch, steps, repeats, device, emoji = args
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
-    out: dict[str, Any] = {"family": family, "size": size, "batch": batch}
-    stepper = Stepper(family, size, batch, device)
-    out["gflop_per_image"] = stepper.flops_per_image() / 1e9
-    rivals = {"compute-only": stepper.step}
-    if family == "dcgan" and emoji:
-        rivals["artforge"] = trainer_loop(emoji, family, size, batch, device)
-        rivals["pil-loop"] = pil_loop(emoji, Stepper(family, size, batch, device), batch)
-    rates: dict[str, list[float]] = {k: [] for k in rivals}
-    for _ in range(repeats):  # interleaved: a noisy neighbour slows every rival alike
-        for name, fn in rivals.items():
-            rates[name].append(time_steps(fn, steps, batch, device))
-    out["img_per_s"] = {k: statistics.median(v) for k, v in rates.items()}
-    model = stepper.model.eval()
+def sample_seconds_per_1000(model: Any, family: str, device: str) -> float:
     n = 200 if family == "diffusion" else 1000
     with torch.no_grad():
         model.sample(8)  # warm-up
@@ -213,14 +213,40 @@ def measure_family(args: tuple[str, int, int, int, int, str, str | None]) -> dic
         for i in range(0, n, 100):
             model.sample(min(100, n - i))
         _sync(device)
-    out["sample_s_per_1000"] = (time.perf_counter() - t) * 1000 / n
+    return (time.perf_counter() - t) * 1000 / n
+
+
+def measure_family(args: tuple[str, int, int, int, int, str, str | None, bool]) -> dict[str, Any]:
+    family, size, batch, steps, repeats, device, emoji, compile_too = args
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
+    out: dict[str, Any] = {"family": family, "size": size, "batch": batch}
+    stepper = Stepper(family, size, batch, device)  # the defaults: channels-last
+    nchw = Stepper(family, size, batch, device, channels_last=False)
+    out["gflop_per_image"] = stepper.flops_per_image() / 1e9
+    rivals = {"compute-only": stepper.step, "compute-only-nchw": nchw.step}
+    if compile_too:
+        compiled = Stepper(family, size, batch, device, compile=True)
+        for _ in range(3):  # compilation happens in the first steps, outside the timing
+            compiled.step()
+        rivals["compute-only-compiled"] = compiled.step
+    if family == "dcgan" and emoji:
+        rivals["artforge"] = trainer_loop(emoji, family, size, batch, device)
+        # pytorch/examples' loop: PIL per step, the default (NCHW) layout
+        rivals["pil-loop"] = pil_loop(emoji, Stepper(family, size, batch, device, channels_last=False), batch)
+    rates: dict[str, list[float]] = {k: [] for k in rivals}
+    for _ in range(repeats):  # interleaved: a noisy neighbour slows every rival alike
+        for name, fn in rivals.items():
+            rates[name].append(time_steps(fn, steps, batch, device))
+    out["img_per_s"] = {k: statistics.median(v) for k, v in rates.items()}
+    out["sample_s_per_1000"] = sample_seconds_per_1000(stepper.model.eval(), family, device)
+    out["sample_s_per_1000_nchw"] = sample_seconds_per_1000(nchw.model.eval(), family, device)
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if device.startswith("cuda"):
         out["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
     return out
 
 
-def _child(job: tuple[str, int, int, int, int, str, str | None], queue: Any) -> None:
+def _child(job: tuple[str, int, int, int, int, str, str | None, bool], queue: Any) -> None:
     """Not a Pool worker: those are daemonic, and the PIL loop's DataLoader needs children."""
     try:
         queue.put(measure_family(job))
@@ -236,6 +262,7 @@ def main() -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--families", default="dcgan:64,gan:32,vae:32,diffusion:32")
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--compile", action="store_true", help="also time a torch.compile'd step")
     args = p.parse_args()
 
     load = os.getloadavg()[0]
@@ -252,7 +279,7 @@ def main() -> int:
     ctx = mp.get_context("spawn")
     for spec in args.families.split(","):
         family, size = spec.split(":")
-        job = (family, int(size), 64, args.steps, args.repeats, args.device, args.emoji)
+        job = (family, int(size), 64, args.steps, args.repeats, args.device, args.emoji, args.compile)
         queue = ctx.Queue()
         child = ctx.Process(target=_child, args=(job, queue))  # its peak RSS is this family's alone
         child.start()
@@ -268,7 +295,8 @@ def main() -> int:
         )
         print(
             f"{family} {size}x{size} batch 64: {r['gflop_per_image']:.3f} GFLOP/img/step; {speeds}; "
-            f"sampling {r['sample_s_per_1000']:.2f} s/1000; peak RSS {r['peak_rss_mib']:.0f} MiB"
+            f"sampling {r['sample_s_per_1000']:.2f} s/1000 ({r['sample_s_per_1000_nchw']:.2f} NCHW); "
+            f"peak RSS {r['peak_rss_mib']:.0f} MiB"
         )
     if args.json:
         Path(args.json).write_text(
