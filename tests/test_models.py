@@ -300,8 +300,9 @@ def test_decode_and_sample_are_deterministic(family: str) -> None:
 
 def test_sample_options() -> None:
     gan, vae = tiny("gan", 16, 16).eval(), tiny("vae", 16, 16).eval()
-    assert GAN.sample_options == DCGAN.sample_options == ("truncation",)
-    assert VAE.sample_options == ("temperature",)
+    assert GAN.sample_options == ("truncation", "prompt", "cond")
+    assert DCGAN.sample_options == ("truncation",)
+    assert VAE.sample_options == ("temperature", "prompt", "cond")
 
     def seed() -> torch.Generator:
         return torch.Generator().manual_seed(0)
@@ -309,7 +310,8 @@ def test_sample_options() -> None:
     assert not torch.equal(gan.sample(2, seed(), truncation=0.5), gan.sample(2, seed()))
     assert not torch.equal(vae.sample(2, seed(), temperature=0.5), vae.sample(2, seed()))
     with pytest.raises(
-        ValueError, match=r"unknown sample option 'temperature' for gan; it takes \['truncation'\]"
+        ValueError,
+        match=r"unknown sample option 'temperature' for gan; it takes \['truncation', 'prompt', 'cond'\]",
     ):
         gan.sample(2, temperature=0.5)
     with pytest.raises(ValueError, match="unknown sample option 'truncation' for vae"):

@@ -65,6 +65,26 @@ class Run:
         keys = latents_per_seed(self.model, seeds)
         return generate(self.model, interpolation_path(keys, frames, loop), **self._check_options(options))
 
+    def interpolate_prompts(
+        self, prompts: list[str], frames: int = 60, *, seed: int = 0, **options: Any
+    ) -> Tensor:
+        """A walk from prompt to prompt (text runs): the noise stays that of ``seed`` while the
+        condition vector moves linearly between the prompts' vectors; (frames, 3, H, W)."""
+        condition = getattr(self.model, "condition", None)
+        if condition is None or not getattr(self.model, "conditional", False):
+            raise ValueError(f"{self.path}: this run was trained without captions, so it takes no prompt")
+        if len(prompts) < 2 or frames < 2:
+            raise ValueError("interpolating prompts needs at least 2 prompts and 2 frames")
+        with torch.no_grad():
+            keys = condition(list(prompts), len(prompts)).cpu()  # (P, D)
+        t = torch.linspace(0, len(prompts) - 1, frames)
+        lo = t.floor().long().clamp(max=len(prompts) - 2)
+        w = (t - lo)[:, None]
+        cond = keys[lo] * (1 - w) + keys[lo + 1] * w  # (frames, D)
+        z = latents_for_seed(self.model, 1, seed)
+        z = z.expand(frames, *z.shape[1:]).contiguous()
+        return generate(self.model, z, cond=cond, **self._check_options(options))
+
 
 def load(path: str | Path, *, device: str = "auto", weights: str = WEIGHTS_NAME) -> Run:
     """Load a run folder (or a snapshot with the same layout). Never unpickles anything."""

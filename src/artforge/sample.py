@@ -62,10 +62,15 @@ def generate(model: GenerativeModel, latents: Tensor, *, chunk: int | None = Non
     """
     if chunk is None:
         chunk = 256 if model.device.type == "cuda" else 64
+    n = latents.shape[0]
+    per_image = {  # per-image options (one prompt or condition vector per latent) follow the chunks
+        k: v for k, v in options.items() if isinstance(v, (list, tuple, Tensor)) and len(v) == n and n > 1
+    }
     outs = []
-    for i in range(0, latents.shape[0], chunk):
+    for i in range(0, n, chunk):
         z = latents[i : i + chunk].to(model.device)
-        outs.append(to_unit(model.decode(z, **options)).cpu())
+        opts = {**options, **{k: v[i : i + chunk] for k, v in per_image.items()}}
+        outs.append(to_unit(model.decode(z, **opts)).cpu())
     return torch.cat(outs)
 
 

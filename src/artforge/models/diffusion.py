@@ -27,12 +27,13 @@ from torch import Tensor, nn
 
 from artforge.models.base import GenerativeModel, Phase
 from artforge.models.blocks import check_choices, check_image_size, group_count, reject_options, stage_sizes
+from artforge.text import TextFields, as_prompts, check_text_fields, drop_captions, make_conditioner
 
 Prediction = Literal["eps", "v"]
 
 
 @dataclass
-class DiffusionConfig:
+class DiffusionConfig(TextFields):
     height: int = 64  # image size; any size >= 8 (a run copies its data size here)
     width: int = 64
     channels: int = 3  # image channels
@@ -45,9 +46,11 @@ class DiffusionConfig:
     timesteps: int = 1000  # training noise levels
     sample_steps: int = 25  # default DDIM steps when sampling
     min_snr_gamma: float = 5.0  # loss weight min(SNR, gamma)-style (Hang et al. 2023); 0 = off
+    guidance: float = 3.0  # text runs: default classifier-free guidance scale when sampling
 
     def __post_init__(self) -> None:
         check_choices(self, "prediction")
+        check_text_fields(self)
         check_image_size(self.height, self.width, self.channels)
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
         if not self.channel_mult or min(self.channel_mult) < 1:
@@ -148,7 +151,7 @@ class SelfAttention(nn.Module):
 class UNet(nn.Module):
     """(x_t (B, C, H, W), t (B,)) -> prediction (B, C, H, W)."""
 
-    def __init__(self, c: DiffusionConfig) -> None:
+    def __init__(self, c: DiffusionConfig, cond_dim: int = 0) -> None:
         super().__init__()
         self.sizes = stage_sizes(c.height, c.width)[: len(c.channel_mult)]
         widths = [c.base_channels * m for m in c.channel_mult]
@@ -156,6 +159,12 @@ class UNet(nn.Module):
         self.base = c.base_channels
         self.time_mlp = nn.Sequential(
             nn.Linear(c.base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+        )
+        # text: the caption's vector joins the time embedding, so it reaches every block's FiLM
+        self.cond_mlp = (
+            nn.Sequential(nn.Linear(cond_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+            if cond_dim
+            else None
         )
         self.stem = nn.Conv2d(c.channels, widths[0], 3, padding=1)
         self.down = nn.ModuleList()
@@ -189,8 +198,12 @@ class UNet(nn.Module):
         self.out = nn.Conv2d(ch, c.channels, 3, padding=1)
         _zero_(self.out)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
         emb = self.time_mlp(timestep_embedding(t, self.base))  # (B, E)
+        if self.cond_mlp is not None:
+            if cond is None:
+                raise ValueError("this U-Net is text-conditioned: pass cond (B, text_dim)")
+            emb = emb + self.cond_mlp(cond)
         h = self.stem(x)
         hs = [h]
         for level, blocks in enumerate(self.down):
@@ -219,14 +232,15 @@ class Diffusion(GenerativeModel):
     config_class: ClassVar[type] = DiffusionConfig
     optim_defaults: ClassVar[dict[str, Any]] = {"name": "adam", "lr": 3e-4, "betas": (0.9, 0.99)}
     ema_groups: ClassVar[tuple[str, ...]] = ("main",)
-    sample_options: ClassVar[tuple[str, ...]] = ("steps",)
+    sample_options: ClassVar[tuple[str, ...]] = ("steps", "prompt", "guidance", "cond")
     ema_default: ClassVar[bool] = True  # GroupNorm only: EMA weights need no running statistics
     config: DiffusionConfig
     alpha_bar: Tensor  # (timesteps,) float32 buffer
 
     def __init__(self, config: DiffusionConfig) -> None:
         super().__init__(config)
-        self.unet = UNet(config)
+        self.text = make_conditioner(config)  # None: unconditional
+        self.unet = UNet(config, self.text.dim if self.text is not None else 0)
         # a schedule, not state: rebuilt from the config, never saved
         self.register_buffer("alpha_bar", cosine_alpha_bar(config.timesteps).float(), persistent=False)
 
@@ -237,15 +251,27 @@ class Diffusion(GenerativeModel):
         abar = self.alpha_bar[t][:, None, None, None]  # (B, 1, 1, 1)
         return abar.sqrt(), (1 - abar).sqrt()
 
-    def training_step(self, phase: str, batch: Tensor, step: int) -> dict[str, Tensor]:
+    @property
+    def conditional(self) -> bool:
+        return self.text is not None
+
+    def training_step(
+        self, phase: str, batch: Tensor, step: int, text: list[str] | None = None
+    ) -> dict[str, Tensor]:
         if phase != "main":
             raise ValueError(f"unknown phase {phase!r}; this model has ['main']")
         b = batch.shape[0]
         t = self.batch_randint(self.config.timesteps, b, device=batch.device)
         eps = self.batch_randn(b, *batch.shape[1:], device=batch.device)
+        cond = None
+        if self.text is not None:
+            if text is None:
+                raise ValueError("a text-conditioned model trains on captions; none were given")
+            keep = self._slice(torch.rand(b * self.shard[1]), b)  # caption dropout, the same on all ranks
+            cond = self.text(drop_captions(text, self.config.cond_drop, keep), batch.device)
         a, s = self._coeffs(t)
         x_t = a * batch + s * eps
-        pred = self.unet(x_t, t.float())
+        pred = self.unet(x_t, t.float()) if cond is None else self.unet(x_t, t.float(), cond)
         target = eps if self.config.prediction == "eps" else a * eps - s * batch
         per_image = (pred - target).pow(2).flatten(1).mean(1)  # (B,)
         if self.config.min_snr_gamma > 0:
@@ -258,9 +284,18 @@ class Diffusion(GenerativeModel):
             loss = per_image.mean()
         return {"loss": loss, "mse": per_image.detach().mean()}
 
-    def _predict_x0_eps(self, x_t: Tensor, t: int) -> tuple[Tensor, Tensor]:
+    def _predict_x0_eps(
+        self, x_t: Tensor, t: int, cond: Tensor | None = None, guidance: float = 1.0
+    ) -> tuple[Tensor, Tensor]:
         tt = torch.full((x_t.shape[0],), float(t), device=x_t.device)
-        out = self.unet(x_t, tt)
+        if cond is None or guidance == 1.0:
+            out = self.unet(x_t, tt) if cond is None else self.unet(x_t, tt, cond)
+        else:  # classifier-free guidance (Ho & Salimans 2022): push away from the caption-less output
+            both = self.unet(
+                torch.cat([x_t, x_t]), torch.cat([tt, tt]), torch.cat([cond, torch.zeros_like(cond)])
+            )
+            out_c, out_u = both.chunk(2)
+            out = out_u + guidance * (out_c - out_u)
         abar = self.alpha_bar[t]
         a, s = abar.sqrt(), (1 - abar).sqrt()
         if self.config.prediction == "eps":
@@ -274,16 +309,49 @@ class Diffusion(GenerativeModel):
         c = self.config
         return torch.randn(n, c.channels, c.height, c.width, generator=generator)  # x_T, on the CPU
 
-    def decode(self, latents: Tensor, steps: int | None = None, **options: Any) -> Tensor:
-        """x_T (n, C, H, W) -> images (n, C, H, W) in [-1, 1] by deterministic DDIM in ``steps`` steps."""
+    def condition(self, prompt: str | list[str] | None, n: int) -> Tensor | None:
+        """(n, text_dim) vectors for a prompt (or one per image); None for unconditional runs.
+        A text run sampled without a prompt gets "" (what it learned from dropped captions)."""
+        prompts = as_prompts(prompt, n)
+        if self.text is None:
+            if prompts is not None:
+                raise ValueError("this run was trained without captions, so it takes no prompt")
+            return None
+        return self.text(prompts if prompts is not None else [""] * n, self.device)
+
+    def decode(
+        self,
+        latents: Tensor,
+        steps: int | None = None,
+        prompt: str | list[str] | None = None,
+        guidance: float | None = None,
+        cond: Tensor | None = None,
+        **options: Any,
+    ) -> Tensor:
+        """x_T (n, C, H, W) -> images (n, C, H, W) in [-1, 1] by deterministic DDIM in ``steps`` steps.
+
+        Text runs take a ``prompt`` (or precomputed ``cond`` vectors, e.g. a blend of two
+        prompts) and a classifier-free ``guidance`` scale (1 = none; default from the config).
+        """
         reject_options(self, options)
         steps = self.config.sample_steps if steps is None else int(steps)
         ts = ddim_timesteps(self.config.timesteps, steps)
         c = self.config
         x = latents.reshape(latents.shape[0], c.channels, c.height, c.width).to(self.device)
+        if cond is None:
+            cond = self.condition(prompt, x.shape[0])
+        elif self.text is None:
+            raise ValueError("this run was trained without captions, so it takes no condition")
+        g = c.guidance if guidance is None else float(guidance)
+        if not 0 <= g <= 30:
+            raise ValueError(f"guidance must be in [0, 30], got {g}")
+        if cond is not None:
+            cond = cond.to(self.device)
+            if not (prompt or cond.abs().sum() > 0):
+                g = 1.0  # no prompt: guidance has nothing to push towards
         x0 = x
         for i, t in enumerate(ts):
-            x0, eps = self._predict_x0_eps(x, t)
+            x0, eps = self._predict_x0_eps(x, t, cond, g)
             if i + 1 < len(ts):
                 abar_next = self.alpha_bar[ts[i + 1]]
                 x = abar_next.sqrt() * x0 + (1 - abar_next).sqrt() * eps

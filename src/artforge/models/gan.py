@@ -33,6 +33,7 @@ from artforge.models.blocks import (
     stage_channels,
     stage_sizes,
 )
+from artforge.text import TextFields, as_prompts, check_text_fields, drop_captions, make_conditioner
 
 GanLoss = Literal["bce", "mse", "hinge", "wgan-gp"]
 DNorm = Literal["spectral", "batch", "none"]
@@ -44,7 +45,7 @@ DCGANLoss = Literal["bce", "mse", "hinge"]
 
 
 @dataclass
-class GANConfig:
+class GANConfig(TextFields):
     height: int = 64  # image size; any size >= 8 (a run copies its data size here)
     width: int = 64
     channels: int = 3  # image channels
@@ -65,6 +66,7 @@ class GANConfig:
 
     def __post_init__(self) -> None:
         check_choices(self, "d_norm", "g_norm", "loss")
+        check_text_fields(self)
         check_image_size(self.height, self.width, self.channels)
         if self.loss == "wgan-gp" and self.d_norm == "batch":
             raise ValueError(
@@ -142,26 +144,49 @@ class _Adversarial(GenerativeModel):
     def phases(self) -> list[Phase]:
         return [Phase("D", "D"), Phase("G", "G", every=self.config.d_steps)]
 
-    def training_step(self, phase: str, batch: Tensor, step: int) -> dict[str, Tensor]:
+    @property
+    def conditional(self) -> bool:
+        return getattr(self.G, "text", None) is not None
+
+    def _conds(self, text: list[str] | None, n: int, device: torch.device) -> tuple[Any, Any]:
+        """Text runs: G's and D's condition vectors for this rank's captions (some dropped to "")."""
+        if not self.conditional:
+            return None, None
+        if text is None:
+            raise ValueError("a text-conditioned model trains on captions; none were given")
+        keep = self._slice(torch.rand(n * self.shard[1]), n)  # caption dropout, the same on all ranks
+        text = drop_captions(text, self.config.cond_drop, keep)
+        return self.G.text(text, device), self.D.text(text, device)
+
+    def _g(self, z: Tensor, cond: Tensor | None) -> Tensor:
+        return self.G(z) if cond is None else self.G(z, cond)
+
+    def _d(self, x: Tensor, cond: Tensor | None) -> Tensor:
+        return self.D(x) if cond is None else self.D(x, cond)
+
+    def training_step(
+        self, phase: str, batch: Tensor, step: int, text: list[str] | None = None
+    ) -> dict[str, Tensor]:
         if phase not in ("D", "G"):
-            return self._extra_step(phase, batch, step)
+            return self._extra_step(phase, batch, step, text)
         kind = self.config.loss
         z = self.batch_randn(batch.shape[0], self.config.latent_dim, device=batch.device)  # (B, D)
+        cg, cd = self._conds(text, batch.shape[0], batch.device)
         if phase == "D":
             with torch.no_grad():  # G is frozen in this phase
-                fake = self.G(z)  # (B, C, H, W)
+                fake = self._g(z, cg)  # (B, C, H, W)
             real, fake = self._augment(batch), self._augment(fake)
-            real_logits = self.D(real)  # (B,)
-            fake_logits = self.D(fake)  # (B,)
+            real_logits = self._d(real, cd)  # (B,)
+            fake_logits = self._d(fake, cd)  # (B,)
             loss = gan_d_loss(kind, real_logits, fake_logits)
             out = {"d_real": real_logits.detach().mean(), "d_fake": fake_logits.detach().mean()}
             if kind == "wgan-gp":
-                gp = gradient_penalty(self.D, real, fake)
+                gp = gradient_penalty(lambda x: self._d(x, cd), real, fake)
                 loss = loss + self.config.gp_weight * gp
                 out["gp"] = gp.detach()
             out.update(self._adapt(real_logits))
             return {"loss": loss, **out}
-        fake_logits = self.D(self._augment(self.G(z)))  # (B,)
+        fake_logits = self._d(self._augment(self._g(z, cg)), cd)  # (B,)
         return {"loss": gan_g_loss(kind, fake_logits), "d_fake": fake_logits.detach().mean()}
 
     def _augment(self, x: Tensor) -> Tensor:
@@ -172,23 +197,47 @@ class _Adversarial(GenerativeModel):
         """Update any adaptive state after a D step; values to log."""
         return {}
 
-    def _extra_step(self, phase: str, batch: Tensor, step: int) -> dict[str, Tensor]:
+    def _extra_step(
+        self, phase: str, batch: Tensor, step: int, text: list[str] | None = None
+    ) -> dict[str, Tensor]:
         raise ValueError(f"unknown phase {phase!r}; this model has {[p.name for p in self.phases()]}")
 
     def sample_latents(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return torch.randn(n, self.config.latent_dim, generator=generator)  # (n, D), on the CPU
 
-    def decode(self, latents: Tensor, truncation: float = 1.0, **options: Any) -> Tensor:
+    def condition(self, prompt: str | list[str] | None, n: int) -> Tensor | None:
+        """(n, text_dim) vectors for G from a prompt (or one per image); None if unconditional.
+        A text run sampled without a prompt gets "" (what it learned from dropped captions)."""
+        prompts = as_prompts(prompt, n)
+        if not self.conditional:
+            if prompts is not None:
+                raise ValueError("this run was trained without captions, so it takes no prompt")
+            return None
+        return self.G.text(prompts if prompts is not None else [""] * n, self.device)
+
+    def decode(
+        self,
+        latents: Tensor,
+        truncation: float = 1.0,
+        prompt: str | list[str] | None = None,
+        cond: Tensor | None = None,
+        **options: Any,
+    ) -> Tensor:
         """z (n, D) -> images (n, C, H, W) in [-1, 1].
 
         ``truncation`` psi scales z (the simple truncation trick, Brock et al. 2019 / Marchesi 2017):
-        psi < 1 keeps samples near the centre of the prior, trading variety for fidelity.
+        psi < 1 keeps samples near the centre of the prior, trading variety for fidelity. Text
+        runs take a ``prompt`` or precomputed ``cond`` vectors (e.g. a blend of two prompts).
         """
         reject_options(self, options)
         if not 0 < truncation <= 2:
             raise ValueError(f"truncation must be in (0, 2], got {truncation}")
         z = latents.reshape(latents.shape[0], -1).to(self.device)  # (n, D); accepts (n, D, 1, 1)
-        return self.G(z * truncation)
+        if cond is None:
+            cond = self.condition(prompt, z.shape[0])
+        elif not self.conditional:
+            raise ValueError("this run was trained without captions, so it takes no condition")
+        return self._g(z * truncation, None if cond is None else cond.to(self.device))
 
 
 # -- GAN: any size ------------------------------------------------------------------------------
@@ -203,11 +252,14 @@ class Generator(nn.Module):
         sizes = stage_sizes(c.height, c.width)
         chans = stage_channels(len(sizes) - 1, c.base_channels, c.max_channels)
         full = max(c.base_channels // 2, 1)  # one conv at (H, W) before RGB: smooths nearest-resize blocks
-        self.net = UpStack(
-            c.latent_dim, sizes, chans, c.channels, norm=c.g_norm, act="relu", full_res_channels=full
-        )
+        self.text = make_conditioner(c)  # text runs: the caption's vector is appended to z
+        cond_dim = self.text.dim if self.text is not None else 0
+        z_dim = c.latent_dim + cond_dim
+        self.net = UpStack(z_dim, sizes, chans, c.channels, norm=c.g_norm, act="relu", full_res_channels=full)
 
-    def forward(self, z: Tensor) -> Tensor:
+    def forward(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
+        if cond is not None:
+            z = torch.cat([z, cond.to(z.dtype)], dim=1)
         return torch.tanh(self.net(z))  # (B, C, H, W)
 
 
@@ -221,9 +273,17 @@ class Discriminator(nn.Module):
         self.body = DownStack(c.channels, sizes, chans, norm=c.d_norm, act="lrelu")
         h, w = sizes[-1]
         self.head = nn.Linear(chans[-1] * h * w, 1)
+        # text runs: a projection discriminator (Miyato & Koyama 2018) adds <embed(caption), features>
+        self.text = make_conditioner(c)
+        feat_dim = chans[-1] * h * w
+        self.embed = nn.Linear(self.text.dim, feat_dim, bias=False) if self.text is not None else None
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.body(x).flatten(1)).squeeze(1)  # (B,)
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        feats = self.body(x).flatten(1)  # (B, F)
+        out = self.head(feats).squeeze(1)  # (B,)
+        if self.embed is not None and cond is not None:
+            out = out + (self.embed(cond.to(feats.dtype)) * feats).sum(1)
+        return out
 
 
 class GAN(_Adversarial):
@@ -238,6 +298,7 @@ class GAN(_Adversarial):
 
     family: ClassVar[str] = "gan"
     config_class: ClassVar[type] = GANConfig
+    sample_options: ClassVar[tuple[str, ...]] = ("truncation", "prompt", "cond")
     config: GANConfig
     aug_p: Tensor  # () buffer, only with adaptive augmentation
     optim_defaults: ClassVar[dict[str, Any]] = {
@@ -284,11 +345,14 @@ class GAN(_Adversarial):
             phases.append(Phase("D_reg", "D", every=self.config.r1_every))
         return [*phases, Phase("G", "G", every=self.config.d_steps)]
 
-    def _extra_step(self, phase: str, batch: Tensor, step: int) -> dict[str, Tensor]:
+    def _extra_step(
+        self, phase: str, batch: Tensor, step: int, text: list[str] | None = None
+    ) -> dict[str, Tensor]:
         if phase != "D_reg" or self.config.r1_gamma <= 0:
-            return super()._extra_step(phase, batch, step)
+            return super()._extra_step(phase, batch, step, text)
+        _, cd = self._conds(text, batch.shape[0], batch.device)
         real = self._augment(batch).detach().requires_grad_(True)  # (B, C, H, W)
-        r1 = r1_penalty(self.D(real), real)
+        r1 = r1_penalty(self._d(real, cd), real)
         # gamma/2 * R1, times the interval so lazy regularisation keeps its strength (StyleGAN2)
         loss = 0.5 * self.config.r1_gamma * r1 * self.config.r1_every
         return {"loss": loss, "r1": r1.detach()}

@@ -24,13 +24,14 @@ from artforge.models.blocks import (
     stage_channels,
     stage_sizes,
 )
+from artforge.text import TextFields, as_prompts, check_text_fields, drop_captions, make_conditioner
 
 Recon = Literal["mse", "bce"]
 VNorm = Literal["group", "batch", "none"]
 
 
 @dataclass
-class VAEConfig:
+class VAEConfig(TextFields):
     height: int = 64  # image size; any size >= 8 (a run copies its data size here)
     width: int = 64
     channels: int = 3  # image channels
@@ -53,6 +54,7 @@ class VAEConfig:
 
     def __post_init__(self) -> None:
         check_choices(self, "recon", "norm")
+        check_text_fields(self)
         check_image_size(self.height, self.width, self.channels)
         for name in ("latent_dim", "base_channels", "max_channels"):
             if getattr(self, name) < 1:
@@ -70,16 +72,19 @@ class VAEConfig:
 class Encoder(nn.Module):
     """Image -> stride-2 convs + GroupNorm + SiLU -> linear heads for mu and logvar."""
 
-    def __init__(self, c: VAEConfig) -> None:
+    def __init__(self, c: VAEConfig, cond_dim: int = 0) -> None:
         super().__init__()
         sizes = stage_sizes(c.height, c.width)
         chans = stage_channels(len(sizes) - 1, c.base_channels, c.max_channels)
         self.body = DownStack(c.channels, sizes, chans, norm=c.norm, act="silu")
         h, w = sizes[-1]
-        self.head = nn.Linear(chans[-1] * h * w, 2 * c.latent_dim)
+        self.head = nn.Linear(chans[-1] * h * w + cond_dim, 2 * c.latent_dim)  # q(z | x, caption)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        mu, logvar = self.head(self.body(x).flatten(1)).chunk(2, dim=1)  # (B, D) each
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        feats = self.body(x).flatten(1)
+        if cond is not None:
+            feats = torch.cat([feats, cond.to(feats.dtype)], dim=1)
+        mu, logvar = self.head(feats).chunk(2, dim=1)  # (B, D) each
         return mu, logvar.clamp(-30.0, 20.0)
 
 
@@ -87,12 +92,12 @@ class Decoder(nn.Module):
     """z -> linear to the smallest map -> (resize up + conv3x3 + GroupNorm + SiLU) per stage, the
     last at (H, W) -> conv3x3 to the output."""
 
-    def __init__(self, c: VAEConfig) -> None:
+    def __init__(self, c: VAEConfig, cond_dim: int = 0) -> None:
         super().__init__()
         sizes = stage_sizes(c.height, c.width)
         chans = stage_channels(len(sizes) - 1, c.base_channels, c.max_channels)
         self.net = UpStack(
-            c.latent_dim,
+            c.latent_dim + cond_dim,  # p(x | z, caption)
             sizes,
             chans,
             c.channels,
@@ -102,7 +107,9 @@ class Decoder(nn.Module):
             fc_norm=False,  # the scale of z must reach the decoder (temperature, prior vs posterior)
         )
 
-    def forward(self, z: Tensor) -> Tensor:
+    def forward(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
+        if cond is not None:
+            z = torch.cat([z, cond.to(z.dtype)], dim=1)
         return self.net(z)  # (B, C, H, W): means (mse) or logits (bce)
 
 
@@ -113,13 +120,28 @@ class VAE(GenerativeModel):
     config_class: ClassVar[type] = VAEConfig
     optim_defaults: ClassVar[dict[str, Any]] = {"name": "adam", "lr": 1e-3, "betas": (0.9, 0.999)}
     ema_groups: ClassVar[tuple[str, ...]] = ("main",)
-    sample_options: ClassVar[tuple[str, ...]] = ("temperature",)
+    sample_options: ClassVar[tuple[str, ...]] = ("temperature", "prompt", "cond")
     config: VAEConfig
 
     def __init__(self, config: VAEConfig) -> None:
         super().__init__(config)
-        self.encoder = Encoder(config)
-        self.decoder = Decoder(config)
+        self.text = make_conditioner(config)  # text runs: a conditional VAE (Sohn et al. 2015)
+        cond_dim = self.text.dim if self.text is not None else 0
+        self.encoder = Encoder(config, cond_dim)
+        self.decoder = Decoder(config, cond_dim)
+
+    @property
+    def conditional(self) -> bool:
+        return self.text is not None
+
+    def condition(self, prompt: str | list[str] | None, n: int) -> Tensor | None:
+        """(n, text_dim) vectors from a prompt (or one per image); None if unconditional."""
+        prompts = as_prompts(prompt, n)
+        if self.text is None:
+            if prompts is not None:
+                raise ValueError("this run was trained without captions, so it takes no prompt")
+            return None
+        return self.text(prompts if prompts is not None else [""] * n, self.device)
 
     def default_optim(self) -> dict[str, Any]:
         """The preferred OptimConfig fields for this config."""
@@ -137,13 +159,22 @@ class VAE(GenerativeModel):
             return torch.sigmoid(out) * 2 - 1  # logits -> [-1, 1]
         return out.clamp(-1.0, 1.0)
 
-    def training_step(self, phase: str, batch: Tensor, step: int) -> dict[str, Tensor]:
+    def training_step(
+        self, phase: str, batch: Tensor, step: int, text: list[str] | None = None
+    ) -> dict[str, Tensor]:
         if phase != "main":
             raise ValueError(f"unknown phase {phase!r}; this model has ['main']")
-        mu, logvar = self.encoder(batch)  # (B, D) each
+        cond = None
+        if self.text is not None:
+            if text is None:
+                raise ValueError("a text-conditioned model trains on captions; none were given")
+            b = batch.shape[0]
+            keep = self._slice(torch.rand(b * self.shard[1]), b)  # caption dropout, the same on all ranks
+            cond = self.text(drop_captions(text, self.config.cond_drop, keep), batch.device)
+        mu, logvar = self.encoder(batch) if cond is None else self.encoder(batch, cond)  # (B, D) each
         eps = self.batch_randn(mu.shape[0], mu.shape[1], device=mu.device)
         z = mu + torch.exp(0.5 * logvar) * eps  # reparameterisation
-        out = self.decoder(z)  # (B, C, H, W)
+        out = self.decoder(z) if cond is None else self.decoder(z, cond)  # (B, C, H, W)
         if self.config.recon == "bce":
             recon = recon_loss("bce", out, (batch + 1) / 2)
         else:  # Gaussian negative log-likelihood up to a constant
@@ -153,19 +184,33 @@ class VAE(GenerativeModel):
         return {"loss": recon + self.config.beta * kl, "recon": recon.detach(), "kl": kl.detach(), "mse": mse}
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
+    def reconstruct(self, x: Tensor, prompt: str | list[str] | None = None) -> Tensor:
         """Images -> their reconstructions (decoding mu), in [-1, 1]."""
-        mu, _ = self.encoder(x)
-        return self._to_image(self.decoder(mu))
+        cond = self.condition(prompt, x.shape[0])
+        mu, _ = self.encoder(x, cond)
+        return self._to_image(self.decoder(mu, cond))
 
     def sample_latents(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return torch.randn(n, self.config.latent_dim, generator=generator)  # (n, D), on the CPU
 
-    def decode(self, latents: Tensor, temperature: float = 1.0, **options: Any) -> Tensor:
+    def decode(
+        self,
+        latents: Tensor,
+        temperature: float = 1.0,
+        prompt: str | list[str] | None = None,
+        cond: Tensor | None = None,
+        **options: Any,
+    ) -> Tensor:
         """z (n, D) -> images (n, C, H, W) in [-1, 1]; ``temperature`` scales prior samples
-        (< 1: closer to the typical image, less varied)."""
+        (< 1: closer to the typical image, less varied). Text runs take a ``prompt`` or
+        precomputed ``cond`` vectors."""
         reject_options(self, options)
         if not 0 < temperature <= 2:
             raise ValueError(f"temperature must be in (0, 2], got {temperature}")
         z = latents.reshape(latents.shape[0], -1).to(self.device)  # (n, D)
-        return self._to_image(self.decoder(z * temperature))
+        if cond is None:
+            cond = self.condition(prompt, z.shape[0])
+        elif self.text is None:
+            raise ValueError("this run was trained without captions, so it takes no condition")
+        z = z * temperature
+        return self._to_image(self.decoder(z) if cond is None else self.decoder(z, cond.to(self.device)))

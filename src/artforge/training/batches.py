@@ -58,6 +58,11 @@ class BatchStream:
             pos += take
         return torch.cat(out)
 
+    def local_indices(self, step: int) -> Tensor:
+        """Dataset indices of this rank's slice of batch ``step``."""
+        lo = self.rank * self.local_size
+        return self.indices(step)[lo : lo + self.local_size]
+
     def batch(self, step: int, device: torch.device) -> Tensor:
         """This rank's float batch (B / world, C, H, W) in [-1, 1] on ``device``: its slice of
         global batch ``step``, so the ranks together see exactly what one process would."""

