@@ -175,3 +175,40 @@ def test_prompt_errors_are_clear(tmp_path, capsys):
         Image.new("RGB", (16, 16)).save(nocaps / f"{i}.png")
     with pytest.raises(ValueError, match="no image has a caption"):
         Trainer(text_config(nocaps, 2, "gan"), tmp_path / "r3", progress=False)
+
+
+# -- prompt faithfulness -----------------------------------------------------------------------
+
+
+def test_prompt_faithfulness_separates_a_trained_model_from_an_untrained_one(tmp_path, network):
+    """A classifier of the real images' label scores a prompt-following model's images about
+    as well as held-out real ones, and a 2-step model's near chance."""
+    from artforge.evaluate import evaluate_run  # noqa: F401 - the CLI path is tested below
+    from artforge.faithfulness import balanced_accuracy, is_held_out
+
+    data = colour_folder(tmp_path / "colours", n_each=20)
+    lines = [json.loads(x) for x in (data / "captions.jsonl").read_text().splitlines()]
+    (data / "captions.jsonl").write_text(
+        "\n".join(json.dumps({**r, "colour": r["text"].split()[0]}) for r in lines) + "\n"
+    )
+    assert balanced_accuracy(torch.tensor([0, 0, 1, 1]), torch.tensor([0, 0, 0, 1])) == pytest.approx(
+        (2 / 3 + 1) / 2
+    )
+    held = [r["file"] for r in lines if is_held_out(r["file"], 0.25)]
+    assert 2 <= len(held) < 20  # a stable, hash-chosen share
+
+    def faithfulness(steps):
+        run = tmp_path / f"run{steps}"
+        cfg = text_config(data, steps, "gan")
+        cfg.data.holdout = 0.25
+        Trainer(cfg, run, progress=False).train()
+        names = json.loads((run / "data_report.json").read_text())
+        assert names["n_images"] == 40 - len(held)  # the held-out images were not trained on
+        out = tmp_path / f"eval{steps}.json"
+        assert main(["-q", "eval", str(run), "--data", str(data), "-n", "8", "--faithfulness", "colour",
+                     "--json", str(out)]) == 0  # fmt: skip
+        return json.loads(out.read_text())["faithfulness"]
+
+    good, bad = faithfulness(200), faithfulness(2)
+    assert good["real_balanced_accuracy"] > 0.9 and good["captions_held_out_in_training"]
+    assert good["ratio"] > 0.9 and bad["ratio"] < good["ratio"] - 0.2, (good, bad)

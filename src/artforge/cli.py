@@ -300,6 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--steps", type=int, default=S, help="diffusion: DDIM sampling steps")
     e.add_argument("--prompt", default=S, help="text runs: one prompt for every sample")
     e.add_argument("--guidance", type=float, default=S, help="text runs: guidance scale")
+    e.add_argument(
+        "--faithfulness",
+        nargs="?",
+        const="group",
+        default=None,
+        metavar="LABEL_KEY",
+        help="text runs: prompt faithfulness by a classifier of captions.jsonl's LABEL_KEY (default group)",
+    )
     # -- eval (end) --
 
     b = sub.add_parser(
@@ -545,6 +553,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             progress=progress,
             sheet=sheet,
             sample_options=_sample_options(args),
+            faithfulness=args.faithfulness,
         )
         result["options"] = _sample_options(args)
         source = f"{args.run} (n={args.n}, seed {args.seed})"
@@ -562,6 +571,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         ("copy rate", f"{r['copy_rate']:.3f}", "held-out real images score ~0.5; copies 1.0"),
         ("images", f"{r['n_fake']} generated, {r['n_real']} real", ""),
     ]
+    if "faithfulness" in r:
+        f = r["faithfulness"]
+        rows.append(
+            (
+                "prompts",
+                f"{f['generated_balanced_accuracy']:.3f} / {f['real_balanced_accuracy']:.3f} = {f['ratio']}",
+                f"balanced accuracy of the {f['label_key']} classifier: generated (held-out captions) / real",
+            )
+        )
     for name, value, note in rows:
         print(f"  {name:<10} {value:<22} {note}".rstrip())
     written = [p for p in (r.get("sheet"), args.json) if p]

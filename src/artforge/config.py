@@ -44,10 +44,13 @@ class DataConfig:
     cache_dir: str = ""  # where disk caches go; "" means ~/.cache/artforge
     builtin_count: int = 2000  # images in a built-in procedural set
     captions: Captions = "auto"  # text-conditioned models: captions.jsonl, NAME.txt, or file names
+    holdout: float = 0.0  # share of images kept out of training (by file-name hash), for eval
 
     def __post_init__(self) -> None:
         for name in ("fit", "cache", "captions"):
             _check_choice(self, name)
+        if not 0 <= self.holdout < 1:
+            raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
         if self.height < 8 or self.width < 8:
             raise ValueError(f"image size must be at least 8x8, got {self.width}x{self.height}")
         if self.height > 4096 or self.width > 4096:

@@ -105,11 +105,14 @@ def evaluate_run(
     progress: bool = False,
     sheet: str | os.PathLike[str] | None = None,
     sample_options: dict[str, Any] | None = None,
+    faithfulness: str | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``n`` images sampled from a run with ``seed`` against real data.
 
     ``data`` is a path (loaded like the run's training data: same size, fit and background),
     a DataConfig, or None for the run's own training data. ``sheet`` writes the novelty PNG.
+    ``faithfulness`` (a label key such as "group") adds prompt faithfulness (faithfulness.py)
+    for text-conditioned runs.
     """
     from .api import load
 
@@ -118,7 +121,8 @@ def evaluate_run(
     dev = _resolve_device(device)
     run = load(Path(run_dir), device=str(dev))
     cfg = _to_data_config(data if data is not None else run.config.data, run.config.data)
-    reals = load_images(cfg, progress=progress).images  # uint8 (N, 3, H, W)
+    real_set = load_images(cfg, progress=progress)
+    reals = real_set.images  # uint8 (N, 3, H, W)
     real_f = cached_features(
         reals, batch_size, progress, inception_path=inception, device=dev, desc="features: real"
     )
@@ -131,6 +135,12 @@ def evaluate_run(
         fakes, batch_size, progress, inception=inception, device=dev, desc="features: generated"
     )
     result = _finish(reals, fakes, real_f, fake_f, seed, sheet)
+    if faithfulness:
+        from .faithfulness import prompt_faithfulness
+
+        result["faithfulness"] = prompt_faithfulness(
+            run, reals, real_set.names, cfg.path, label_key=faithfulness, seed=seed, **options
+        )
     return {"run": str(run_dir), "data": cfg.path, **result}
 
 

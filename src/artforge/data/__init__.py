@@ -54,6 +54,12 @@ class ImageSet:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    def subset(self, keep: list[bool]) -> ImageSet:
+        """The images where ``keep`` is true (an in-memory copy), same root and skip list."""
+        idx = torch.tensor([i for i, k in enumerate(keep) if k], dtype=torch.long)
+        names = [n for n, k in zip(self.names, keep, strict=True) if k]
+        return ImageSet(self.images[idx].contiguous(), names, list(self.skipped), self.root)
+
     def summary(self) -> str:
         """One line, e.g. '1,234 images from data/emoji (3 skipped: 2 corrupt, 1 too large)'."""
         n = len(self)

@@ -151,6 +151,13 @@ class Trainer:
             data = load_images(self.cfg.data, progress=self.progress)
             if self.main:
                 distributed.barrier(self.dist)
+        if self.cfg.data.holdout > 0:  # kept out of training, so eval can use them as unseen
+            from ..faithfulness import is_held_out
+
+            keep = [not is_held_out(n, self.cfg.data.holdout) for n in data.names]
+            if not any(keep):
+                raise ValueError(f"--data.holdout={self.cfg.data.holdout} leaves no image to train on")
+            data = data.subset(keep)
         self.data = data
         self.model: GenerativeModel = model.to(self.device)
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format

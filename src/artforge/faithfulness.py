@@ -1,0 +1,166 @@
+"""Prompt faithfulness of a text-conditioned run, measured without any hub model.
+
+Method (docs/eval.md, "Prompt faithfulness"):
+
+1. Every image of the captioned data set has a label in captions.jsonl (``--label-key``,
+   default ``group``: the emoji set's 9 Unicode groups). A fixed share of the images is held
+   out by a hash of the file name (the run's ``data.holdout`` if it trained with one, so the
+   model never saw those images or, where captions are unique, those captions).
+2. A small CNN is trained from scratch on the *other* real images to predict the label.
+3. It classifies the real held-out images: its balanced accuracy there (the mean of per-label
+   recalls, because one emoji group is ~60% of the set) is what a perfect generator could get.
+4. The run draws one image for each held-out caption (prompt = caption); the same classifier
+   labels them. Faithfulness = balanced accuracy on generated / on real held-out images.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .data.captions import CAPTIONS_FILE
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOLDOUT = 0.1
+
+
+def is_held_out(name: str, share: float) -> bool:
+    """The same images are held out on every machine and in every run with this share."""
+    return share > 0 and zlib.crc32(name.encode()) % 10_000 < share * 10_000
+
+
+def read_labels(root: str | Path, names: list[str], key: str) -> list[str | None]:
+    """The ``key`` field of each image's captions.jsonl record (None where it has none)."""
+    path = Path(root) / CAPTIONS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: prompt faithfulness needs captions.jsonl with a {key!r} field")
+    records: dict[str, str] = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("file"), str) and isinstance(rec.get(key), str):
+                records[rec["file"]] = rec[key]
+    labels = [records.get(n) for n in names]
+    if sum(lab is not None for lab in labels) < 2:
+        raise ValueError(f"{path}: no {key!r} labels for the images; choose another --label-key")
+    return labels
+
+
+class LabelNet(nn.Module):
+    """A small CNN for 16-128 px images: 4 conv blocks, global average pool, linear."""
+
+    def __init__(self, n_classes: int, width: int = 32) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 3
+        for c in (width, width * 2, width * 4, width * 4):
+            layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU()]
+            layers.append(nn.MaxPool2d(2, ceil_mode=True))
+            c_in = c
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(c_in, n_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.body(x).mean(dim=(2, 3)))
+
+
+def _to_input(images: Tensor) -> Tensor:
+    return images.float() / 127.5 - 1
+
+
+def train_classifier(
+    images: Tensor, labels: Tensor, n_classes: int, epochs: int = 15, seed: int = 0, batch: int = 64
+) -> LabelNet:
+    """Fit LabelNet on uint8 images (N, 3, H, W) with class-balanced sampling (so the big
+    group does not drown the small ones); flips and 2-px shifts as light augmentation."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = LabelNet(n_classes)
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
+    counts = torch.bincount(labels, minlength=n_classes).clamp(min=1).float()
+    weights = (1 / counts)[labels]
+    steps = epochs * max(len(labels) // batch, 1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
+    net.train()
+    for _ in range(steps):
+        idx = torch.multinomial(weights, batch, replacement=True, generator=g)
+        x = _to_input(images[idx])
+        shift = torch.randint(-2, 3, (2,), generator=g).tolist()
+        x = torch.roll(x, shifts=shift, dims=(2, 3))
+        loss = F.cross_entropy(net(x), labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return net.eval()
+
+
+@torch.no_grad()
+def predict(net: LabelNet, images: Tensor, chunk: int = 256) -> Tensor:
+    return torch.cat([net(_to_input(images[i : i + chunk])).argmax(1) for i in range(0, len(images), chunk)])
+
+
+def balanced_accuracy(pred: Tensor, true: Tensor) -> float:
+    """Mean over the labels present in ``true`` of the share predicted right (recall)."""
+    recalls = [float((pred[true == c] == c).float().mean()) for c in true.unique()]
+    return sum(recalls) / len(recalls)
+
+
+def prompt_faithfulness(
+    run: Any,
+    images: Tensor,
+    names: list[str],
+    root: str | Path,
+    *,
+    label_key: str = "group",
+    captions_mode: str = "auto",
+    seed: int = 0,
+    epochs: int = 15,
+    **sample_options: Any,
+) -> dict[str, Any]:
+    """The method in the module docstring; ``images`` are the data at the run's size."""
+    from .data.captions import read_captions
+    from .sample import generate, latents_for_seed
+
+    if not getattr(run.model, "conditional", False):
+        raise ValueError(f"{run.path}: prompt faithfulness needs a text-conditioned run (--text-encoder)")
+    share = run.config.data.holdout or DEFAULT_HOLDOUT
+    labels = read_labels(root, names, label_key)
+    captions = read_captions(str(root), names, captions_mode).texts
+    classes = sorted({lab for lab in labels if lab is not None})
+    index = {c: i for i, c in enumerate(classes)}
+    held = [i for i, n in enumerate(names) if is_held_out(n, share) and labels[i] is not None and captions[i]]
+    train = [i for i, n in enumerate(names) if not is_held_out(n, share) and labels[i] is not None]
+    if len(held) < 2 or len(train) < 2:
+        raise ValueError(f"{root}: too few labelled images to hold out {share:.0%} (found {len(names)})")
+    y = torch.tensor([index[lab] if lab is not None else -1 for lab in labels])
+    net = train_classifier(images[train], y[train], len(classes), epochs=epochs, seed=seed)
+    real_acc = balanced_accuracy(predict(net, images[held]), y[held])
+    prompts = [captions[i] for i in held]
+    z = latents_for_seed(run.model, len(held), seed)
+    fakes = (generate(run.model, z, prompt=prompts, **sample_options) * 255).round().to(torch.uint8)
+    gen_acc = balanced_accuracy(predict(net, fakes), y[held])
+    return {
+        "label_key": label_key,
+        "n_classes": len(classes),
+        "n_train_real": len(train),
+        "n_heldout": len(held),
+        "holdout": share,
+        "captions_held_out_in_training": bool(run.config.data.holdout),
+        "classifier_epochs": epochs,
+        "real_balanced_accuracy": round(real_acc, 4),
+        "generated_balanced_accuracy": round(gen_acc, 4),
+        "ratio": round(gen_acc / real_acc, 4) if real_acc > 0 else None,
+    }
