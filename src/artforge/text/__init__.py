@@ -33,8 +33,8 @@ class TextFields:
     """Model-config fields of text conditioning, shared by the families that support it."""
 
     text_encoder: TextEncoderName = "none"  # none (unconditional) | hash | minilm
-    text_dim: int = 128  # hash: embedding width (minilm: 384, fixed)
-    text_buckets: int = 1 << 15  # hash: feature buckets
+    text_dim: int = 64  # hash: embedding width (minilm: 384, fixed)
+    text_buckets: int = 1 << 13  # hash: feature buckets (the emoji captions have 6,502 features)
     cond_drop: float = 0.1  # training: share of captions dropped to "" (classifier-free guidance)
 
 
@@ -62,7 +62,7 @@ def hash_features(text: str, buckets: int) -> list[int]:
 class TextConditioner(nn.Module):
     """Captions (list of B strings) -> (B, dim) condition vectors; "" -> zeros."""
 
-    def __init__(self, kind: str, dim: int = 128, buckets: int = 1 << 15) -> None:
+    def __init__(self, kind: str, dim: int = 64, buckets: int = 1 << 13) -> None:
         super().__init__()
         if kind not in ("hash", "minilm"):
             raise ValueError(f"text_encoder must be one of {list(TEXT_ENCODERS)}, got {kind!r}")
