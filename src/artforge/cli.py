@@ -82,6 +82,9 @@ RESUMABLE = {
     "monitor_every",
     "monitor_n",
     "monitor_fid",
+    "on_save_error",
+    "nan_retries",
+    "nan_lr_factor",
 }
 
 

@@ -20,6 +20,7 @@ Fit = Literal["crop", "pad", "stretch"]
 Cache = Literal["auto", "memory", "disk"]
 Amp = Literal["off", "bf16", "fp16"]
 OptimName = Literal["sgd", "adam", "adamw"]
+OnSaveError = Literal["stop", "continue"]
 
 
 def _check_choice(obj: Any, name: str) -> None:
@@ -86,9 +87,17 @@ class TrainConfig:
     monitor_every: int = 0  # steps between creativity checks (diversity, copy rate); 0 = off
     monitor_n: int = 256  # samples per check
     monitor_fid: bool = False  # also a (small-n, biased) FID against the training data
+    on_save_error: OnSaveError = "stop"  # a checkpoint write fails (full disk): stop, or warn and go on
+    nan_retries: int = 3  # a NaN/Inf loss, gradient or weight rolls back to the last checkpoint this often
+    nan_lr_factor: float = 0.5  # ... and multiplies every learning rate by this each time
 
     def __post_init__(self) -> None:
         _check_choice(self, "amp")
+        _check_choice(self, "on_save_error")
+        if self.nan_retries < 0:
+            raise ValueError(f"nan_retries must be 0 or more, got {self.nan_retries}")
+        if not 0 < self.nan_lr_factor <= 1:
+            raise ValueError(f"nan_lr_factor must be in (0, 1], got {self.nan_lr_factor}")
         if self.batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
         for name in ("steps", "epochs", "minutes"):
