@@ -181,9 +181,9 @@ def wait_for(path: Path, p: subprocess.Popen) -> float:
 
 def where_killed(run: Path) -> str:
     """What a kill interrupted, read from the folder it left."""
-    if (run / "state.tmp").exists() or (run / "state.old").exists() or not (run / "state").exists():
+    if (run / "state.tmp").exists() or (run / "state.old").exists():
         return "checkpoint write"
-    return "training"
+    return "training" if (run / "state").exists() else "start-up"
 
 
 def kill_trial(family: str, out: Path, ref: Path, ref_seconds: float, rng: random.Random, pause: float):
