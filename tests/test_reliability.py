@@ -340,6 +340,10 @@ def test_full_disk_can_continue_and_save_later(small_disk, tmp_path, caplog):
 
 def test_cli_full_disk_message_and_resume(small_disk):
     out = small_disk / "run"
+    filler = fill(small_disk)  # not even config.json fits: a one-line error, no traceback
+    p = subprocess.run(train_cmd("gan", out), env=env(), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1 and "No space left on device" in p.stderr and "Traceback" not in p.stderr
+    filler.unlink()
     filler = fill(small_disk, leave=96 * 1024)  # room for config.json and logs, not a checkpoint
     p = subprocess.run(train_cmd("gan", out), env=env(), capture_output=True, text=True, timeout=300)
     assert p.returncode == 1

@@ -597,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
 
             print("\n".join(list_models()))
             return 0
-    except (CLIError, ValueError, FileNotFoundError, PermissionError, TrainingError) as e:
+    except (CLIError, ValueError, OSError, TrainingError) as e:  # OSError: e.g. a full disk
         print(f"artforge: error: {e}", file=sys.stderr)
         return 2 if isinstance(e, CLIError) else 1
     except KeyboardInterrupt:

@@ -427,7 +427,8 @@ class Trainer:
                 save_checkpoint(self.run_dir, self.model, ema_model, self.optimizers, self.scaler, self.state)
             except SaveError as e:
                 error = str(e)
-        if distributed.agree(self.dist, bool(error), self.device):  # rank 0 tells the others
+        # rank 0 tells the others (not on Ctrl-C: the ranks may not all reach a collective then)
+        if distributed.agree(self.dist, bool(error), self.device) if verify else error:
             self._save_failed(error or "rank 0 could not write the checkpoint")
             return
         self.saved_step = self.state.step
