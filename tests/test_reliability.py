@@ -257,6 +257,18 @@ def test_kill_inside_a_checkpoint_write(references, tmp_path):
     p.communicate(timeout=60)
     assert (out / "state.old").is_dir() and (out / "state.tmp").is_dir() and not (out / "state").exists()
     artforge.load(out, device="cpu")
+    # resume from state.old/: through the next save there must always be a complete checkpoint on
+    # disk (state.old/ is put back as state/ first, not deleted before the new one is in place)
+    p = subprocess.Popen(
+        train_cmd("gan", out, "--resume"), env=env(pause=1.0), stderr=subprocess.PIPE, text=True
+    )
+    while (out / "state.old").exists() or (out / "state.tmp").exists() or not (out / "state").exists():
+        assert state_dir(out) is not None, "no complete checkpoint on disk during the save"
+        assert p.poll() is None
+        time.sleep(0.005)
+    os.kill(p.pid, signal.SIGKILL)
+    p.communicate(timeout=60)
+    assert state_dir(out) == out / "state"
     p = subprocess.run(
         train_cmd("gan", out, "--resume"), env=env(), capture_output=True, text=True, timeout=300
     )

@@ -126,6 +126,10 @@ def save_checkpoint(
     tmp = run_dir / (STATE + ".tmp")
     final = run_dir / STATE
     old = run_dir / (STATE + ".old")
+    if not final.exists() and state_dir(run_dir) == old:
+        # a crash between the two renames left the last checkpoint in state.old/: put it back
+        # first, or the swap below would delete it before the new one is in place
+        os.replace(old, final)
     shutil.rmtree(tmp, ignore_errors=True)
     kept = (
         "the previous checkpoint in state/ is intact"
