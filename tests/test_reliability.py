@@ -32,7 +32,7 @@ from artforge.training.checkpoint import PAUSE_ENV, load_checkpoint, save_checkp
 SRC = str(Path(__file__).parents[1] / "src")
 
 
-def tiny_config(family="gan", steps=12, ckpt_every=4, **train) -> RunConfig:
+def tiny_config(family="vae", steps=12, ckpt_every=4, **train) -> RunConfig:
     model = {
         "gan": {"base_channels": 8, "latent_dim": 16, "augment": "color,translation", "ada_target": 0.6},
         "vae": {"base_channels": 8, "latent_dim": 8},
@@ -106,10 +106,10 @@ def test_resume_between_log_lines_logs_the_same_means(tmp_path):
             raise KeyboardInterrupt
 
     straight, split = tmp_path / "straight", tmp_path / "split"
-    Trainer(tiny_config("gan", steps=12), straight, progress=False).train()
+    Trainer(tiny_config("vae", steps=12), straight, progress=False).train()
     with pytest.raises(KeyboardInterrupt):
-        Trainer(tiny_config("gan", steps=12), split, progress=False, hooks=[interrupt]).train()
-    Trainer(tiny_config("gan", steps=12), split, progress=False).train(resume=True)
+        Trainer(tiny_config("vae", steps=12), split, progress=False, hooks=[interrupt]).train()
+    Trainer(tiny_config("vae", steps=12), split, progress=False).train(resume=True)
     assert_identical(straight, split)
     assert loss_rows(straight) == loss_rows(split)
 
@@ -313,7 +313,7 @@ def test_full_disk_stops_cleanly_and_keeps_the_last_checkpoint(small_disk, tmp_p
     run = small_disk / "run"
     hook = lambda t, step: fill(small_disk) if step == 5 else None  # noqa: E731
     with pytest.raises(TrainingError) as e:
-        Trainer(tiny_config("gan", on_save_error="stop"), run, progress=False, hooks=[hook]).train()
+        Trainer(tiny_config("vae", on_save_error="stop"), run, progress=False, hooks=[hook]).train()
     msg = str(e.value)
     assert "could not write the checkpoint for step 8" in msg and "No space left on device" in msg
     assert "the previous checkpoint in state/ is intact" in msg and "--resume" in msg
@@ -322,9 +322,9 @@ def test_full_disk_stops_cleanly_and_keeps_the_last_checkpoint(small_disk, tmp_p
     artforge.load(run, device="cpu")
     # free the space and resume: nothing was lost
     (small_disk / "filler").unlink()
-    Trainer(tiny_config("gan"), run, progress=False).train(resume=True)
+    Trainer(tiny_config("vae"), run, progress=False).train(resume=True)
     straight = tmp_path / "straight"
-    Trainer(tiny_config("gan"), straight, progress=False).train()
+    Trainer(tiny_config("vae"), straight, progress=False).train()
     assert_identical(straight, run)
 
 
@@ -337,7 +337,7 @@ def test_full_disk_can_continue_and_save_later(small_disk, tmp_path, caplog):
         if step == 10:
             (small_disk / "filler").unlink()
 
-    Trainer(tiny_config("gan", on_save_error="continue"), run, progress=False, hooks=[hook]).train()
+    Trainer(tiny_config("vae", on_save_error="continue"), run, progress=False, hooks=[hook]).train()
     warned = [
         r.getMessage()
         for r in caplog.records
@@ -346,7 +346,7 @@ def test_full_disk_can_continue_and_save_later(small_disk, tmp_path, caplog):
     assert warned and "training continues" in warned[0]
     assert torch.load(run / "state" / "trainer.pt", weights_only=True)["step"] == 12
     straight = tmp_path / "straight"
-    Trainer(tiny_config("gan"), straight, progress=False).train()
+    Trainer(tiny_config("vae"), straight, progress=False).train()
     assert_identical(straight, run)  # a failed save changed nothing in training
 
 
@@ -415,7 +415,7 @@ def test_nan_loss_rolls_back_with_a_lower_learning_rate(tmp_path):
 
 def test_nan_weights_are_never_saved(tmp_path):
     # the EMA copy does not feed the loss: only the save-time check can see it
-    t = Trainer(tiny_config("gan"), tmp_path / "run", progress=False, hooks=[poison_once(7, ema=True)])
+    t = Trainer(tiny_config("vae"), tmp_path / "run", progress=False, hooks=[poison_once(7, ema=True)])
     t.train()
     assert [(r["at_step"], r["to_step"]) for r in t.rollbacks] == [(8, 4)]
     assert "weight ema." in t.rollbacks[0]["reason"] and "(not saved)" in t.rollbacks[0]["reason"]
