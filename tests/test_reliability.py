@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -348,6 +349,16 @@ def test_full_disk_can_continue_and_save_later(small_disk, tmp_path, caplog):
     straight = tmp_path / "straight"
     Trainer(tiny_config("vae"), straight, progress=False).train()
     assert_identical(straight, run)  # a failed save changed nothing in training
+    # if the disk never frees up, the run still ends with an error: its last steps are not saved
+    shutil.rmtree(run)
+    hook = lambda t, step: fill(small_disk) if step == 5 else None  # noqa: E731
+    with pytest.raises(
+        TrainingError, match="training reached step 6 but its checkpoint could not be written"
+    ):
+        Trainer(
+            tiny_config("vae", steps=6, on_save_error="continue"), run, progress=False, hooks=[hook]
+        ).train()
+    assert torch.load(run / "state" / "trainer.pt", weights_only=True)["step"] == 4
 
 
 def test_cli_full_disk_message_and_resume(small_disk):

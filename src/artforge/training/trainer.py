@@ -267,6 +267,12 @@ class Trainer:
             self.save_samples()
         if self.saved_step != self.state.step:  # a --minutes budget ends between checkpoints
             self.checkpoint()
+        if self.saved_step != self.state.step:  # on_save_error=continue, and the last save failed too
+            kept = f"state/ holds step {self.saved_step}" if self.saved_step is not None else "no checkpoint"
+            raise TrainingError(
+                f"training reached step {self.state.step} but its checkpoint could not be written; "
+                f"{kept} in {self.run_dir}. Free some space and continue with --resume"
+            )
 
     # -- divergence: roll back -----------------------------------------------------------
     def _guard(self, fn: Callable[..., None], *args: int) -> bool:
