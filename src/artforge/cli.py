@@ -94,6 +94,9 @@ RESUMABLE = {
     "monitor_every",
     "monitor_n",
     "monitor_fid",
+    "on_save_error",
+    "nan_retries",
+    "nan_lr_factor",
 }
 
 
@@ -666,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
 
             print("\n".join(list_models()))
             return 0
-    except (CLIError, ValueError, FileNotFoundError, PermissionError, TrainingError) as e:
+    except (CLIError, ValueError, OSError, TrainingError) as e:  # OSError: e.g. a full disk
         print(f"artforge: error: {e}", file=sys.stderr)
         return 2 if isinstance(e, CLIError) else 1
     except KeyboardInterrupt:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import math
 import tomllib
 import types
 import typing
@@ -22,6 +23,7 @@ Captions = Literal["auto", "jsonl", "sidecar", "filename"]
 Amp = Literal["off", "bf16", "fp16"]
 OptimImpl = Literal["auto", "fused", "foreach", "loop"]
 OptimName = Literal["sgd", "adam", "adamw"]
+OnSaveError = Literal["stop", "continue"]
 
 
 def _check_choice(obj: Any, name: str) -> None:
@@ -69,8 +71,14 @@ class OptimConfig:
     def __post_init__(self) -> None:
         if self.name is not None:
             _check_choice(self, "name")
-        if self.lr is not None and not self.lr > 0:
-            raise ValueError(f"learning rate must be positive, got {self.lr}")
+        if self.lr is not None and not 0 < self.lr < math.inf:
+            raise ValueError(f"learning rate must be positive and finite, got {self.lr}")
+        if not 0 <= self.clip < math.inf:
+            raise ValueError(f"clip must be 0 (off) or a positive number, got {self.clip}")
+        if self.weight_decay is not None and not 0 <= self.weight_decay < math.inf:
+            raise ValueError(f"weight_decay must be 0 or more, got {self.weight_decay}")
+        if self.betas is not None and not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must each be in [0, 1), got {list(self.betas)}")
 
 
 @dataclass
@@ -97,18 +105,35 @@ class TrainConfig:
     monitor_every: int = 0  # steps between creativity checks (diversity, copy rate); 0 = off
     monitor_n: int = 256  # samples per check
     monitor_fid: bool = False  # also a (small-n, biased) FID against the training data
+    on_save_error: OnSaveError = "stop"  # a checkpoint write fails (full disk): stop, or warn and go on
+    nan_retries: int = 3  # a NaN/Inf loss, gradient or weight rolls back to the last checkpoint this often
+    nan_lr_factor: float = 0.5  # ... and multiplies every learning rate by this each time
 
     def __post_init__(self) -> None:
         _check_choice(self, "amp")
         _check_choice(self, "optim_impl")
         if self.threads < 0:
             raise ValueError(f"--threads must be 0 (automatic) or positive, got {self.threads}")
+        _check_choice(self, "on_save_error")
+        if self.nan_retries < 0:
+            raise ValueError(f"nan_retries must be 0 or more, got {self.nan_retries}")
+        if not 0 < self.nan_lr_factor <= 1:
+            raise ValueError(f"nan_lr_factor must be in (0, 1], got {self.nan_lr_factor}")
         if self.batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
         for name in ("steps", "epochs", "minutes"):
             v = getattr(self, name)
-            if v is not None and v <= 0:
+            if v is not None and not 0 < v < math.inf:  # nan and inf would never (or never not) end
                 raise ValueError(f"--{name} must be positive, got {v}")
+        # the loop takes step % every: zero or negative values would divide by zero or misfire
+        for name, least in (("log_every", 1), ("grid_n", 1), ("monitor_n", 1), ("sample_every", 0)):
+            if getattr(self, name) < least:
+                raise ValueError(f"train.{name} must be at least {least}, got {getattr(self, name)}")
+        for name in ("ckpt_every", "monitor_every", "ema_half_life"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be 0 or more, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**32:  # data-order seeds are seed * 1_000_003 + epoch, in 64 bits
+            raise ValueError(f"seed must be in [0, 2**32), got {self.seed}")
 
     def budget_defaulted(self) -> TrainConfig:
         """With no budget given, train 2000 steps."""
@@ -217,6 +242,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             d = tomllib.loads(text.decode("utf-8"))
     except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not valid {path.suffix.lstrip('.').upper() or 'TOML'} ({e})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: nested too deeply to be a config") from None
     if not isinstance(d, dict):
         raise ValueError(f"{path}: the top level must be a table/object")
     return d
@@ -242,7 +269,7 @@ def parse_override(arg: str) -> tuple[str, Any]:
     key = key.replace("-", "_")
     try:
         value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):  # not a literal: a word
         value = {"true": True, "false": False, "none": None}.get(raw.lower(), raw)
     return key, value
 

@@ -32,7 +32,7 @@ def resolve_optim(cfg: RunConfig, groups: list[str], family_defaults: dict[str, 
             **family,
             **family_groups.get(g, {}),
             **user,
-            **cfg.optim_groups.get(g, {}),
+            **{k: v for k, v in cfg.optim_groups.get(g, {}).items() if v is not None},  # None: default
         }
         oc: OptimConfig = from_dict(OptimConfig, merged, f"optim_groups.{g}")
         out[g] = dataclasses.asdict(oc)

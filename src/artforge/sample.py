@@ -102,8 +102,12 @@ def save_image(img: Tensor, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = to_uint8(img[None])[0]
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    Image.fromarray(arr).save(tmp)
-    os.replace(tmp, path)
+    try:
+        Image.fromarray(arr).save(tmp)
+        os.replace(tmp, path)
+    except BaseException:  # e.g. a full disk: leave no half-written temp file behind
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

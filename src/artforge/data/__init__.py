@@ -26,10 +26,20 @@ import torch
 from tqdm import tqdm
 
 from ..config import DataConfig
+from .captions import CaptionFile, Captions, read_caption_file, read_captions
 from .folder import IMAGE_EXTENSIONS, FolderSource, Skip, Spec, ZipSource, parse_background
 from .procedural import BuiltinSource, builtin_names, parse_builtin
 
-__all__ = ["DataError", "ImageSet", "builtin_names", "load_images"]
+__all__ = [
+    "CaptionFile",
+    "Captions",
+    "DataError",
+    "ImageSet",
+    "builtin_names",
+    "load_images",
+    "read_caption_file",
+    "read_captions",
+]
 
 log = logging.getLogger(__name__)
 

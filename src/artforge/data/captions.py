@@ -3,7 +3,8 @@
 ``--captions auto`` takes captions.jsonl when the folder has one, else sidecar .txt files
 when any image has one, else the file names. Nothing here stops training: an image without a
 caption gets "" (the unconditional caption) and is reported, as is every caption line that
-is broken or names an image that is not in the data.
+is broken (with its line number and the reason, like the images the loader skips) or names
+an image that is not in the data.
 """
 
 from __future__ import annotations
@@ -16,7 +17,96 @@ from typing import Literal
 
 CaptionMode = Literal["auto", "jsonl", "sidecar", "filename"]
 CAPTIONS_FILE = "captions.jsonl"
-MAX_CAPTION_CHARS = 1000  # longer captions are cut (a text encoder sees ~256 tokens at most)
+
+
+MAX_LINE_BYTES = 64 * 1024  # longer lines are skipped unread (a caption is a sentence, not a book)
+MAX_TEXT_CHARS = 4096
+
+
+@dataclass
+class CaptionFile:
+    """One captions.jsonl: file name -> caption text, and the lines that were left out."""
+
+    texts: dict[str, str] = field(default_factory=dict)
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (1-based line number, reason)
+
+    def summary(self, path: str | Path) -> str:
+        text = f"{len(self.texts):,} captions from {path}"
+        if self.skipped:
+            first = "; ".join(f"line {n}: {r}" for n, r in self.skipped[:3])
+            text += (
+                f" ({len(self.skipped):,} lines skipped: {first}{'; ...' if len(self.skipped) > 3 else ''})"
+            )
+        return text
+
+
+def read_caption_file(path: str | Path) -> CaptionFile:
+    """Read a captions.jsonl file, keeping every good line and reporting the others.
+
+    Raises FileNotFoundError / ValueError only when the file itself cannot be read.
+    """
+    path = Path(path)
+    out = CaptionFile()
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: captions file not found") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read captions ({e.strerror or e})") from None
+    with fh:
+        number = 0
+        while True:
+            line = fh.readline(MAX_LINE_BYTES + 1)
+            if not line:
+                break
+            number += 1
+            if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                skipped = len(line) + _skip_rest_of_line(fh)
+                out.skipped.append((number, f"line too long ({skipped:,} bytes > {MAX_LINE_BYTES:,})"))
+                continue
+            reason = _parse_line(line, number, out)
+            if reason:
+                out.skipped.append((number, reason))
+    return out
+
+
+def _skip_rest_of_line(fh) -> int:  # type: ignore[no-untyped-def]
+    """Read past the end of an over-long line without holding it; return the bytes skipped."""
+    n = 0
+    while True:
+        chunk = fh.readline(1 << 20)
+        n += len(chunk)
+        if not chunk or chunk.endswith(b"\n"):
+            return n
+
+
+def _parse_line(raw: bytes, number: int, out: CaptionFile) -> str | None:
+    """Add one line's caption to ``out``; return why it was skipped, or None."""
+    if number == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark
+        raw = raw[3:]
+    if not raw.strip():
+        return None  # blank lines are not errors
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return f"not UTF-8 (byte {e.start})"
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as e:
+        return f"not valid JSON ({e.msg} at column {e.colno})"
+    if not isinstance(record, dict):
+        return f"expected a JSON object, got {type(record).__name__}"
+    file, caption = record.get("file"), record.get("text")
+    if not isinstance(file, str) or not file.strip():
+        return 'no "file" name'
+    if not isinstance(caption, str):
+        return f'no "text" for {file!r}'
+    if len(caption) > MAX_TEXT_CHARS:
+        return f"caption of {file!r} too long ({len(caption):,} characters > {MAX_TEXT_CHARS:,})"
+    if file in out.texts:
+        return f"a second caption for {file!r} (the first is kept)"
+    out.texts[file] = caption
+    return None
 
 
 @dataclass
@@ -65,34 +155,14 @@ def caption_from_filename(name: str) -> str:
 
 
 def _clean(text: str) -> str:
-    return " ".join(text.split())[:MAX_CAPTION_CHARS]
+    return " ".join(text.split())
 
 
 def read_jsonl(path: Path) -> tuple[dict[str, str], list[str]]:
     """{file: text} from captions.jsonl, and a list of problems (bad lines are skipped)."""
-    found: dict[str, str] = {}
-    problems: list[str] = []
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            if len(raw) > 1 << 20:
-                problems.append(f"{path.name} line {lineno}: longer than 1 MiB, skipped")
-                continue
-            line = raw.decode("utf-8", errors="replace").strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                problems.append(f"{path.name} line {lineno}: not JSON ({e.msg})")
-                continue
-            if not isinstance(rec, dict) or not isinstance(rec.get("file"), str):
-                problems.append(f'{path.name} line {lineno}: expected {{"file": ..., "text": ...}}')
-                continue
-            if not isinstance(rec.get("text"), str):
-                problems.append(f"{path.name} line {lineno}: no text for {rec['file']}")
-                continue
-            found[rec["file"]] = _clean(rec["text"])
-    return found, problems
+    f = read_caption_file(path)
+    problems = [f"{path.name} line {n}: {reason}" for n, reason in f.skipped]
+    return {k: _clean(v) for k, v in f.texts.items()}, problems
 
 
 def _folder_member(name: str) -> str | None:
@@ -136,7 +206,7 @@ def read_captions(root: str, names: list[str], mode: CaptionMode = "auto") -> Ca
             text = ""
             if side is not None and side.is_file():
                 try:
-                    text = _clean(side.read_bytes()[: 1 << 20].decode("utf-8", errors="replace"))
+                    text = _clean(side.read_bytes()[:MAX_TEXT_CHARS].decode("utf-8", errors="replace"))
                 except OSError as e:
                     problems.append(f"{side}: cannot read ({e.strerror})")
             texts.append(text)

@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import re
+import stat
 import threading
 import warnings
 import zipfile
@@ -32,6 +33,17 @@ IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".gif"}
 )
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")  # chosen by content, not by extension
+# image formats people keep beside their pictures that Pillow cannot decode (or we do not take):
+# reported as skipped with a hint, instead of being passed over in silence
+UNSUPPORTED_EXTENSIONS = {
+    ".svg": "SVG, a vector format",
+    ".svgz": "SVG, a vector format",
+    ".heic": "HEIC",
+    ".heif": "HEIF",
+    ".avif": "AVIF",
+    ".psd": "Photoshop",
+    ".ico": "ICO",
+}
 MAX_FILE_BYTES = 512 * 2**20  # larger files / zip members are skipped unread
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
@@ -77,6 +89,23 @@ def _short(e: BaseException) -> str:
     return msg if len(msg) <= 90 else msg[:87] + "..."
 
 
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+def _signature(head: bytes) -> str | None:
+    """The format a file's first bytes claim (one of ours), or None."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((kind for magic, kind in _SIGNATURES if head.startswith(magic)), None)
+
+
 def _not_an_image(head: bytes) -> str:
     """A short reason for bytes Pillow could not identify, with a hint when they are text."""
     stripped = head.lstrip()
@@ -88,6 +117,9 @@ def _not_an_image(head: bytes) -> str:
             return "not an image (a text file)"
     except UnicodeDecodeError:  # may also be a multi-byte character cut at 4096 bytes
         pass
+    kind = _signature(head)
+    if kind:  # the file says it is an image, but Pillow could not parse even its header
+        return f"corrupt or truncated ({kind} signature, but its header cannot be read)"
     try:  # a real image format we do not take, e.g. ICO or PSD
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -265,6 +297,15 @@ def _is_candidate(name: str) -> bool:
     return not base.startswith(".") and os.path.splitext(base)[1].lower() in IMAGE_EXTENSIONS
 
 
+def _unsupported(name: str) -> str | None:
+    """The skip reason for a file of a known image format we cannot use, else None."""
+    base = name.rsplit("/", 1)[-1]
+    kind = UNSUPPORTED_EXTENSIONS.get(os.path.splitext(base)[1].lower())
+    if kind is None or base.startswith("."):
+        return None
+    return f"unsupported format ({kind}); convert it to PNG"
+
+
 def _os_reason(e: OSError) -> str:
     if isinstance(e, PermissionError):
         return "unreadable (permission denied)"
@@ -300,6 +341,10 @@ class FolderSource:
             dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__MACOSX")
             for fn in filenames:
                 if not _is_candidate(fn):
+                    reason = _unsupported(fn)
+                    if reason:
+                        rel = Path(os.path.relpath(os.path.join(dirpath, fn), root)).as_posix()
+                        self.listing_skipped.append((rel, reason))
                     continue
                 full = os.path.join(dirpath, fn)
                 rel = Path(os.path.relpath(full, root)).as_posix()
@@ -307,6 +352,9 @@ class FolderSource:
                     st = os.stat(full)
                 except OSError as e:
                     self.listing_skipped.append((rel, _os_reason(e)))
+                    continue
+                if not stat.S_ISREG(st.st_mode):  # a named pipe would block the loader forever
+                    self.listing_skipped.append((rel, "not a regular file (a pipe, socket or device)"))
                     continue
                 found.append((rel, st.st_size, st.st_mtime_ns))
         found.sort()
@@ -357,6 +405,10 @@ class ZipSource:
             and _is_candidate(m.filename)
         ]
         members.sort(key=lambda m: m.filename)
+        for m in self.zf.infolist():
+            reason = None if m.is_dir() else _unsupported(m.filename)
+            if reason and not m.filename.startswith("__MACOSX/"):
+                self.listing_skipped.append((f"{path.name}:{m.filename}", reason))
         self.members = members
         self.names = [f"{path.name}:{m.filename}" for m in members]
         self.fingerprints = [f"{m.filename}\0{m.file_size}\0{m.CRC}" for m in members]

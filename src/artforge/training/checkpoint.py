@@ -1,24 +1,38 @@
 """Checkpoints: everything needed to resume exactly, written so a crash never breaks a run.
 
 ``state/`` holds the raw training weights (and EMA weights), optimiser states, the grad
-scaler, step counters and RNG states. It is written to ``state.tmp/`` and swapped in with
-renames; ``model.safetensors`` (what users sample from) is written via a temp name too.
+scaler, step counters and every RNG state (torch CPU/CUDA, Python ``random``, NumPy). It is
+written to ``state.tmp/`` (each file fsynced) and swapped in with renames; ``model.safetensors``
+(what users sample from) is written via a temp name too. A write that fails (a full disk)
+removes its partial files and raises ``SaveError``; the previous checkpoint is never touched
+before the new one is complete.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from ..models.base import WEIGHTS_NAME, load_state_into, load_weights, save_weights
 
 STATE = "state"
+# Test-only: seconds to sleep at each stage of a checkpoint write, so kill trials can land
+# inside one. Unset (always, outside tests) it does nothing.
+PAUSE_ENV = "ARTFORGE_TEST_CKPT_PAUSE"
+
+
+class SaveError(RuntimeError):
+    """A checkpoint could not be written (e.g. the disk is full); the previous one is intact."""
 
 
 @dataclass
@@ -42,6 +56,60 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _fsync_file(path: Path) -> None:
+    """Flush a written file to the disk (a full or failing disk can report it only here)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _pause_for_tests() -> None:
+    seconds = os.environ.get(PAUSE_ENV)
+    if seconds:
+        time.sleep(float(seconds))
+
+
+def _write_failure(run_dir: Path, what: str, e: BaseException) -> str:
+    """'could not write X (No space left on device; 12 KiB free on the disk of RUN)'."""
+    cause: BaseException | None = e
+    while cause is not None and not isinstance(cause, OSError):  # torch.save wraps the OSError
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, OSError) and cause.strerror:
+        reason = cause.strerror
+    else:
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+    try:
+        free = f"; {shutil.disk_usage(run_dir).free / 2**20:,.1f} MiB free on the disk of {run_dir}"
+    except OSError:
+        free = ""
+    return f"could not write {what} ({reason}{free})"
+
+
+def _rng_states() -> dict[str, Any]:
+    """Every global RNG the training process may draw from, as weights_only-loadable values."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "rng_python": random.getstate(),
+        "rng_numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, gauss],
+    }
+
+
+def _set_rng_states(ts: dict[str, Any]) -> None:
+    torch.set_rng_state(ts["rng_cpu"])
+    if torch.cuda.is_available() and ts.get("rng_cuda"):
+        torch.cuda.set_rng_state_all(ts["rng_cuda"])
+    if ts.get("rng_python") is not None:  # absent in checkpoints written before it was saved
+        version, internal, gauss = ts["rng_python"]
+        random.setstate((version, tuple(internal), gauss))
+    if ts.get("rng_numpy") is not None:
+        kind, keys, pos, has_gauss, gauss = ts["rng_numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+
+
 def save_checkpoint(
     run_dir: Path,
     model: nn.Module,
@@ -50,34 +118,69 @@ def save_checkpoint(
     scaler: torch.amp.GradScaler | None,
     state: TrainState,
 ) -> None:
+    """Write state/ and model.safetensors for ``state.step``, or raise SaveError.
+
+    A failure while writing state.tmp/ (a full disk, a quota) deletes state.tmp/ and leaves
+    state/ and model.safetensors as they were.
+    """
     tmp = run_dir / (STATE + ".tmp")
     final = run_dir / STATE
     old = run_dir / (STATE + ".old")
+    if not final.exists() and state_dir(run_dir) == old:
+        # a crash between the two renames left the last checkpoint in state.old/: put it back
+        # first, or the swap below would delete it before the new one is in place
+        os.replace(old, final)
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_weights(model, tmp / "model.safetensors")
-    if ema_model is not None:
-        save_weights(ema_model, tmp / "ema.safetensors")
-    trainer_state = {
-        "step": state.step,
-        "images_seen": state.images_seen,
-        "elapsed": state.elapsed,
-        "extra": state.extra,
-        "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "rng_cpu": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-    torch.save(trainer_state, tmp / "trainer.pt")
-    _fsync_dir(tmp)
-    # swap: state -> state.old, state.tmp -> state, drop state.old
+    kept = (
+        "the previous checkpoint in state/ is intact"
+        if state_dir(run_dir)
+        else "there is no earlier checkpoint"
+    )
+    try:
+        tmp.mkdir()
+        save_weights(model, tmp / "model.safetensors")
+        if ema_model is not None:
+            save_weights(ema_model, tmp / "ema.safetensors")
+        trainer_state = {
+            "step": state.step,
+            "images_seen": state.images_seen,
+            "elapsed": state.elapsed,
+            "extra": state.extra,
+            "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            **_rng_states(),
+        }
+        with open(tmp / "trainer.pt", "wb") as f:  # a file object: its OSError (ENOSPC) is kept
+            torch.save(trainer_state, f)
+        for f in tmp.iterdir():
+            _fsync_file(f)
+        _fsync_dir(tmp)
+    except (OSError, RuntimeError, SafetensorError) as e:  # torch.save reports ENOSPC as RuntimeError
+        shutil.rmtree(tmp, ignore_errors=True)  # give the space back
+        what = f"the checkpoint for step {state.step} to {tmp}"
+        raise SaveError(f"{_write_failure(run_dir, what, e)}; {kept}") from e
+    _pause_for_tests()
+    # swap: state -> state.old, state.tmp -> state, drop state.old (renames need no space)
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         os.replace(final, old)
+    _pause_for_tests()
     os.replace(tmp, final)
+    _fsync_dir(run_dir)
     shutil.rmtree(old, ignore_errors=True)
+    _pause_for_tests()
     # the weights users sample from
-    save_weights(ema_model if ema_model is not None else model, run_dir / WEIGHTS_NAME)
+    weights = run_dir / WEIGHTS_NAME
+    try:
+        save_weights(ema_model if ema_model is not None else model, weights)
+        _fsync_file(weights)
+    except (OSError, RuntimeError, SafetensorError) as e:
+        (run_dir / (WEIGHTS_NAME + ".tmp")).unlink(missing_ok=True)
+        what = f"{weights} for step {state.step}"
+        raise SaveError(
+            f"{_write_failure(run_dir, what, e)}; state/ holds step {state.step} and "
+            f"{WEIGHTS_NAME} still holds the previous weights"
+        ) from e
     _fsync_dir(run_dir)
 
 
@@ -118,7 +221,5 @@ def load_checkpoint(
         opt.load_state_dict(ts["optimizers"][k])
     if scaler is not None and ts.get("scaler"):
         scaler.load_state_dict(ts["scaler"])
-    torch.set_rng_state(ts["rng_cpu"])
-    if torch.cuda.is_available() and ts.get("rng_cuda"):
-        torch.cuda.set_rng_state_all(ts["rng_cuda"])
+    _set_rng_states(ts)
     return TrainState(ts["step"], ts["images_seen"], ts["elapsed"], ts.get("extra", {}))

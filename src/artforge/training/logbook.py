@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 from collections import defaultdict
@@ -10,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from torch import Tensor
+
+log = logging.getLogger(__name__)
 
 
 class Logbook:
@@ -34,11 +38,41 @@ class Logbook:
 
     def flush(self, **fields: Any) -> dict[str, Any]:
         row = {**fields, **self.means()}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        self._append(row)
         self._sums.clear()
         self._counts.clear()
         return row
+
+    def event(self, **fields: Any) -> None:
+        """One line that is not a mean of losses, e.g. {"step", "event": "rollback", ...}."""
+        self._append(fields)
+
+    def _append(self, row: dict[str, Any]) -> None:
+        """Append one line; on a write error (full disk) cut the file back to whole lines and
+        warn: a lost log line must not end a run whose weights are safe."""
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            size = 0
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        except OSError as e:
+            log.warning("could not append to %s (%s); this line is lost", self.path, e.strerror or e)
+            with contextlib.suppress(OSError):
+                os.truncate(self.path, size)
+
+    def pending(self) -> dict[str, dict[str, float]]:
+        """The sums not yet flushed, saved in checkpoints so a resumed log line averages the
+        same steps as an uninterrupted one."""
+        return {"sums": dict(self._sums), "counts": {k: int(v) for k, v in self._counts.items()}}
+
+    def restore(self, pending: dict[str, dict[str, float]] | None) -> None:
+        self._sums.clear()
+        self._counts.clear()
+        if pending:
+            self._sums.update(pending.get("sums", {}))
+            self._counts.update({k: int(v) for k, v in pending.get("counts", {}).items()})
 
     def truncate_after(self, step: int) -> None:
         """Drop lines logged after ``step`` (a resumed run rewrites them)."""

@@ -27,7 +27,7 @@ from ..runs import resolve, write_config
 from ..sample import generate, latents_for_seed, save_grid
 from . import distributed
 from .batches import BatchStream
-from .checkpoint import TrainState, load_checkpoint, save_checkpoint
+from .checkpoint import SaveError, TrainState, load_checkpoint, save_checkpoint, state_dir
 from .logbook import Logbook, plot_losses
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,20 @@ Hook = Callable[["Trainer", int], None]
 
 class TrainingError(RuntimeError):
     """Training cannot continue (e.g. the loss became NaN); the last checkpoint is intact."""
+
+
+class Diverged(TrainingError):
+    """A loss, gradient or weight became NaN/Inf at ``step``; nothing from it has been saved.
+
+    The Trainer rolls back to the last checkpoint with a lower learning rate (train.nan_retries
+    times) and raises it, as a TrainingError, when the retries are spent. Every rank sees the
+    same values (losses and gradients are averaged first, weights are identical), so all ranks
+    raise it together.
+    """
+
+    def __init__(self, message: str, step: int) -> None:
+        super().__init__(message)
+        self.step = step
 
 
 def resolve_device(name: str) -> torch.device:
@@ -195,6 +209,8 @@ class Trainer:
             self.hooks.append(make_monitor_hook(t.monitor_every, t.monitor_n, fid=t.monitor_fid))
         self.state = TrainState()
         self.logbook = Logbook(self.run_dir / "metrics.jsonl")
+        self.saved_step: int | None = None  # step of the last checkpoint written (the rollback target)
+        self.rollbacks: list[dict] = []  # type: ignore[type-arg]  # divergences survived so far
 
     def _read_captions(self) -> list[str] | None:
         if not getattr(self.model, "conditional", False):
@@ -236,11 +252,11 @@ class Trainer:
                 "or pick another --out (or --overwrite to replace it)"
             )
         distributed.barrier(self.dist)  # every rank has looked before rank 0 writes anything
+        if resume and state_dir(self.run_dir) is None:  # killed before its first checkpoint
+            log.warning("%s has no checkpoint yet; starting it from step 0", self.run_dir)
+            resume = False
         if resume:
-            ema_model = self.ema.model if self.ema else None
-            self.state = load_checkpoint(self.run_dir, self.model, ema_model, self.optimizers, self.scaler)
-            if self.main:
-                self.logbook.truncate_after(self.state.step)
+            self._load_state()
             log.info("resumed %s at step %d", self.run_dir, self.state.step)
         elif self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -258,6 +274,8 @@ class Trainer:
                 write_json(self.caption_report.report(), self.run_dir / "captions_report.json")
             log.info("%s", self.data.summary())
         distributed.barrier(self.dist)
+        if not resume:  # step 0: loadable and resumable from the start, and a rollback target
+            self.checkpoint()
 
         total = self.total_steps()
         if total is not None and self.state.step >= total:
@@ -274,7 +292,12 @@ class Trainer:
             while (total is None or step < total) and not distributed.agree(
                 self.dist, self._out_of_time(time.perf_counter() - start), self.device
             ):
-                self._train_step(step)
+                if not self._guard(self._train_step, step):  # diverged: rolled back to a checkpoint
+                    step = self.state.step
+                    window_t, window_imgs = time.perf_counter(), 0
+                    if bar is not None:
+                        bar.n = step
+                    continue
                 if self.compile_failures is not None and self.main:
                     self.compile_failures.report()
                 step += 1
@@ -291,8 +314,14 @@ class Trainer:
                         bar.set_postfix_str(self._postfix(row), refresh=False)
                 if self.main and t.sample_every and step % t.sample_every == 0:
                     self.save_samples()
-                if t.ckpt_every and step % t.ckpt_every == 0:
-                    self.checkpoint()
+                if ((t.ckpt_every and step % t.ckpt_every == 0) or step == total) and not self._guard(
+                    self.checkpoint
+                ):
+                    step = self.state.step
+                    window_t, window_imgs = time.perf_counter(), 0
+                    if bar is not None:
+                        bar.n = step
+                    continue
                 for hook in self.hooks if self.main else ():
                     hook(self, step)
                 if bar is not None:
@@ -300,7 +329,11 @@ class Trainer:
         except KeyboardInterrupt:
             if bar is not None:
                 bar.close()
-            self.checkpoint(verify=False)  # the other ranks are being interrupted too
+            try:
+                self.checkpoint(verify=False)  # the other ranks are being interrupted too
+            except Diverged as e:
+                log.warning("interrupted; %s", e)
+                raise
             log.warning("interrupted at step %d; checkpoint saved, continue with --resume", step)
             raise
         if bar is not None:
@@ -331,7 +364,83 @@ class Trainer:
     def _finish(self) -> None:
         if self.main:
             self.save_samples()
-        self.checkpoint()
+        if self.saved_step != self.state.step:  # a --minutes budget ends between checkpoints
+            self.checkpoint()
+        if self.saved_step != self.state.step:  # on_save_error=continue, and the last save failed too
+            kept = f"state/ holds step {self.saved_step}" if self.saved_step is not None else "no checkpoint"
+            raise TrainingError(
+                f"training reached step {self.state.step} but its checkpoint could not be written; "
+                f"{kept} in {self.run_dir}. Free some space and continue with --resume"
+            )
+
+    # -- divergence: roll back -----------------------------------------------------------
+    def _guard(self, fn: Callable[..., None], *args: int) -> bool:
+        """Run ``fn``; on divergence roll back (or raise when out of retries) and return False."""
+        try:
+            fn(*args)
+        except Diverged as e:
+            self._rollback(e)
+            return False
+        return True
+
+    def _rollback(self, err: Diverged) -> None:
+        """Reload the last checkpoint and multiply every learning rate by train.nan_lr_factor.
+
+        Deterministic: the checkpoint restores weights, optimiser and RNG states, and batch k
+        is a function of (seed, k), so the same divergence always leads to the same run.
+        """
+        t = self.cfg.train
+        kept = (
+            f"the last good checkpoint (step {self.saved_step}) in {self.run_dir / 'state'} is intact"
+            if self.saved_step is not None
+            else "no checkpoint was written"
+        )
+        if len(self.rollbacks) >= t.nan_retries or state_dir(self.run_dir) is None:
+            raise TrainingError(
+                f"{err}; gave up after {len(self.rollbacks)} rollback(s) with a lower learning rate "
+                f"(train.nan_retries={t.nan_retries}); {kept}. Try a lower learning rate (--lr) or "
+                "--optim.clip=1.0"
+            ) from None
+        distributed.barrier(self.dist)  # rank 0 has finished writing state/
+        self._load_state()
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] *= t.nan_lr_factor
+        lrs = {g: opt.param_groups[0]["lr"] for g, opt in self.optimizers.items()}
+        self.rollbacks.append(
+            {"at_step": err.step, "to_step": self.state.step, "reason": str(err), "lr": lrs}
+        )
+        self.state.extra["rollbacks"] = list(self.rollbacks)
+        if self.main:
+            self.logbook.event(step=self.state.step, event="rollback", at_step=err.step, lr=lrs)
+        log.warning(
+            "%s; rolled back to step %d with learning rate(s) %s (rollback %d of %d)",
+            err,
+            self.state.step,
+            lrs,
+            len(self.rollbacks),
+            t.nan_retries,
+        )
+
+    def _load_state(self) -> None:
+        """Restore the newest checkpoint: weights, EMA, optimisers, RNGs, counters, log window."""
+        ema_model = self.ema.model if self.ema else None
+        self.state = load_checkpoint(self.run_dir, self.model, ema_model, self.optimizers, self.scaler)
+        self.saved_step = self.state.step
+        if not self.rollbacks:  # a resumed run keeps counting the rollbacks it has had
+            self.rollbacks = list(self.state.extra.get("rollbacks", []))
+        if self.main:
+            self.logbook.truncate_after(self.state.step)
+            self.logbook.restore(self.state.extra.get("logbook"))
+
+    def _nonfinite(self) -> str | None:
+        """The name of a NaN/Inf weight or buffer (training or EMA copy), or None."""
+        models = [("", self.model)] + ([("ema.", self.ema.model)] if self.ema is not None else [])
+        for prefix, m in models:
+            for name, v in m.state_dict().items():
+                if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                    return prefix + name
+        return None
 
     def _train_step(self, step: int, batch: torch.Tensor | None = None) -> None:
         """One optimisation step on batch ``step`` of the data (or on ``batch``, for benchmarks)."""
@@ -366,11 +475,9 @@ class Trainer:
                 values = distributed.average_grads(self.dist, self.groups[ph.opt], values)
                 out = dict(zip(keys, values.unbind(0), strict=True))
             if not torch.isfinite(out["loss"]):  # before any optimiser step: the weights are untouched
-                raise TrainingError(
-                    f"{ph.name} loss became {float(out['loss'].detach())} at step {step}; the last "
-                    f"checkpoint in {self.run_dir} is intact. Try a lower learning rate (--lr) or "
-                    "--optim.clip=1.0"
-                )
+                raise Diverged(f"{ph.name} loss became {float(out['loss'].detach())} at step {step}", step)
+            if self.scaler is None and not _grads_finite(self.groups[ph.opt]):  # fp16: the scaler skips
+                raise Diverged(f"{ph.name} gradients became non-finite at step {step}", step)
             if self.scaler is not None:
                 self.scaler.unscale_(opt)
             clip = self.cfg.optim_groups[ph.opt]["clip"]
@@ -401,7 +508,12 @@ class Trainer:
         prompts = self.grid_prompts()
         images = generate(model, z) if prompts is None else generate(model, z, prompt=prompts)
         model.train(was_training)
-        return save_grid(images, self.run_dir / "samples" / f"step-{self.state.step:07d}.png")
+        path = self.run_dir / "samples" / f"step-{self.state.step:07d}.png"
+        try:
+            return save_grid(images, path)
+        except OSError as e:  # a full disk: the grid is for looking at, the checkpoint decides
+            log.warning("could not write %s (%s)", path, e.strerror or e)
+            return path
 
     def grid_prompts(self) -> list[str] | None:
         """Text runs: the sample grids show fixed captions drawn from the data (listed in
@@ -419,14 +531,47 @@ class Trainer:
         return prompts
 
     def checkpoint(self, verify: bool = True) -> None:
-        """Rank 0 writes state/ and model.safetensors; first all ranks check they agree."""
+        """Rank 0 writes state/ and model.safetensors; first all ranks check they agree.
+
+        NaN/Inf weights are never saved: they raise Diverged (the caller rolls back). A failed
+        write (full disk) stops training with TrainingError, or with train.on_save_error=continue
+        logs a warning and trains on; either way the previous checkpoint is intact.
+        """
         if verify:
             distributed.check_identical(self.dist, self.model, self.device)
-        if not self.main:
+        bad = self._nonfinite()  # identical weights on every rank: all ranks agree
+        if bad is not None:
+            raise Diverged(
+                f"weight {bad} became non-finite at step {self.state.step} (not saved)", self.state.step
+            )
+        error = ""
+        if self.main:
+            ema_model = self.ema.model if self.ema is not None else None
+            self.state.extra["logbook"] = self.logbook.pending()
+            try:
+                save_checkpoint(self.run_dir, self.model, ema_model, self.optimizers, self.scaler, self.state)
+            except SaveError as e:
+                error = str(e)
+        # rank 0 tells the others (not on Ctrl-C: the ranks may not all reach a collective then)
+        if distributed.agree(self.dist, bool(error), self.device) if verify else error:
+            self._save_failed(error or "rank 0 could not write the checkpoint")
             return
-        ema_model = self.ema.model if self.ema is not None else None
-        save_checkpoint(self.run_dir, self.model, ema_model, self.optimizers, self.scaler, self.state)
-        plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "plots" / "losses.png")
+        self.saved_step = self.state.step
+        if self.main:
+            try:
+                plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "plots" / "losses.png")
+            except OSError as e:  # the plot is for looking at; a full disk must not end the run here
+                log.warning("could not write plots/losses.png (%s)", e.strerror or e)
+
+    def _save_failed(self, error: str) -> None:
+        if self.cfg.train.on_save_error == "stop":
+            raise TrainingError(
+                f"{error}. Training stopped at step {self.state.step}; free some space and continue "
+                f"with --resume, or pass --train.on_save_error=continue to train on when a save fails"
+            )
+        log.warning(
+            "%s; training continues (train.on_save_error=continue), next try at the next checkpoint", error
+        )
 
     def _progress_bar(self, total: int | None):  # type: ignore[no-untyped-def]
         if not self.progress:
@@ -441,3 +586,11 @@ class Trainer:
         parts = [f"{k}={v:.3g}" for k, v in row.items() if k.endswith("/loss")]
         parts.append(f"{row['img_per_s']:.0f} img/s")
         return " ".join(parts)
+
+
+def _grads_finite(params: list[nn.Parameter]) -> bool:
+    """True when every gradient is finite (one reduction, one host sync)."""
+    grads = [p.grad.detach() for p in params if p.grad is not None]
+    if not grads:
+        return True
+    return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
