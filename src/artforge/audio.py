@@ -39,7 +39,7 @@ class AudioSpec:
     sample_rate: int = 16_000
     n_fft: int = 1024
     hop_length: int = 256
-    n_mels: int = 64  # image height
+    n_mels: int = 128  # image height
     frames: int = 64  # image width; the clip is hop_length * frames samples long
     f_min: float = 0.0
     f_max: float = 0.0  # 0: the Nyquist frequency

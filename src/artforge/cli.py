@@ -257,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="real images: folder, .zip or builtin[:NAME] (default for a RUN: its training data)",
     )
-    e.add_argument("-n", type=int, default=5000, help="images to sample from RUN (default 5000)")
+    e.add_argument(
+        "-n", type=int, default=None, help="images to sample from RUN (default 5000; 500 for a sound run)"
+    )
     e.add_argument(
         "--seed", type=int, default=0, help="seed of the sampled images and KID subsets (default 0)"
     )
@@ -457,7 +459,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _write_sounds(run: Any, args: argparse.Namespace, images: Any, names: list[str], label: str) -> int:
-    """A sound run: DIR/ gets one WAV per sample and grid.png of their spectrograms; FILE.png only the grid."""
+    """A sound run: DIR/ gets one WAV per sample and grid.png of their spectrograms; FILE.png the grid."""
     from .audio import write_wav
     from .sample import make_grid, save_image
 
@@ -510,7 +512,9 @@ def _write_walk_sound(run: Any, frames: Any, out: str, seeds: list[int]) -> int:
         print(f"wrote {len(waves)} frames through seeds {seeds} as one {seconds:.1f} s sound to {out}")
         return 0
     if Path(out).suffix and not out.endswith(("/", "\\")) and not Path(out).is_dir():
-        raise CLIError(f"--out {out}: a sound walk is FILE.wav (one sound), DIR/ (a WAV per frame) or .gif/.mp4")
+        raise CLIError(
+            f"--out {out}: a sound walk is FILE.wav (one sound), DIR/ (a WAV per frame) or .gif/.mp4"
+        )
     for k, wave in enumerate(waves):
         write_wav(wave, Path(out) / f"frame{k:04d}.wav", run.sample_rate)
     print(f"wrote {len(waves)} frames through seeds {seeds} as WAVs to {out}/")
@@ -583,7 +587,8 @@ def _data_notes(args: argparse.Namespace) -> int:
     )
     print(
         f"wrote {n} notes ({args.seconds:g} s at {args.rate} Hz) with captions.jsonl and labels.jsonl "
-        f"to {args.out}\n  next: artforge train --data {args.out} --model vae --minutes 5 --out runs/notes-vae"
+        f"to {args.out}\n  next: artforge train --data {args.out} --model vae --minutes 5 "
+        "--out runs/notes-vae"
     )
     return 0
 
@@ -597,6 +602,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     progress = not args.quiet
     if (args.run is None) == (args.fake is None):
         raise CLIError("give a RUN folder or --fake DIR (one of them)")
+    if args.run is not None and _is_sound_run(args.run):
+        return _eval_sound(args)
+    if args.n is None:
+        args.n = 5000
     if args.fake is not None:
         if args.data is None:
             raise CLIError("--fake needs --data PATH: the real images to compare with")
@@ -653,6 +662,67 @@ def cmd_eval(args: argparse.Namespace) -> int:
         written.insert(0, str(Path(args.run) / "eval.json"))
     if written:
         print("  wrote " + ", ".join(written))
+    return 0
+
+
+def _is_sound_run(run: str) -> bool:
+    from .runs import read_config
+
+    if not (Path(run) / "config.json").is_file():
+        return False  # the image path reports what is wrong with it
+    return read_config(run).data.modality == "audio"
+
+
+def _eval_sound(args: argparse.Namespace) -> int:
+    """A sound run: the family classifier and round-trip measures of docs/audio.md."""
+    from .evaluate import write_json
+    from .evaluate_audio import evaluate_audio_run
+
+    n = 500 if args.n is None else args.n
+    if n < 4:
+        raise CLIError(f"-n must be at least 4, got {n}")
+    r = evaluate_audio_run(
+        args.run,
+        args.data,
+        n,
+        args.seed,
+        device=args.device,
+        progress=not args.quiet,
+        sample_options=_sample_options(args),
+    )
+    r["options"] = _sample_options(args)
+    write_json(r, Path(args.run) / "eval.json")
+    if args.json:
+        write_json(r, args.json)
+    real, fake = r["real_held_out"], r["generated"]
+    print(
+        f"{args.run} (n={n}, seed {args.seed})  vs  {r['data']}  "
+        f"({r['size'][1]} mel bands x {r['size'][0]} frames)"
+    )
+    rows = [
+        (
+            "judge accuracy",
+            f"{r['classifier_accuracy_held_out']:.3f}",
+            "instrument family, held-out real notes",
+        ),
+        (
+            "confidence",
+            f"{fake['confidence']:.3f} vs {real['confidence']:.3f} real",
+            "judge's top-class probability",
+        ),
+        (
+            "class score",
+            f"{fake['class_score']:.2f} vs {real['class_score']:.2f} real",
+            "IS-like; higher = clear, varied",
+        ),
+        ("family TV", f"{r['family_tv_distance']:.3f}", "predicted family mix vs held-out real (0 = same)"),
+        ("FD (judge)", f"{r['fd_generated']:.2f} vs {r['fd_real_held_out']:.2f} real", "FID-like, not FAD"),
+        ("round trip SC", f"{r['sc_roundtrip']:.3f} (GL alone {r['sc_griffin_lim_only']:.3f})", "real notes"),
+        ("consistency", f"{r['generated_mel_consistency']:.3f}", "generated image vs its sound, mel SC"),
+    ]
+    for name, value, note in rows:
+        print(f"  {name:<15} {value:<24} {note}")
+    print("  wrote " + ", ".join([str(Path(args.run) / "eval.json"), *([args.json] if args.json else [])]))
     return 0
 
 

@@ -45,7 +45,7 @@ def _candidates(root: Path, extensions: frozenset[str]) -> list[str]:
 
 
 def detect_modality(path: str) -> str:
-    """"audio" for a folder with more sound files than image files, else "image"."""
+    """ "audio" for a folder with more sound files than image files, else "image"."""
     from .folder import IMAGE_EXTENSIONS
 
     p = Path(path).expanduser()
@@ -74,7 +74,9 @@ class AudioSkip(Exception):  # noqa: N818 - a control-flow signal, like folder.S
         self.reason = reason
 
 
-def read_clip(path: str | os.PathLike[str], spec: AudioSpec, silence_db: float, normalize: bool) -> np.ndarray:
+def read_clip(
+    path: str | os.PathLike[str], spec: AudioSpec, silence_db: float, normalize: bool
+) -> np.ndarray:
     """One file -> float32 (samples,) mono at spec.sample_rate, cut or padded; raise AudioSkip."""
     import soundfile as sf
     import soxr

@@ -163,10 +163,28 @@ def _render_program(
     timed = [(LEAD + k * step, LEAD + k * step + hold, n.pitch, n.velocity) for k, n in enumerate(notes)]
     mid, wav = work / f"p{program:03d}.mid", work / f"p{program:03d}.wav"
     mid.write_bytes(midi_file(program, timed))
-    cmd = [exe, "-ni", "-q", "-R", "0", "-C", "0", "-g", "1.0", "-r", str(rate), "-F", str(wav), str(sf2), str(mid)]
+    cmd = [
+        exe,
+        "-ni",
+        "-q",
+        "-R",
+        "0",
+        "-C",
+        "0",
+        "-g",
+        "1.0",
+        "-r",
+        str(rate),
+        "-F",
+        str(wav),
+        str(sf2),
+        str(mid),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if done.returncode != 0 or not wav.is_file():
-        raise RuntimeError(f"fluidsynth failed on program {program}: {(done.stderr or done.stdout).strip()[:300]}")
+        raise RuntimeError(
+            f"fluidsynth failed on program {program}: {(done.stderr or done.stdout).strip()[:300]}"
+        )
     audio, got_rate = sf.read(wav, dtype="float32", always_2d=True)
     if got_rate != rate:
         raise RuntimeError(f"fluidsynth wrote {got_rate} Hz instead of {rate} Hz")
@@ -230,7 +248,9 @@ def build_notes(
                 open(tmp / "captions.jsonl", "w") as captions,
                 open(tmp / "labels.jsonl", "w") as labels,
             ):
-                bar = tqdm(total=len(programs), desc="rendering notes", unit="instrument", disable=not progress)
+                bar = tqdm(
+                    total=len(programs), desc="rendering notes", unit="instrument", disable=not progress
+                )
                 for p, clips in pool.map(render, programs):
                     for note, clip in zip(jobs[p], clips, strict=True):
                         peak = float(np.abs(clip).max())
@@ -240,7 +260,9 @@ def build_notes(
                         _write_clip(tmp / note.file, clip, rate)
                         written += 1
                         name = GM_PROGRAMS[p]
-                        captions.write(json.dumps({"file": note.file, "text": f"{name} {note_name(note.pitch)}"}))
+                        captions.write(
+                            json.dumps({"file": note.file, "text": f"{name} {note_name(note.pitch)}"})
+                        )
                         captions.write("\n")
                         label = {
                             "file": note.file,
