@@ -312,3 +312,11 @@ def test_data_notes_without_fluidsynth_names_the_packages(tmp_path, monkeypatch)
         from artforge.data.notes import build_notes
 
         build_notes(tmp_path / "n")
+
+
+def test_picture_only_commands_refuse_sound_folders_before_any_work(sounds, tmp_path, capsys):
+    assert main(["bench", "--data", str(sounds), "--minutes", "0.01", "--out", str(tmp_path / "b")]) == 2
+    assert "holds sound files" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+    assert main(["eval", "--fake", str(sounds), "--data", str(sounds)]) == 2
+    assert "sound is measured from a RUN" in capsys.readouterr().err

@@ -609,6 +609,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.fake is not None:
         if args.data is None:
             raise CLIError("--fake needs --data PATH: the real images to compare with")
+        for path in (args.fake, args.data):
+            _refuse_sound(path, "eval --fake compares pictures; sound is measured from a RUN")
         if _sample_options(args):
             raise CLIError("--truncation/--temperature/--steps apply to a RUN, not to --fake images")
         result = evaluate_folders(
@@ -663,6 +665,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if written:
         print("  wrote " + ", ".join(written))
     return 0
+
+
+def _refuse_sound(data: str, message: str) -> None:
+    """Stop before any work when a picture-only command is given a folder of sounds."""
+    from .data.audio import detect_modality
+
+    if detect_modality(data) == "audio":
+        raise CLIError(f"{data} holds sound files: {message}")
 
 
 def _is_sound_run(run: str) -> bool:
@@ -733,6 +743,7 @@ def cmd_bench(args: argparse.Namespace, extras: list[str]) -> int:
     from .bench import COLUMNS, run_bench
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
+    _refuse_sound(args.data, "artforge bench measures pictures; for sound use benchmarks/bench_audio.py")
     if args.n < 4:
         raise CLIError(f"-n must be at least 4, got {args.n}")
     result = run_bench(
