@@ -4,11 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-# The real emoji data set (artforge data emoji) needs two Debian packages; as root, install them.
+# The real emoji data set (artforge data emoji) needs two Debian packages, the notes set
+# (artforge data notes) two more; as root, install them.
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
-    && { [ ! -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || [ ! -f /usr/share/unicode/emoji/emoji-test.txt ]; }; then
-    (apt-get update -qq && apt-get install -y -qq fonts-noto-color-emoji unicode-data) >/dev/null 2>&1 \
-        || echo "setup: could not install fonts-noto-color-emoji unicode-data; emoji features will be unavailable"
+    && { [ ! -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || [ ! -f /usr/share/unicode/emoji/emoji-test.txt ] \
+         || ! command -v fluidsynth >/dev/null 2>&1 || [ ! -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ]; }; then
+    (apt-get update -qq && apt-get install -y -qq fonts-noto-color-emoji unicode-data fluidsynth fluid-soundfont-gm) \
+        >/dev/null 2>&1 \
+        || echo "setup: could not install fonts-noto-color-emoji unicode-data fluidsynth fluid-soundfont-gm;" \
+            "emoji and notes data sets will be unavailable"
 fi
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv

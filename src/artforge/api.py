@@ -85,6 +85,36 @@ class Run:
         z = z.expand(frames, *z.shape[1:]).contiguous()
         return generate(self.model, z, cond=cond, **self._check_options(options))
 
+    # -- sound (runs trained on audio data; docs/audio.md) ---------------------------------------
+    @property
+    def is_audio(self) -> bool:
+        """True for a run trained on sound: its images are (n, 1, mel bands, frames) spectrograms."""
+        return self.config.data.modality == "audio"
+
+    @property
+    def sample_rate(self) -> int:
+        return self._audio_spec().sample_rate
+
+    def _audio_spec(self) -> Any:
+        from .audio import spec_from_config
+
+        if not self.is_audio:
+            raise ValueError(f"{self.path} was trained on images, not sound; use sample() for pictures")
+        return spec_from_config(self.config.data)
+
+    def to_audio(self, images: Tensor, *, iters: int | None = None) -> Tensor:
+        """Spectrogram images in [0, 1] (as sample() returns them) -> (n, samples) waveforms in [-1, 1]
+        by mel inversion and Griffin-Lim (``iters``: the run's audio.gl_iters by default)."""
+        from .audio import to_audio
+
+        return to_audio(images.float() * 2 - 1, self._audio_spec(), iters=iters)
+
+    def sample_audio(self, n: int, *, seed: int | None = None, **options: Any) -> tuple[Tensor, int]:
+        """n sounds: ((n, samples) float waveforms in [-1, 1], sample rate). Sound i is the
+        spectrogram sample(n, seed=seed)[i] turned back into sound."""
+        self._audio_spec()
+        return self.to_audio(self.sample(n, seed=seed, **options)), self.sample_rate
+
 
 def load(path: str | Path, *, device: str = "auto", weights: str = WEIGHTS_NAME) -> Run:
     """Load a run folder (or a snapshot with the same layout). Never unpickles anything."""

@@ -246,12 +246,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     i.add_argument("--device", default="auto")
 
-    d = sub.add_parser("data", help="build a data set: emoji, or export builtin[:NAME]", allow_abbrev=False)
-    d.add_argument("name", metavar="NAME", help="emoji | builtin | builtin:NAME")
+    d = sub.add_parser(
+        "data", help="build a data set: emoji, notes (sounds), or export builtin[:NAME]", allow_abbrev=False
+    )
+    d.add_argument("name", metavar="NAME", help="emoji | notes | builtin | builtin:NAME")
     d.add_argument("--size", type=parse_size, default=(64, 64), help="N or WIDTHxHEIGHT")
     d.add_argument("--out", required=True, help="output folder")
     d.add_argument("--limit", type=int, default=None, help="emoji: at most this many")
     d.add_argument("--count", type=int, default=None, help="builtin: number of images")
+    d.add_argument(
+        "--programs", default=None, help="notes: GM programs, e.g. 0,40 or 0-7 (default: 2 per family, 26)"
+    )
+    d.add_argument("--pitches", default="48-84:3", help="notes: MIDI pitches (default 48-84:3, C3..C6)")
+    d.add_argument("--velocities", default="75,127", help="notes: MIDI velocities (default 75,127)")
+    d.add_argument("--rate", type=int, default=16_000, help="notes: sample rate in Hz (default 16000)")
+    d.add_argument("--seconds", type=float, default=1.0, help="notes: length of each note file (default 1)")
+    d.add_argument("--soundfont", default=None, help="notes: a GM .sf2 (default: Debian's FluidR3_GM)")
 
     sub.add_parser("models", help="list the model families")
 
@@ -271,7 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="real images: folder, .zip or builtin[:NAME] (default for a RUN: its training data)",
     )
-    e.add_argument("-n", type=int, default=5000, help="images to sample from RUN (default 5000)")
+    e.add_argument(
+        "-n", type=int, default=None, help="images to sample from RUN (default 5000; 500 for a sound run)"
+    )
     e.add_argument(
         "--seed", type=int, default=0, help="seed of the sampled images and KID subsets (default 0)"
     )
@@ -367,6 +379,22 @@ def _config_dict(args: argparse.Namespace, extras: list[str], base: dict[str, An
     return d
 
 
+def _audio_size_default(d: dict[str, Any]) -> dict[str, Any]:
+    """Sound data with no size given: 128 mel bands x 64 frames (docs/audio.md: 64 bands lose
+    much more in the round trip back to sound)."""
+    data = d.get("data", {})
+    if not isinstance(data, dict) or "height" in data or "width" in data:
+        return d
+    from .data.audio import detect_modality
+
+    modality = data.get("modality", "auto")
+    if modality == "auto":
+        modality = detect_modality(str(data.get("path", "builtin")))
+    if modality == "audio":
+        d = {**d, "data": {**data, "height": 128, "width": 64}}
+    return d
+
+
 def _default_out(cfg: Any) -> Path:
     path = cfg.data.path
     name = path.replace(":", "-") if path.startswith("builtin") else Path(path).stem or "data"
@@ -388,7 +416,7 @@ def cmd_train(args: argparse.Namespace, extras: list[str]) -> int:
             raise CLIError("--resume needs --out RUN (the run folder to continue)")
         saved = read_config(args.out)
         base = saved.to_dict()
-    cfg: RunConfig = from_dict(RunConfig, _config_dict(args, extras, base))
+    cfg: RunConfig = from_dict(RunConfig, _audio_size_default(_config_dict(args, extras, base)))
     if args.resume:
         _check_resume_changes(saved, cfg)
     if args.dry_run:
@@ -448,6 +476,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         images = run.sample(args.n, seed=seed, **options)
         names = [f"seed{seed}-{k:04d}.png" for k in range(args.n)]
         label = f"seed {seed}"
+    if run.is_audio:
+        return _write_sounds(run, args, images, names, label)
     out = args.out or str(Path(args.run) / "generated" / f"{label.replace(' ', '').replace(',', '_')}.png")
     if out.endswith(("/", "\\")) or Path(out).is_dir() or not Path(out).suffix:
         folder = Path(out)
@@ -460,6 +490,32 @@ def cmd_sample(args: argparse.Namespace) -> int:
             raise CLIError(f"--out {out}: a grid is written as .png; use DIR/ for single images")
         save_image(make_grid(images, args.nrow), out)
         print(f"wrote a grid of {len(images)} images ({label}) to {out}")
+    return 0
+
+
+def _write_sounds(run: Any, args: argparse.Namespace, images: Any, names: list[str], label: str) -> int:
+    """A sound run: DIR/ gets one WAV per sample and grid.png of their spectrograms; FILE.png the grid."""
+    from .audio import write_wav
+    from .sample import make_grid, save_image
+
+    out = args.out or str(Path(args.run) / "generated" / label.replace(" ", "").replace(",", "_"))
+    if Path(out).suffix.lower() == ".png" and not Path(out).is_dir():
+        save_image(make_grid(images, args.nrow), out)
+        print(f"wrote a grid of {len(images)} spectrograms ({label}) to {out}; give DIR/ for the sounds")
+        return 0
+    if Path(out).suffix and not out.endswith(("/", "\\")) and not Path(out).is_dir():
+        raise CLIError(f"--out {out}: sounds go to a folder (DIR/: WAVs and grid.png) or FILE.png (grid)")
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    waves = run.to_audio(images)
+    for wave, name in zip(waves, names, strict=True):
+        write_wav(wave, folder / Path(name).with_suffix(".wav"), run.sample_rate)
+    save_image(make_grid(images, args.nrow), folder / "grid.png")
+    seconds = waves.shape[1] / run.sample_rate
+    print(
+        f"wrote {len(images)} sounds ({label}, {seconds:.2f} s at {run.sample_rate} Hz) and their "
+        f"spectrograms (grid.png) to {folder}/"
+    )
     return 0
 
 
@@ -479,9 +535,31 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     else:
         frames = run.interpolate(seeds, args.frames, loop=not args.no_loop, **_sample_options(args))
         what = f"seeds {seeds}"
+    if run.is_audio and (args.out is None or not args.out.lower().endswith((".gif", ".mp4"))):
+        return _write_walk_sound(run, frames, args.out or str(Path(args.run) / "walk.wav"), seeds)
     out = args.out or str(Path(args.run) / "walk.gif")
     save_animation(frames, out, fps=args.fps)
     print(f"wrote {len(frames)} frames through {what} to {out}")
+    return 0
+
+
+def _write_walk_sound(run: Any, frames: Any, out: str, seeds: list[int]) -> int:
+    """A sound walk: FILE.wav plays every frame's sound back to back; DIR/ gets one WAV per frame."""
+    from .audio import write_wav
+
+    waves = run.to_audio(frames)
+    if out.lower().endswith(".wav"):
+        write_wav(waves.reshape(-1), out, run.sample_rate)
+        seconds = waves.numel() / run.sample_rate
+        print(f"wrote {len(waves)} frames through seeds {seeds} as one {seconds:.1f} s sound to {out}")
+        return 0
+    if Path(out).suffix and not out.endswith(("/", "\\")) and not Path(out).is_dir():
+        raise CLIError(
+            f"--out {out}: a sound walk is FILE.wav (one sound), DIR/ (a WAV per frame) or .gif/.mp4"
+        )
+    for k, wave in enumerate(waves):
+        write_wav(wave, Path(out) / f"frame{k:04d}.wav", run.sample_rate)
+    print(f"wrote {len(waves)} frames through seeds {seeds} as WAVs to {out}/")
     return 0
 
 
@@ -498,6 +576,8 @@ def cmd_data(args: argparse.Namespace) -> int:
         n = build_emoji(height, args.out, limit=args.limit, progress=not args.quiet)
         print(f"wrote {n} emoji at {height}x{height} with captions.jsonl to {args.out}")
         return 0
+    if args.name == "notes":
+        return _data_notes(args)
     if args.name == "builtin" or args.name.startswith("builtin:"):
         from .config import DataConfig
         from .data import load_images
@@ -512,7 +592,47 @@ def cmd_data(args: argparse.Namespace) -> int:
             save_image(img.float() / 255, out / f"{k:05d}.png")
         print(f"wrote {len(images)} images of {args.name} at {width}x{height} to {out}")
         return 0
-    raise CLIError(f"unknown data set {args.name!r}; choose emoji, builtin or builtin:NAME")
+    raise CLIError(f"unknown data set {args.name!r}; choose emoji, notes, builtin or builtin:NAME")
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    """'48-84' or '60,64,67' -> ints (a range may have a step: 48-84:3)."""
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                span, _, step = part.partition(":")
+                lo, hi = (int(v) for v in span.split("-", 1))
+                out.extend(range(lo, hi + 1, int(step) if step else 1))
+            elif part:
+                out.append(int(part))
+    except ValueError:
+        raise CLIError(f"bad {what} {text!r}: use numbers and ranges like 48-84:3 or 60,64,67") from None
+    if not out:
+        raise CLIError(f"bad {what} {text!r}: nothing listed")
+    return out
+
+
+def _data_notes(args: argparse.Namespace) -> int:
+    from .data.notes import build_notes
+
+    n = build_notes(
+        args.out,
+        programs=None if args.programs is None else _int_list(args.programs, "--programs"),
+        pitches=_int_list(args.pitches, "--pitches"),
+        velocities=_int_list(args.velocities, "--velocities"),
+        rate=args.rate,
+        seconds=args.seconds,
+        soundfont=args.soundfont,
+        progress=not args.quiet,
+    )
+    print(
+        f"wrote {n} notes ({args.seconds:g} s at {args.rate} Hz) with captions.jsonl and labels.jsonl "
+        f"to {args.out}\n  next: artforge train --data {args.out} --model vae --minutes 5 "
+        "--out runs/notes-vae"
+    )
+    return 0
 
 
 # -- eval ---------------------------------------------------------------------------------------
@@ -524,9 +644,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     progress = not args.quiet
     if (args.run is None) == (args.fake is None):
         raise CLIError("give a RUN folder or --fake DIR (one of them)")
+    if args.run is not None and _is_sound_run(args.run):
+        return _eval_sound(args)
+    if args.n is None:
+        args.n = 5000
     if args.fake is not None:
         if args.data is None:
             raise CLIError("--fake needs --data PATH: the real images to compare with")
+        for path in (args.fake, args.data):
+            _refuse_sound(path, "eval --fake compares pictures; sound is measured from a RUN")
         if _sample_options(args):
             raise CLIError("--truncation/--temperature/--steps apply to a RUN, not to --fake images")
         result = evaluate_folders(
@@ -593,6 +719,75 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_sound(data: str, message: str) -> None:
+    """Stop before any work when a picture-only command is given a folder of sounds."""
+    from .data.audio import detect_modality
+
+    if detect_modality(data) == "audio":
+        raise CLIError(f"{data} holds sound files: {message}")
+
+
+def _is_sound_run(run: str) -> bool:
+    from .runs import read_config
+
+    if not (Path(run) / "config.json").is_file():
+        return False  # the image path reports what is wrong with it
+    return read_config(run).data.modality == "audio"
+
+
+def _eval_sound(args: argparse.Namespace) -> int:
+    """A sound run: the family classifier and round-trip measures of docs/audio.md."""
+    from .evaluate import write_json
+    from .evaluate_audio import evaluate_audio_run
+
+    n = 500 if args.n is None else args.n
+    if n < 4:
+        raise CLIError(f"-n must be at least 4, got {n}")
+    r = evaluate_audio_run(
+        args.run,
+        args.data,
+        n,
+        args.seed,
+        device=args.device,
+        progress=not args.quiet,
+        sample_options=_sample_options(args),
+    )
+    r["options"] = _sample_options(args)
+    write_json(r, Path(args.run) / "eval.json")
+    if args.json:
+        write_json(r, args.json)
+    real, fake = r["real_held_out"], r["generated"]
+    print(
+        f"{args.run} (n={n}, seed {args.seed})  vs  {r['data']}  "
+        f"({r['size'][1]} mel bands x {r['size'][0]} frames)"
+    )
+    rows = [
+        (
+            "judge accuracy",
+            f"{r['classifier_accuracy_held_out']:.3f}",
+            "instrument family, held-out real notes",
+        ),
+        (
+            "confidence",
+            f"{fake['confidence']:.3f} vs {real['confidence']:.3f} real",
+            "judge's top-class probability",
+        ),
+        (
+            "class score",
+            f"{fake['class_score']:.2f} vs {real['class_score']:.2f} real",
+            "IS-like; higher = clear, varied",
+        ),
+        ("family TV", f"{r['family_tv_distance']:.3f}", "predicted family mix vs held-out real (0 = same)"),
+        ("FD (judge)", f"{r['fd_generated']:.2f} vs {r['fd_real_held_out']:.2f} real", "FID-like, not FAD"),
+        ("round trip SC", f"{r['sc_roundtrip']:.3f} (GL alone {r['sc_griffin_lim_only']:.3f})", "real notes"),
+        ("consistency", f"{r['generated_mel_consistency']:.3f}", "generated image vs its sound, mel SC"),
+    ]
+    for name, value, note in rows:
+        print(f"  {name:<15} {value:<24} {note}")
+    print("  wrote " + ", ".join([str(Path(args.run) / "eval.json"), *([args.json] if args.json else [])]))
+    return 0
+
+
 # -- bench --------------------------------------------------------------------------------------
 
 
@@ -600,6 +795,7 @@ def cmd_bench(args: argparse.Namespace, extras: list[str]) -> int:
     from .bench import COLUMNS, run_bench
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
+    _refuse_sound(args.data, "artforge bench measures pictures; for sound use benchmarks/bench_audio.py")
     if args.n < 4:
         raise CLIError(f"-n must be at least 4, got {args.n}")
     result = run_bench(

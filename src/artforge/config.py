@@ -24,6 +24,7 @@ Amp = Literal["off", "bf16", "fp16"]
 OptimImpl = Literal["auto", "fused", "foreach", "loop"]
 OptimName = Literal["sgd", "adam", "adamw"]
 OnSaveError = Literal["stop", "continue"]
+Modality = Literal["auto", "image", "audio"]
 
 
 def _check_choice(obj: Any, name: str) -> None:
@@ -31,6 +32,39 @@ def _check_choice(obj: Any, name: str) -> None:
     value = getattr(obj, name)
     if get_origin(tp) is Literal and value not in get_args(tp):
         raise ValueError(f"{name} must be one of {list(get_args(tp))}, got {value!r}")
+
+
+@dataclass
+class AudioConfig:
+    """How sounds become images (docs/audio.md); used when data.modality is "audio".
+
+    The image height is the number of mel bands and the width the number of STFT frames, so
+    a clip is hop_length * width samples long (64 frames of 256 at 16 kHz: 1.024 s).
+    """
+
+    sample_rate: int = 16_000  # every file is resampled to this rate (soxr)
+    n_fft: int = 1024  # STFT window length
+    hop_length: int = 256  # samples between frames
+    f_min: float = 0.0  # lowest mel band edge, Hz
+    f_max: float = 0.0  # highest mel band edge, Hz; 0 = sample_rate / 2
+    top_db: float = 80.0  # dynamic range kept below full scale
+    gl_iters: int = 64  # Griffin-Lim iterations when turning images back into sound
+    silence_db: float = -60.0  # files whose peak is below this (dBFS) are skipped as silent
+    normalize: bool = True  # scale each clip to a peak of -1 dBFS before analysis
+
+    def __post_init__(self) -> None:
+        if not 1000 <= self.sample_rate <= 192_000:
+            raise ValueError(f"audio.sample_rate must be 1000..192000 Hz, got {self.sample_rate}")
+        if self.n_fft < 16 or self.hop_length < 1 or self.hop_length > self.n_fft:
+            raise ValueError(
+                f"audio.n_fft must be >= 16 and 1 <= audio.hop_length <= n_fft, "
+                f"got n_fft={self.n_fft}, hop_length={self.hop_length}"
+            )
+        nyquist = self.sample_rate / 2
+        if not 0 <= self.f_min < (self.f_max or nyquist) <= nyquist:
+            raise ValueError(f"need 0 <= audio.f_min < audio.f_max <= {nyquist:g} Hz")
+        if self.top_db <= 0 or self.gl_iters < 0:
+            raise ValueError("audio.top_db must be positive and audio.gl_iters >= 0")
 
 
 @dataclass
@@ -47,9 +81,11 @@ class DataConfig:
     builtin_count: int = 2000  # images in a built-in procedural set
     captions: Captions = "auto"  # text-conditioned models: captions.jsonl, NAME.txt, or file names
     holdout: float = 0.0  # share of images kept out of training (by file-name hash), for eval
+    modality: Modality = "auto"  # auto: "audio" for a folder of sound files, else "image"
+    audio: AudioConfig = field(default_factory=AudioConfig)  # spectrogram settings for sound data
 
     def __post_init__(self) -> None:
-        for name in ("fit", "cache", "captions"):
+        for name in ("fit", "cache", "captions", "modality"):
             _check_choice(self, name)
         if not 0 <= self.holdout < 1:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")

@@ -29,6 +29,7 @@ from .optim import resolve_optim
 def resolve(cfg: RunConfig) -> tuple[RunConfig, GenerativeModel]:
     """Fill in the family's model config and optimiser defaults; build the model (on CPU)."""
     cls = model_class(cfg.family)
+    cfg = _resolve_modality(cfg)
     mcfg = make_model_config(cfg.family, cfg.model, height=cfg.data.height, width=cfg.data.width)
     model = cls(mcfg)
     groups = list(model.param_groups())
@@ -38,6 +39,23 @@ def resolve(cfg: RunConfig) -> tuple[RunConfig, GenerativeModel]:
         train = dataclasses.replace(train, ema=cls.ema_default)
     resolved = dataclasses.replace(cfg, model=dataclasses.asdict(mcfg), optim_groups=optim, train=train)
     return resolved, model
+
+
+def _resolve_modality(cfg: RunConfig) -> RunConfig:
+    """Decide image or audio from the data (once, saved in config.json); sound is one channel."""
+    from .data.audio import resolve_modality
+
+    data = resolve_modality(cfg.data)
+    cfg = dataclasses.replace(cfg, data=data)
+    if data.modality != "audio":
+        return cfg
+    if cfg.train.monitor_every:
+        raise ValueError(
+            "the training monitor (--monitor-every) measures pictures; use artforge eval for sound"
+        )
+    if "channels" in cfg.model and cfg.model["channels"] != 1:
+        raise ValueError(f"sound spectrograms have one channel; model.channels={cfg.model['channels']!r}")
+    return dataclasses.replace(cfg, model={**cfg.model, "channels": 1})
 
 
 def config_to_json(cfg: RunConfig) -> dict[str, Any]:

@@ -101,6 +101,8 @@ def save_image(img: Tensor, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = to_uint8(img[None])[0]
+    if arr.shape[-1] == 1:  # one channel (sound spectrograms): a greyscale PNG
+        arr = arr[..., 0]
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     try:
         Image.fromarray(arr).save(tmp)
@@ -154,6 +156,8 @@ def save_animation(frames: Tensor, path: str | Path, fps: float = 20) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = to_uint8(frames)
+    if arr.shape[-1] == 1:  # greyscale frames (sound spectrograms)
+        arr = np.repeat(arr, 3, axis=-1)
     suffix = path.suffix.lower()
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     if suffix == ".gif":

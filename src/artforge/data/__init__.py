@@ -91,7 +91,17 @@ class ImageSet:
 
 
 def load_images(cfg: DataConfig, *, progress: bool = False) -> ImageSet:
-    """Load ``cfg.path`` (a folder, a .zip, or builtin[:NAME]) as one uint8 tensor."""
+    """Load ``cfg.path`` (a folder, a .zip, or builtin[:NAME]) as one uint8 tensor.
+
+    A folder of sound files (data.modality "audio", or "auto" finding one) becomes log-mel
+    spectrogram images of one channel instead (data/audio.py).
+    """
+    if cfg.modality != "image":
+        from .audio import load_audio, resolve_modality
+
+        cfg = resolve_modality(cfg)
+        if cfg.modality == "audio":
+            return load_audio(cfg, progress=progress)
     spec = Spec(cfg.height, cfg.width, cfg.fit, parse_background(cfg.background), cfg.max_pixels)
     source = _open_source(cfg)
     try:
