@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import subprocess
+import sys
 import threading
 import time
 import zipfile
@@ -42,7 +45,7 @@ def test_runs_lists_every_run_with_its_files(server):
     assert gan["progress"] == 1.0 and gan["last"]["step"] == 30 and gan["has_model"]
     assert gan["latest_sample"]["step"] == 30 and gan["sample_options"] == ["truncation"]
     assert gan["conditioning"] is None
-    assert png(server, gan["latest_sample"]["url"]).shape == (146, 146, 3)  # the 8x8 grid of 16 px images, 2 px apart
+    assert png(server, gan["latest_sample"]["url"]).shape == (146, 146, 3)  # 8x8 images of 16 px, 2 px apart
     assert [p["name"] for p in gan["plots"]] == ["losses"]
     assert png(server, gan["plots"][0]["url"]).shape[2] == 3
     assert runs["nested/vae"]["sample_options"] == ["temperature"]
@@ -419,3 +422,20 @@ def test_studio_command_warns_for_other_hosts_and_refuses_a_busy_port(tmp_path, 
         assert main(["studio", str(runs_dir), "--port", str(holder.port)]) == 2
     finally:
         stop_server(holder)
+
+
+def test_jobs_that_ended_unseen_are_judged_by_their_run(tmp_path, runs_dir):
+    """A studio restarted after its jobs ended: a spent budget is 'finished', else 'lost'."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    root = tmp_path / "runs"
+    (root / ".studio").mkdir(parents=True)
+    shutil.copytree(runs_dir / "gan", root / "gan")
+    rows = [
+        {"id": "a", "run": "gan", "argv": ["x"], "pid": dead.pid, "log": ".studio/a.log", "started": 1.0},
+        {"id": "b", "run": "gone", "argv": ["x"], "pid": dead.pid, "log": ".studio/b.log", "started": 2.0},
+    ]
+    (root / ".studio" / "jobs.json").write_text(json.dumps(rows))
+    jobs = {j["id"]: j for j in JobManager(root).list()}
+    assert jobs["a"]["status"] == "finished" and jobs["b"]["status"] == "lost"
+    assert jobs["a"]["returncode"] is None  # not our child: its exit status is unknown

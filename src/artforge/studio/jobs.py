@@ -38,7 +38,8 @@ class Job:
     pid: int
     log: str  # path relative to RUNS_DIR
     started: float
-    status: str = "running"  # running | finished | failed | stopped | lost
+    # running | finished | failed | stopped | lost (ended unseen, budget not spent: killed or crashed)
+    status: str = "running"
     returncode: int | None = None
     ended: float | None = None
     stop_requested: bool = False
@@ -230,12 +231,21 @@ class JobManager:
             job.returncode, job.ended, changed = rc, time.time(), True
             if job.stop_requested:
                 job.status = "stopped"
-            elif rc is None:
-                job.status = "lost"
+            elif rc is None:  # ended while no studio watched: judge by what it left
+                job.status = "finished" if self._budget_spent(job.run) else "lost"
             else:
                 job.status = "finished" if rc == 0 else "failed"
         if changed:
             self._save()
+
+    def _budget_spent(self, run: str) -> bool:
+        from . import gallery
+
+        path = self.root / run
+        rows = [r for r in gallery.read_rows(path / "metrics.jsonl") if "img_per_s" in r]
+        cfg = gallery.read_json(path / "config.json")
+        done = (gallery.progress(cfg, rows[-1]) or 0) >= 1 if rows and isinstance(cfg, dict) else False
+        return done and (path / "model.safetensors").is_file()
 
     def shutdown(self) -> list[Job]:
         """The jobs still running when the studio stops (they keep running; see the module doc)."""
