@@ -572,6 +572,7 @@ def cmd_bench(args: argparse.Namespace, extras: list[str]) -> int:
 
 
 def cmd_studio(args: argparse.Namespace) -> int:
+    import contextlib
     import socket
 
     try:
@@ -610,10 +611,8 @@ def cmd_studio(args: argparse.Namespace) -> int:
     port = sock.getsockname()[1]
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"artforge studio: {root.resolve()} on http://{shown}:{port}/  (Ctrl-C to stop)", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn shut down cleanly, then passed Ctrl-C on
         serve(app, sock)
-    except KeyboardInterrupt:  # uvicorn shut down cleanly, then passed the Ctrl-C on
-        pass
     print("artforge studio: stopped")
     for job in app.state.studio.jobs.shutdown():
         print(
