@@ -7,8 +7,6 @@ gains points, its newest grid appears), survives a reload of the page, and is st
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 # every image matching a selector is decoded (an image that failed to load has naturalWidth 0)
@@ -121,9 +119,10 @@ def test_live_training_started_from_the_page(page, server, runs_dir):
     page.wait_for_function("() => document.querySelector('#live-grid').naturalWidth > 0", timeout=60_000)
     assert "training" in page.inner_text("#live-status")
     assert page.inner_text("#live-stats").startswith("step ")
-    step_a = page.inner_text("#live-stats")
-    time.sleep(2)
-    assert page.inner_text("#live-stats") != step_a  # updating without a reload
+    before = page.inner_text("#live-stats")
+    page.wait_for_function(  # updating without a reload
+        "before => document.querySelector('#live-stats').innerText !== before", arg=before, timeout=60_000
+    )
 
     page.goto(server.url + "#/train")
     job.wait_for()
