@@ -101,6 +101,15 @@ def sample_options(family: str) -> list[str]:
     return list(cls.sample_options) if cls is not None else []
 
 
+def conditioning(family: str) -> str | None:
+    """What a family's samples can be conditioned on: None for every family today. Text
+    conditioning does not exist yet; a family that gains it declares ``conditioning = "text"``
+    and then the page shows a prompt box and /api/generate passes the prompt on."""
+    from ..models import MODELS
+
+    return getattr(MODELS.get(family), "conditioning", None)
+
+
 def progress(cfg: dict[str, Any], last: dict[str, Any] | None) -> float | None:
     """How far through its budget a run is, 0..1 (the first budget reached ends training)."""
     if not last:
@@ -200,9 +209,7 @@ def summary(root: Path, run_id: str, jobs: dict[str, str]) -> dict[str, Any]:
         "plots": plots(run_id, path),
         "evals": evals(path),
         "sample_options": sample_options(family),
-        # text conditioning is not implemented yet; when a family gains it, this says "text"
-        # and /api/generate accepts a prompt for that run.
-        "conditioning": cfg.get("conditioning"),
+        "conditioning": conditioning(family),
         "error": None if raw is not None else "config.json is unreadable",
         "modified": _mtime(path / "metrics.jsonl") or _mtime(path / "config.json"),
     }
