@@ -221,7 +221,11 @@ async function runView(view, id) {
     } else {
       gridCaption.textContent = "no grid yet (one every sample_every steps and at the end)";
     }
-    plots.replaceChildren(...live.plots.map((p) => h("figure", {}, img(p.url, p.name, "plot"), h("figcaption", {}, p.name))));
+    if (live.plots.length) {
+      plots.replaceChildren(...live.plots.map((p) => h("figure", {}, img(p.url, p.name, "plot"), h("figcaption", {}, p.name))));
+    } else {
+      plots.replaceChildren(h("p", { class: "muted" }, "plots/ is written at each checkpoint and at the end"));
+    }
     return live.status;
   };
   const poll = async () => {
