@@ -122,7 +122,7 @@ def progress(cfg: dict[str, Any], last: dict[str, Any] | None) -> float | None:
         parts.append((last.get("elapsed") or 0) / (60 * train["minutes"]))
     if isinstance(train.get("epochs"), int | float) and train["epochs"] > 0:
         parts.append((last.get("epoch") or 0) / train["epochs"])
-    return round(min(1.0, max(parts)), 4) if parts else None
+    return min(1.0, max(parts)) if parts else None
 
 
 def _training_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
