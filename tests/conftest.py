@@ -50,3 +50,7 @@ def network() -> Path:
         return Path(inception.find_inception(allow_download=False))
     except FileNotFoundError:
         pytest.skip(f"the FID Inception network is not installed: {inception.INSTALL_HINT}")
+
+
+# the studio's shared session fixtures: real runs, the real server, a real browser
+from studio_support import browser, page, runs_dir, server  # noqa: E402, F401

@@ -1,4 +1,4 @@
-"""The ``artforge`` command: train, sample, interpolate, data, models, eval, bench.
+"""The ``artforge`` command: train, sample, interpolate, data, models, eval, bench, studio.
 
 Every flag maps to a field of RunConfig; any other field is set as ``--section.name=value``
 (e.g. ``--train.log_every=10`` or ``--model.base_channels=32``). Only this module prints.
@@ -346,6 +346,23 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=50, help="images per Inception batch")
     b.add_argument("--inception", metavar="PATH", default=None, help="the FID network file (see eval)")
     b.add_argument("--device", default="auto")
+
+    # -- studio (begin) --
+    st = sub.add_parser(
+        "studio",
+        help="a local web page: gallery, live training, generation, interpolation, novelty",
+        description="Serve a web page for the runs in RUNS_DIR (see docs/studio.md). It listens on "
+        "127.0.0.1 only, unless --host names another address.",
+        allow_abbrev=False,
+    )
+    st.add_argument("runs_dir", metavar="RUNS_DIR", help="folder of run folders (created if missing)")
+    st.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)"
+    )
+    st.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
+    st.add_argument("--max-models", type=int, default=4, help="loaded models kept in memory (default 4)")
+    st.add_argument("--device", default="auto", help="device for generation (default auto)")
+    # -- studio (end) --
     return p
 
 
@@ -822,6 +839,59 @@ def cmd_bench(args: argparse.Namespace, extras: list[str]) -> int:
     return 0
 
 
+# -- studio -------------------------------------------------------------------------------------
+
+
+def cmd_studio(args: argparse.Namespace) -> int:
+    import contextlib
+    import socket
+
+    try:
+        from .studio.app import create_app, is_loopback, serve
+    except ImportError as e:
+        raise CLIError(
+            f"the studio needs its web packages ({e.name}): pip install 'artforge[studio]'"
+        ) from None
+    if not 0 <= args.port <= 65535:
+        raise CLIError(f"--port must be between 0 and 65535, got {args.port}")
+    if not 1 <= args.max_models <= 64:
+        raise CLIError(f"--max-models must be between 1 and 64, got {args.max_models}")
+    root = Path(args.runs_dir)
+    if not root.exists():
+        root.mkdir(parents=True)
+        print(f"created {root}/ (empty: train a run from the page or with artforge train --out {root}/NAME)")
+    if not is_loopback(args.host):
+        print(
+            f"artforge studio: WARNING: listening on {args.host}: anyone who can reach this machine "
+            "can see your runs, generate, and start or stop training. Use the default 127.0.0.1 "
+            "unless you mean it.",
+            file=sys.stderr,
+        )
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+        sock.listen(128)  # from now on connections wait in the backlog until the server accepts them
+    except OSError as e:
+        sock.close()
+        raise CLIError(
+            f"cannot listen on {args.host}:{args.port} ({e.strerror}); try another --port"
+        ) from None
+    app = create_app(root, host=args.host, max_models=args.max_models, device=args.device)
+    port = sock.getsockname()[1]
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"artforge studio: {root.resolve()} on http://{shown}:{port}/  (Ctrl-C to stop)", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn shut down cleanly, then passed Ctrl-C on
+        serve(app, sock)
+    print("artforge studio: stopped")
+    for job in app.state.studio.jobs.shutdown():
+        print(
+            f"training job {job.run} (pid {job.pid}) keeps running; stop it from the studio or with kill -INT"
+        )
+    return 0
+
+
 # -- main ---------------------------------------------------------------------------------------
 
 
@@ -860,6 +930,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_eval(args)
         if args.command == "bench":
             return cmd_bench(args, extras)
+        if args.command == "studio":
+            return cmd_studio(args)
         if args.command == "models":
             from .models import list_models
 

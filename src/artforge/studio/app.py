@@ -1,0 +1,389 @@
+"""The studio's web application (Starlette): JSON endpoints, the run folder's files, the page.
+
+Endpoints (docs/studio.md describes them with examples):
+
+    GET  /                          the page (static/index.html; JS and CSS under /static/)
+    GET  /api/info                  RUNS_DIR, limits, model families, queue lengths
+    GET  /api/runs                  every run's summary (gallery cards)
+    GET  /api/runs/{run}            one run: summary, config, grids, data report, evals
+    GET  /api/live/{run}?since=N    metrics rows after the first N, progress, newest grid
+    POST /api/generate              images from seed(s) -> PNG URLs, a grid and a zip
+    POST /api/interpolate           an animated GIF through seeds
+    POST /api/novelty               generated images beside their nearest training images
+    GET  /api/jobs                  training jobs started from the page
+    POST /api/jobs                  start one (python -m artforge train ...)
+    GET  /api/jobs/{id}             one job with its log tail
+    POST /api/jobs/{id}/stop        SIGINT: checkpoint and stop
+    GET  /files/{path}              a file inside RUNS_DIR, nothing outside it
+
+Every error is JSON ``{"error": message}`` with a 4xx status (5xx only for a real fault, and
+then without a traceback). POST bodies must be ``application/json``: a browser cannot send
+that cross-site without a preflight the studio never grants, so another web page cannot drive
+a studio on localhost. Requests naming another host than the one served are refused
+(DNS rebinding).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .. import __version__
+from . import gallery, safety, worker
+from .jobs import JobManager
+from .safety import BadRequest, StudioError
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+MAX_BODY = 64 * 1024  # bytes of a JSON request body
+
+
+class HostCheck:
+    """Refuse requests whose Host header is not the served one (a DNS-rebinding page would send
+    its own name). When the studio is bound to another interface on purpose, any host is let in."""
+
+    def __init__(self, app: ASGIApp, allowed: set[str] | None):
+        self.app = app
+        self.allowed = allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.allowed is not None:
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            name = name.strip("[]").lower()
+            if name not in self.allowed:
+                response = JSONResponse({"error": f"host {host!r} is not served here"}, status_code=400)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class Studio:
+    """The state behind the routes: RUNS_DIR, the worker lanes, the model cache and the jobs."""
+
+    def __init__(self, root: Path, *, max_models: int = 4, queue_size: int = 128, device: str = "auto"):
+        self.root = root.resolve()
+        self.models = worker.ModelCache(max_models, device)
+        self.fast = worker.Lane("generation", queue_size)
+        self.slow = worker.Lane("novelty", max(4, queue_size // 8))
+        self.novelty_data = worker.NoveltyData()
+        self.jobs = JobManager(self.root)
+
+    def close(self) -> None:
+        self.fast.close()
+        self.slow.close()
+
+    def output_urls(self, result: dict[str, Any], *keys: str) -> dict[str, Any]:
+        """Turn a worker result's file names into /files URLs under its output folder."""
+        folder: Path = result.pop("folder")
+        base = "/files/" + quote(folder.relative_to(self.root).as_posix()) + "/"
+        out = dict(result)
+        out["folder"] = folder.relative_to(self.root).as_posix()
+        for k in keys:
+            v = result[k]
+            out[k] = [base + quote(x) for x in v] if isinstance(v, list) else base + quote(v)
+        return out
+
+
+# -- request helpers ------------------------------------------------------------------------
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    """The request's JSON object; 415 for another content type, 400 for malformed JSON."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise StudioError("send the request body as application/json", 415)
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise StudioError(f"request body over {MAX_BODY} bytes", 413)
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest(f"malformed JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("expected a JSON object")
+    return body
+
+
+def sample_options(body: dict[str, Any]) -> worker.Options:
+    """The family options present in a request, each bounded; a prompt for text conditioning."""
+    values: dict[str, Any] = {}
+    if body.get("truncation") is not None:
+        values["truncation"] = safety.get_float(body, "truncation", None, 0.0, 2.0, open_lo=True)
+    if body.get("temperature") is not None:
+        values["temperature"] = safety.get_float(body, "temperature", None, 0.0, 2.0, open_lo=True)
+    if body.get("steps") is not None:
+        values["steps"] = safety.get_int(body, "steps", None, 1, 250)
+    if body.get("guidance") is not None:
+        values["guidance"] = safety.get_float(body, "guidance", None, 0.0, 30.0)
+    prompt = body.get("prompt")
+    if prompt is not None and not isinstance(prompt, str):
+        raise BadRequest("prompt must be text")
+    if prompt is not None and len(prompt) > 500:
+        raise BadRequest("prompt must be at most 500 characters")
+    return worker.Options(values, prompt.strip() or None if prompt else None)
+
+
+def run_size(run_path: Path) -> tuple[int, int]:
+    """(height, width) from a run's config.json, to size a request before any work."""
+    cfg = gallery.read_json(run_path / "config.json") or {}
+    data = cfg.get("data") or {}
+    h, w = data.get("height"), data.get("width")
+    if not isinstance(h, int) or not isinstance(w, int):
+        raise safety.Conflict("this run's config.json has no image size")
+    return h, w
+
+
+async def run_in(lane: worker.Lane, fn: Any) -> Any:
+    return await asyncio.wrap_future(lane.submit(fn))
+
+
+# -- routes ---------------------------------------------------------------------------------
+
+
+def studio(request: Request) -> Studio:
+    return request.app.state.studio  # type: ignore[no-any-return]
+
+
+async def index(request: Request) -> Response:
+    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def info(request: Request) -> Response:
+    from ..models import list_models
+
+    s = studio(request)
+    return JSONResponse(
+        {
+            "version": __version__,
+            "runs_dir": str(s.root),
+            "models": list_models(),
+            "limits": {
+                "count": safety.MAX_COUNT,
+                "seeds": safety.MAX_SEEDS,
+                "frames": safety.MAX_FRAMES,
+                "pixels": safety.MAX_PIXELS,
+                "novelty": safety.MAX_NOVELTY,
+                "neighbours": safety.MAX_NEIGHBOURS,
+            },
+            "queue": {"generation": s.fast.waiting, "novelty": s.slow.waiting},
+            "models_cached": len(s.models),
+        }
+    )
+
+
+async def list_runs(request: Request) -> Response:
+    s = studio(request)
+    jobs = s.jobs.run_states()
+    return JSONResponse({"runs": [gallery.summary(s.root, r, jobs) for r in gallery.find_runs(s.root)]})
+
+
+async def run_detail(request: Request) -> Response:
+    s = studio(request)
+    path = safety.run_dir(s.root, request.path_params["run"])
+    run_id = path.relative_to(s.root).as_posix()
+    return JSONResponse(gallery.detail(s.root, run_id, s.jobs.run_states()))
+
+
+async def run_live(request: Request) -> Response:
+    s = studio(request)
+    path = safety.run_dir(s.root, request.path_params["run"])
+    since = safety.get_int(dict(request.query_params), "since", 0, 0, 10**9)
+    run_id = path.relative_to(s.root).as_posix()
+    return JSONResponse(gallery.live(s.root, run_id, since or 0, s.jobs.run_states()))
+
+
+async def generate(request: Request) -> Response:
+    s = studio(request)
+    body = await json_body(request)
+    path = safety.run_dir(s.root, body.get("run"))
+    h, w = run_size(path)
+    options = sample_options(body)
+    seeds = safety.seed_list(body["seeds"]) if body.get("seeds") not in (None, "", []) else None
+    seed = safety.get_int(body, "seed", 0, 0, safety.MAX_SEED)
+    n = len(seeds) if seeds is not None else safety.get_int(body, "n", 16, 1, safety.MAX_COUNT)
+    safety.check_pixels(n, h, w)  # type: ignore[arg-type]
+    result = await run_in(s.fast, lambda: worker.generate(s.models, path, seeds, seed, n, options))  # type: ignore[arg-type]
+    return JSONResponse(s.output_urls(result, "images", "grid", "zip"))
+
+
+async def interpolate(request: Request) -> Response:
+    s = studio(request)
+    body = await json_body(request)
+    path = safety.run_dir(s.root, body.get("run"))
+    h, w = run_size(path)
+    options = sample_options(body)
+    seeds = safety.seed_list(body.get("seeds", "1,2,3"), limit=16)
+    if len(seeds) < 2:
+        raise BadRequest("an interpolation needs at least two seeds")
+    frames = safety.get_int(body, "frames", 30, 2, safety.MAX_FRAMES)
+    fps = safety.get_float(body, "fps", 12.0, 1.0, 50.0)
+    loop = safety.get_bool(body, "loop", True)
+    safety.check_pixels(frames, h, w, "frames")  # type: ignore[arg-type]
+    result = await run_in(
+        s.fast,
+        lambda: worker.interpolate(s.models, path, seeds, frames, fps, loop, options),  # type: ignore[arg-type]
+    )
+    return JSONResponse(s.output_urls(result, "gif"))
+
+
+async def novelty(request: Request) -> Response:
+    s = studio(request)
+    body = await json_body(request)
+    path = safety.run_dir(s.root, body.get("run"))
+    h, w = run_size(path)
+    options = sample_options(body)
+    seeds = safety.seed_list(body.get("seeds", "0-3"), limit=safety.MAX_NOVELTY)
+    k = safety.get_int(body, "k", 3, 1, safety.MAX_NEIGHBOURS)
+    safety.check_pixels(len(seeds) * (1 + k), h, w)  # type: ignore[operator]
+    result = await run_in(
+        s.slow,
+        lambda: worker.novelty(s.models, s.novelty_data, path, seeds, k, options),  # type: ignore[arg-type]
+    )
+    base = s.output_urls(result)
+    prefix = "/files/" + quote(base["folder"]) + "/"
+    for row in base["rows"]:
+        row["image"] = prefix + quote(row["image"])
+        for nb in row["neighbours"]:
+            nb["image"] = prefix + quote(nb["image"])
+    return JSONResponse(base)
+
+
+async def list_jobs(request: Request) -> Response:
+    return JSONResponse({"jobs": studio(request).jobs.list()})
+
+
+async def start_job(request: Request) -> Response:
+    s = studio(request)
+    body = await json_body(request)
+    job = s.jobs.start(body)
+    return JSONResponse(s.jobs.describe(job), status_code=201)
+
+
+async def get_job(request: Request) -> Response:
+    return JSONResponse(studio(request).jobs.get(request.path_params["job"]))
+
+
+async def stop_job(request: Request) -> Response:
+    s = studio(request)
+    job = s.jobs.stop(request.path_params["job"])
+    return JSONResponse(s.jobs.describe(job))
+
+
+async def files(request: Request) -> Response:
+    s = studio(request)
+    path = safety.file_inside(s.root, request.path_params["path"])
+    return FileResponse(path, headers={"Cache-Control": "no-cache"})
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+async def studio_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StudioError)
+    return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def user_error(request: Request, exc: Exception) -> Response:
+    """artforge's own refusals (a run it cannot load, an option it does not take): 409."""
+    return JSONResponse({"error": str(exc)}, status_code=409)
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    """A fault in the studio: logged with its traceback, answered without one."""
+    log.error("error in %s %s", request.method, request.url.path, exc_info=exc)
+    return PlainTextResponse(
+        json.dumps({"error": f"internal error ({type(exc).__name__}); see the studio's log"}),
+        status_code=500,
+        media_type="application/json",
+    )
+
+
+# -- the app --------------------------------------------------------------------------------
+
+
+def create_app(
+    runs_dir: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    max_models: int = 4,
+    queue_size: int = 128,
+    device: str = "auto",
+) -> Starlette:
+    """The studio for ``runs_dir``; ``host`` is the address served (for the Host check)."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{runs_dir}: no such folder")
+    state = Studio(root, max_models=max_models, queue_size=queue_size, device=device)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
+        yield
+        state.close()
+
+    routes = [
+        Route("/", index),
+        Route("/api/info", info),
+        Route("/api/runs", list_runs),
+        Route("/api/runs/{run:path}", run_detail),
+        Route("/api/live/{run:path}", run_live),
+        Route("/api/generate", generate, methods=["POST"]),
+        Route("/api/interpolate", interpolate, methods=["POST"]),
+        Route("/api/novelty", novelty, methods=["POST"]),
+        Route("/api/jobs", list_jobs),
+        Route("/api/jobs", start_job, methods=["POST"]),
+        Route("/api/jobs/{job}", get_job),
+        Route("/api/jobs/{job}/stop", stop_job, methods=["POST"]),
+        Route("/files/{path:path}", files),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    handlers = {
+        StudioError: studio_error,
+        HTTPException: http_error,
+        ValueError: user_error,
+        FileNotFoundError: user_error,
+        Exception: server_error,
+    }
+    allowed = LOOPBACK | {host} if is_loopback(host) else None
+    app = Starlette(
+        routes=routes,
+        exception_handlers=handlers,  # type: ignore[arg-type]
+        lifespan=lifespan,
+        middleware=[Middleware(HostCheck, allowed=allowed)],
+    )
+    app.state.studio = state
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK or host.startswith("127.")
+
+
+def serve(app: Starlette, sock: Any) -> None:
+    """Serve ``app`` on an already bound socket until Ctrl-C (uvicorn, quiet: the CLI prints)."""
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=3)
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])

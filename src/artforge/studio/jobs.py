@@ -1,0 +1,267 @@
+"""Training runs started from the page: ``python -m artforge train ...`` child processes.
+
+A job is a process, a log file and a line in RUNS_DIR/.studio/jobs.json. Keeping the record
+on disk is what lets the page survive a reload (the browser asks for the jobs again) and even
+a restart of the studio (a job still running is found again by its pid, checked against its
+command line so a recycled pid is not mistaken for it). Stopping sends SIGINT, the same as
+Ctrl-C in a terminal: the trainer writes a checkpoint and exits, so the run can be resumed.
+Jobs run in their own session, so a Ctrl-C meant for the studio does not stop training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .safety import BadRequest, Conflict, NotFound, get_float, get_int, new_name
+
+STATE_DIR = ".studio"
+LOG_TAIL = 4000  # characters of a job's log sent to the page
+
+
+@dataclass
+class Job:
+    id: str
+    run: str  # run id (folder name under RUNS_DIR)
+    argv: list[str]
+    pid: int
+    log: str  # path relative to RUNS_DIR
+    started: float
+    # running | finished | failed | stopped | lost (ended unseen, budget not spent: killed or crashed)
+    status: str = "running"
+    returncode: int | None = None
+    ended: float | None = None
+    stop_requested: bool = False
+    spec: dict[str, Any] = field(default_factory=dict)
+
+
+def train_argv(spec: dict[str, Any], root: Path, models: list[str]) -> tuple[str, list[str]]:
+    """Check the page's training form and turn it into ``artforge train`` arguments.
+
+    Only known fields are taken, each bounded; the data path must exist (or be builtin), the
+    run name is one new folder inside RUNS_DIR. Returns (run name, argv after ``artforge``).
+    """
+    if not isinstance(spec, dict):
+        raise BadRequest("expected a JSON object")
+    unknown = sorted(set(spec) - TRAIN_FIELDS)
+    if unknown:
+        raise BadRequest(f"unknown training field {unknown[0]!r}; known: {', '.join(sorted(TRAIN_FIELDS))}")
+    name = new_name(spec.get("out"), "out (the run's name)")
+    if (root / name).exists():
+        raise Conflict(f"{name!r} already exists in the studio's folder; choose another name")
+    model = spec.get("model", "gan")
+    if model not in models:
+        raise BadRequest(f"model must be one of {models}, got {model!r}")
+    data = spec.get("data", "builtin")
+    if not isinstance(data, str) or not data.strip():
+        raise BadRequest("data must be a folder, a .zip or builtin[:NAME]")
+    data = data.strip()
+    if not data.startswith("builtin"):
+        path = Path(data).expanduser()
+        if not path.exists():
+            raise BadRequest(f"data {data!r}: no such folder or zip on the studio's machine")
+        data = str(path.resolve())  # config.json then names it wherever the studio was started
+    size = get_int(spec, "size", 32, 8, 512)
+    steps = get_int(spec, "steps", None, 1, 10_000_000)
+    minutes = get_float(spec, "minutes", None, 0.0, 7 * 24 * 60, open_lo=True)
+    if steps is None and minutes is None:
+        raise BadRequest("give a budget: steps, minutes or both (the first reached stops)")
+    argv = ["train", "--data", data, "--model", model, "--size", str(size), "--out", str(root / name)]
+    if steps is not None:
+        argv += ["--steps", str(steps)]
+    if minutes is not None:
+        argv += ["--minutes", repr(minutes)]
+    for key, flag, lo, hi in INT_FLAGS:
+        value = get_int(spec, key, None, lo, hi)
+        if value is not None:
+            argv += [flag, str(value)]
+    channels = get_int(spec, "base_channels", None, 4, 512)
+    if channels is not None:
+        argv.append(f"--model.base_channels={channels}")
+    return name, argv
+
+
+INT_FLAGS = [
+    ("batch_size", "--batch-size", 1, 4096),
+    ("seed", "--seed", 0, 2**31 - 1),
+    ("log_every", "--log-every", 1, 1_000_000),
+    ("sample_every", "--sample-every", 0, 1_000_000),
+    ("builtin_count", "--builtin-count", 8, 100_000),
+]
+TRAIN_FIELDS = {
+    "out",
+    "model",
+    "data",
+    "size",
+    "steps",
+    "minutes",
+    "base_channels",
+    *(k for k, *_ in INT_FLAGS),
+}
+
+
+class JobManager:
+    """Starts, stops and remembers the studio's training processes."""
+
+    def __init__(self, root: Path, python: str = sys.executable):
+        self.root = root
+        self.python = python
+        self.state_dir = root / STATE_DIR
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+        self.jobs: dict[str, Job] = self._load()
+
+    # -- persistence ----------------------------------------------------------------------
+    def _load(self) -> dict[str, Job]:
+        try:
+            rows = json.loads((self.state_dir / "jobs.json").read_text())
+            names = {f.name for f in dataclasses.fields(Job)}
+            return {r["id"]: Job(**{k: v for k, v in r.items() if k in names}) for r in rows}
+        except (OSError, ValueError, TypeError, KeyError):
+            return {}
+
+    def _save(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_dir / f"jobs.json.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps([dataclasses.asdict(j) for j in self.jobs.values()], indent=1))
+        os.replace(tmp, self.state_dir / "jobs.json")
+
+    # -- life cycle -----------------------------------------------------------------------
+    def start(self, spec: dict[str, Any]) -> Job:
+        from ..models import list_models
+
+        with self._lock:
+            self._refresh()
+            name, argv = train_argv(spec, self.root, list_models())
+            if any(j.run == name and j.status == "running" for j in self.jobs.values()):
+                raise Conflict(f"a job is already training {name!r}")
+            job_id = uuid.uuid4().hex[:10]
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            log_rel = f"{STATE_DIR}/job-{job_id}.log"
+            full = [self.python, "-m", "artforge", "-q", *argv]
+            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            with open(self.root / log_rel, "wb") as log_file:
+                proc = subprocess.Popen(
+                    full,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    env=env,
+                )
+            self._procs[job_id] = proc
+            job = Job(job_id, name, full, proc.pid, log_rel, time.time(), spec=dict(spec))
+            self.jobs[job_id] = job
+            self._save()
+            return job
+
+    def stop(self, job_id: str) -> Job:
+        """SIGINT: the trainer checkpoints and exits (continue later with --resume)."""
+        with self._lock:
+            self._refresh()
+            job = self.jobs.get(job_id)
+            if job is None:
+                raise NotFound(f"no job {job_id!r}")
+            if job.status == "running":
+                job.stop_requested = True
+                with contextlib.suppress(ProcessLookupError):  # it has just ended
+                    os.kill(job.pid, signal.SIGINT)
+                self._save()
+            return job
+
+    def list(self) -> list[dict[str, Any]]:
+        with self._lock:
+            self._refresh()
+            return [self.describe(j) for j in sorted(self.jobs.values(), key=lambda j: -j.started)]
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        with self._lock:
+            self._refresh()
+            if job_id not in self.jobs:
+                raise NotFound(f"no job {job_id!r}")
+            return self.describe(self.jobs[job_id])
+
+    def run_states(self) -> dict[str, str]:
+        """The status of the latest job of each run started from the studio."""
+        with self._lock:
+            self._refresh()
+            return {j.run: j.status for j in sorted(self.jobs.values(), key=lambda j: j.started)}
+
+    def describe(self, job: Job) -> dict[str, Any]:
+        d = dataclasses.asdict(job)
+        d["log_tail"] = self._tail(job)
+        return d
+
+    def _tail(self, job: Job) -> str:
+        try:
+            with open(self.root / job.log, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - LOG_TAIL))
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def _refresh(self) -> None:
+        """Update running jobs: reap our children; check others (from a previous studio) by pid."""
+        changed = False
+        for job in self.jobs.values():
+            if job.status != "running":
+                continue
+            proc = self._procs.get(job.id)
+            if proc is not None:
+                rc = proc.poll()
+                if rc is None:
+                    continue
+                self._procs.pop(job.id)
+            elif _alive(job.pid, job.argv):
+                continue
+            else:
+                rc = None  # not our child: its exit status is unknown
+            job.returncode, job.ended, changed = rc, time.time(), True
+            if job.stop_requested:
+                job.status = "stopped"
+            elif rc is None:  # ended while no studio watched: judge by what it left
+                job.status = "finished" if self._budget_spent(job.run) else "lost"
+            else:
+                job.status = "finished" if rc == 0 else "failed"
+        if changed:
+            self._save()
+
+    def _budget_spent(self, run: str) -> bool:
+        from . import gallery
+
+        path = self.root / run
+        rows = [r for r in gallery.read_rows(path / "metrics.jsonl") if "img_per_s" in r]
+        cfg = gallery.read_json(path / "config.json")
+        done = (gallery.progress(cfg, rows[-1]) or 0) >= 1 if rows and isinstance(cfg, dict) else False
+        return done and (path / "model.safetensors").is_file()
+
+    def shutdown(self) -> list[Job]:
+        """The jobs still running when the studio stops (they keep running; see the module doc)."""
+        with self._lock:
+            self._refresh()
+            return [j for j in self.jobs.values() if j.status == "running"]
+
+
+def _alive(pid: int, argv: list[str]) -> bool:
+    """Is ``pid`` still the process we started (same command line)?"""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        try:
+            os.kill(pid, 0)  # no /proc (not Linux): trust the pid
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    return [c.decode("utf-8", "replace") for c in cmdline if c] == argv

@@ -1,0 +1,486 @@
+"use strict";
+// The studio page: a hash router over four views (gallery, a run's live view, create, train).
+// Everything comes from the studio's own /api and /files; nothing is loaded from elsewhere.
+// Text from runs is always set as textContent, never as HTML.
+
+const $ = (sel, root = document) => root.querySelector(sel);
+
+// h("div", {class: "x", onclick: fn}, child, "text", ...) -> element
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "class") el.className = v;
+    else if (k === "dataset") Object.assign(el.dataset, v);
+    else if (v === true) el.setAttribute(k, "");
+    else el.setAttribute(k, v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+// el.replaceChildren, skipping null/false (optional parts of a view)
+function fill(el, ...children) {
+  el.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+}
+
+// fetch JSON from the studio; a non-2xx answer throws its {"error"} message
+async function api(path, body) {
+  const opts = body === undefined ? {} : {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  };
+  const res = await fetch(path, opts);
+  let data = null;
+  try { data = await res.json(); } catch { /* not JSON */ }
+  if (!res.ok) {
+    const err = new Error((data && data.error) || `${res.status} ${res.statusText}`);
+    err.status = res.status;
+    throw err;
+  }
+  return data;
+}
+
+function toast(message, kind = "error") {
+  const t = $("#toast");
+  t.textContent = message;
+  t.className = kind;
+  t.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => (t.hidden = true), kind === "error" ? 8000 : 3000);
+}
+
+const state = { info: null, runs: [], timers: [], view: null };
+
+function every(ms, fn) {
+  const id = setInterval(fn, ms);
+  state.timers.push(id);
+  return id;
+}
+
+function clearTimers() {
+  state.timers.forEach(clearInterval);
+  state.timers = [];
+}
+
+const runPath = (id) => id.split("/").map(encodeURIComponent).join("/");
+const runHref = (id) => "#/run/" + runPath(id);
+const fmtNum = (v, p = 3) => (typeof v === "number" ? +v.toPrecision(p) + "" : "–");
+const pct = (p) => (typeof p === "number" ? Math.round(p * 100) + "%" : "");
+
+function statusBadge(run) {
+  const text = run.status === "training" && run.progress != null ? `training ${pct(run.progress)}` : run.status;
+  return h("span", { class: `badge ${run.status}` }, text);
+}
+
+function lossLine(last) {
+  if (!last) return "";
+  return Object.entries(last)
+    .filter(([k, v]) => k.endsWith("/loss") && typeof v === "number")
+    .map(([k, v]) => `${k} ${fmtNum(v)}`)
+    .join(" · ");
+}
+
+function img(url, alt, cls = "pix") {
+  return h("img", { src: url, alt, class: cls });
+}
+
+// -- router -------------------------------------------------------------------------------
+
+function parseHash() {
+  const [path, query] = location.hash.replace(/^#\/?/, "").split("?");
+  const parts = path.split("/").map(decodeURIComponent);
+  return { page: parts[0] || "gallery", rest: parts.slice(1), query: new URLSearchParams(query || "") };
+}
+
+async function route() {
+  clearTimers();
+  const { page, rest, query } = parseHash();
+  document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.nav === page));
+  const view = $("#view");
+  view.dataset.view = page;
+  try {
+    if (page === "run") await runView(view, rest.join("/"));
+    else if (page === "create") await createView(view, rest[0] || "generate", query.get("run"));
+    else if (page === "train") await trainView(view);
+    else await galleryView(view);
+  } catch (e) {
+    fill(view, h("p", { class: "error" }, e.message));
+  }
+}
+
+// -- gallery ------------------------------------------------------------------------------
+
+async function galleryView(view) {
+  const grid = h("div", { class: "cards", id: "gallery" });
+  fill(view, 
+    h("div", { class: "title-row" }, h("h1", {}, "Gallery"), h("span", { class: "muted", id: "run-count" })),
+    grid,
+  );
+  const refresh = async () => {
+    const { runs } = await api("/api/runs");
+    state.runs = runs;
+    $("#run-count").textContent = `${runs.length} run${runs.length === 1 ? "" : "s"}`;
+    if (!runs.length) {
+      grid.replaceChildren(h("p", { class: "muted" }, "No runs here yet. Start one on the ",
+        h("a", { href: "#/train" }, "Train"), " page, or with artforge train --out RUNS_DIR/NAME."));
+      return;
+    }
+    grid.replaceChildren(...runs.map(card));
+  };
+  await refresh();
+  every(5000, () => refresh().catch(() => {}));
+}
+
+function card(run) {
+  const sample = run.latest_sample;
+  const lossPlot = run.plots.find((p) => p.name === "losses");
+  const ev = run.evals[0];
+  return h("a", { class: "card", href: runHref(run.id), dataset: { run: run.id } },
+    sample ? img(sample.url, `latest samples of ${run.name}`, "pix grid-img")
+      : h("div", { class: "placeholder" }, "no sample grid yet"),
+    h("div", { class: "card-body" },
+      h("div", { class: "card-title" }, h("strong", {}, run.id), statusBadge(run)),
+      h("div", { class: "muted" }, `${run.family} · ${run.size[0]}×${run.size[1]} · ${run.data ?? "?"}`),
+      run.last ? h("div", { class: "small" }, `step ${run.last.step}`, sample ? ` · grid at ${sample.step}` : "") : null,
+      h("div", { class: "small" }, lossLine(run.last)),
+      ev ? h("div", { class: "small evals" },
+        `FID ${fmtNum(ev.fid)} · precision ${fmtNum(ev.precision, 2)} · recall ${fmtNum(ev.recall, 2)} · copy rate ${fmtNum(ev.copy_rate, 2)}`) : null,
+      lossPlot ? img(lossPlot.url, `loss plot of ${run.name}`, "plot-thumb") : null,
+      run.error ? h("div", { class: "error" }, run.error) : null,
+    ),
+  );
+}
+
+// -- a run: live training and everything in its folder -------------------------------------
+
+async function runView(view, id) {
+  let run;
+  try {
+    run = await api("/api/runs/" + runPath(id));
+  } catch (e) {
+    const jobs = e.status === 404 ? (await api("/api/jobs")).jobs : [];
+    if (!jobs.some((j) => j.run === id && j.status === "running")) throw e;
+    // a job just started: its folder appears once training has loaded the data
+    fill(view, h("h1", {}, id), h("p", { class: "muted", id: "live-waiting" }, "Starting… the run's folder appears once the data is loaded."));
+    every(1000, async () => {
+      try { await api("/api/runs/" + runPath(id)); route(); } catch { /* not yet */ }
+    });
+    return;
+  }
+  const progressBar = h("progress", { max: 1, value: run.progress ?? 0, id: "live-progress" });
+  const chart = h("div", { class: "chart", id: "live-chart" });
+  const gridImg = h("img", { class: "pix big", id: "live-grid", alt: "newest sample grid" });
+  const gridCaption = h("figcaption", { id: "live-grid-step" });
+  const stats = h("div", { id: "live-stats", class: "stats" });
+  const badge = h("span", { id: "live-status" });
+  const plots = h("div", { class: "plots", id: "run-plots" });
+  fill(view, 
+    h("div", { class: "title-row" },
+      h("h1", {}, run.id), badge,
+      h("span", { class: "spacer" }),
+      run.has_model ? h("a", { class: "button", href: `#/create/generate?run=${encodeURIComponent(run.id)}` }, "Generate") : null,
+      run.has_model ? h("a", { class: "button", href: `#/create/interpolate?run=${encodeURIComponent(run.id)}` }, "Interpolate") : null,
+      run.has_model ? h("a", { class: "button", href: `#/create/novelty?run=${encodeURIComponent(run.id)}` }, "Novelty") : null,
+    ),
+    h("div", { class: "muted" }, `${run.family} · ${run.size[0]}×${run.size[1]} · data ${run.data ?? "?"} · budget `
+      + Object.entries(run.budget).filter(([, v]) => v != null).map(([k, v]) => `${v} ${k}`).join(", ")),
+    h("div", { class: "progress-row" }, progressBar, stats),
+    h("div", { class: "live" },
+      h("section", {}, h("h2", {}, "Losses"), chart),
+      h("section", {}, h("h2", {}, "Newest samples"), h("figure", {}, gridImg, gridCaption)),
+    ),
+    h("h2", {}, "Plots"), plots,
+    run.evals.length ? h("section", {}, h("h2", {}, "Evaluation"), evalTable(run.evals)) : null,
+    run.data_report ? h("section", {}, h("h2", {}, "Data"),
+      h("p", {}, `${run.data_report.n_images ?? "?"} images from ${run.data_report.root ?? "?"}; `
+        + `${run.data_report.skipped ?? 0} skipped`)) : null,
+    h("details", {}, h("summary", {}, "config.json"), h("pre", { class: "config" }, JSON.stringify(run.config, null, 2))),
+    run.samples.length > 1 ? h("details", {}, h("summary", {}, `All ${run.samples.length} sample grids`),
+      h("div", { class: "strip" }, run.samples.map((s) => h("figure", {}, img(s.url, s.name, "pix thumb"), h("figcaption", {}, s.name))))) : null,
+  );
+
+  let rows = [];
+  let since = 0;
+  const update = (live) => {
+    rows = live.reset ? live.rows : rows.concat(live.rows);
+    since = live.total_rows;
+    Chart.render(chart, rows);
+    badge.replaceChildren(statusBadge(live));
+    progressBar.value = live.progress ?? 0;
+    const l = live.last;
+    stats.textContent = l
+      ? `step ${l.step} · ${l.images?.toLocaleString() ?? "?"} images · epoch ${fmtNum(l.epoch)} · ${fmtNum(l.img_per_s)} img/s · ${fmtNum(l.elapsed / 60, 2)} min`
+      : "waiting for the first log line…";
+    if (live.latest_sample) {
+      if (gridImg.getAttribute("src") !== live.latest_sample.url) gridImg.src = live.latest_sample.url;
+      gridCaption.textContent = `step ${live.latest_sample.step}`;
+    } else {
+      gridCaption.textContent = "no grid yet (one every sample_every steps and at the end)";
+    }
+    if (live.plots.length) {
+      plots.replaceChildren(...live.plots.map((p) => h("figure", {}, img(p.url, p.name, "plot"), h("figcaption", {}, p.name))));
+    } else {
+      plots.replaceChildren(h("p", { class: "muted" }, "plots/ is written at each checkpoint and at the end"));
+    }
+    return live.status;
+  };
+  const poll = async () => {
+    const live = await api(`/api/live/${runPath(id)}?since=${since}`);
+    return update(live);
+  };
+  let status = await poll();
+  // fast while training, slow otherwise (a run started from a terminal is picked up too)
+  let timer = null;
+  const schedule = () => {
+    if (timer) clearInterval(timer);
+    timer = every(status === "training" ? 1500 : 5000, async () => {
+      try {
+        const s = await poll();
+        if ((s === "training") !== (status === "training")) { status = s; schedule(); }
+      } catch (e) { /* the next poll retries */ }
+    });
+  };
+  schedule();
+}
+
+function evalTable(evals) {
+  const keys = ["fid", "kid", "precision", "recall", "diversity", "copy_rate", "n_fake", "n_real", "seed"];
+  return h("table", { class: "evals" },
+    h("tr", {}, h("th", {}, "file"), keys.map((k) => h("th", {}, k))),
+    evals.map((e) => h("tr", {}, h("td", {}, e.file), keys.map((k) => h("td", {}, fmtNum(e[k], 4))))));
+}
+
+// -- create: generate, interpolate, novelty -----------------------------------------------
+
+const OPTION_FIELDS = {
+  truncation: { label: "truncation", value: 1.0, step: 0.05, min: 0.05, max: 2, help: "GAN: below 1 is safer, above is wilder" },
+  temperature: { label: "temperature", value: 1.0, step: 0.05, min: 0.05, max: 2, help: "VAE: scales the prior samples" },
+  steps: { label: "DDIM steps", value: 25, step: 1, min: 1, max: 250, help: "diffusion: more is slower and finer" },
+  guidance: { label: "guidance", value: 3, step: 0.5, min: 0, max: 30, help: "text diffusion: how hard to follow the prompt" },
+};
+
+function field(label, input, help) {
+  return h("label", { class: "field" }, h("span", {}, label), input, help ? h("small", { class: "muted" }, help) : null);
+}
+
+function num(name, value, min, max, step = 1) {
+  return h("input", { type: "number", name, value, min, max, step, required: true });
+}
+
+function optionInputs(run) {
+  return run.sample_options.map((k) => {
+    const f = OPTION_FIELDS[k];
+    return f ? field(f.label, num(k, f.value, f.min, f.max, f.step), f.help) : null;
+  });
+}
+
+// The prompt only exists for runs trained on captions (--text-encoder); others say why not.
+function promptInput(run) {
+  if (run.conditioning === "text") return field("prompt", h("input", { name: "prompt", maxlength: 500 }));
+  return field("prompt", h("input", { name: "prompt", disabled: true, placeholder: "not text-conditioned" }),
+    `this run was trained without captions, so it takes no prompt`);
+}
+
+function readForm(form) {
+  const out = {};
+  for (const el of form.elements) {
+    if (!el.name || el.disabled) continue;
+    if (el.type === "checkbox") out[el.name] = el.checked;
+    else if (el.type === "radio") { if (el.checked) out[el.name] = el.value; }
+    else if (el.type === "number") { if (el.value !== "") out[el.name] = Number(el.value); }
+    else if (el.value !== "") out[el.name] = el.value;
+  }
+  return out;
+}
+
+async function busy(button, work) {
+  const label = button.textContent;
+  button.disabled = true;
+  button.textContent = "Working…";
+  try { return await work(); }
+  catch (e) { toast(e.message); return null; }
+  finally { button.disabled = false; button.textContent = label; }
+}
+
+async function createView(view, tab, runId) {
+  const { runs } = await api("/api/runs");
+  const usable = runs.filter((r) => r.has_model);
+  if (!usable.length) {
+    fill(view, h("h1", {}, "Create"), h("p", { class: "muted" }, "No run has saved weights yet."));
+    return;
+  }
+  const run = usable.find((r) => r.id === runId) || usable[0];
+  const go = (t, id) => (location.hash = `#/create/${t}?run=${encodeURIComponent(id)}`);
+  const select = h("select", { id: "create-run", onchange: (e) => go(tab, e.target.value) },
+    usable.map((r) => h("option", { value: r.id, selected: r.id === run.id }, `${r.id} (${r.family} ${r.size[0]}×${r.size[1]})`)));
+  const tabs = h("div", { class: "tabs" }, ["generate", "interpolate", "novelty"].map((t) =>
+    h("a", { href: `#/create/${t}?run=${encodeURIComponent(run.id)}`, class: t === tab ? "active" : "", id: `tab-${t}` }, t[0].toUpperCase() + t.slice(1))));
+  const panel = h("div", { class: "panel" });
+  fill(view, 
+    h("div", { class: "title-row" }, h("h1", {}, "Create"), field("run", select)),
+    tabs, panel,
+  );
+  if (tab === "interpolate") interpolatePanel(panel, run);
+  else if (tab === "novelty") noveltyPanel(panel, run);
+  else generatePanel(panel, run);
+}
+
+function generatePanel(panel, run) {
+  const limits = state.info.limits;
+  const results = h("div", { id: "gen-results" });
+  const form = h("form", { id: "gen-form", class: "form" },
+    h("fieldset", { class: "modes" },
+      h("label", {}, h("input", { type: "radio", name: "mode", value: "seed", checked: true }), " n images from one seed"),
+      h("label", {}, h("input", { type: "radio", name: "mode", value: "seeds" }), " one image per seed")),
+    field("seed", num("seed", 7, 0, 2147483647)),
+    field("count", num("n", 16, 1, limits.count), `1 to ${limits.count}`),
+    field("seeds", h("input", { name: "seeds", value: "0-7", disabled: true }), "e.g. 1,2,5-8 (reproducible one by one)"),
+    optionInputs(run), promptInput(run),
+    h("button", { type: "submit", id: "gen-button" }, "Generate"),
+  );
+  form.addEventListener("change", () => {
+    const perSeed = readForm(form).mode === "seeds";
+    form.elements.seeds.disabled = !perSeed;
+    form.elements.seed.disabled = perSeed;
+    form.elements.n.disabled = perSeed;
+  });
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const body = readForm(form);
+    delete body.mode;
+    const out = await busy(form.querySelector("button"), () => api("/api/generate", { run: run.id, ...body }));
+    if (!out) return;
+    fill(results, 
+      h("div", { class: "title-row" }, h("h2", {}, `${out.images.length} images`),
+        h("a", { class: "button", href: out.zip, download: `${run.name}-images.zip`, id: "gen-zip" }, "Download all (.zip)"),
+        h("a", { class: "button", href: out.grid, download: `${run.name}-grid.png` }, "Grid PNG")),
+      h("div", { class: "gallery-images" }, out.images.map((url) => {
+        const name = decodeURIComponent(url.split("/").pop());
+        return h("figure", {}, h("a", { href: url, download: name }, img(url, name, "pix gen")), h("figcaption", {}, name));
+      })),
+      h("p", { class: "muted small" }, `saved in ${out.folder}`),
+    );
+  });
+  panel.replaceChildren(form, results);
+}
+
+function interpolatePanel(panel, run) {
+  const limits = state.info.limits;
+  const result = h("div", { id: "interp-result" });
+  const form = h("form", { id: "interp-form", class: "form" },
+    field("seeds", h("input", { name: "seeds", value: "1,2,3", required: true }), "key frames, 2 to 16 seeds"),
+    field("frames", num("frames", 30, 2, limits.frames), `2 to ${limits.frames}`),
+    field("fps", num("fps", 12, 1, 50)),
+    h("label", { class: "field check" }, h("input", { type: "checkbox", name: "loop", checked: true }), h("span", {}, "loop back to the first seed")),
+    optionInputs(run), promptInput(run),
+    h("button", { type: "submit" }, "Interpolate"),
+  );
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const out = await busy(form.querySelector("button"), () => api("/api/interpolate", { run: run.id, ...readForm(form) }));
+    if (!out) return;
+    fill(result, 
+      h("figure", {}, img(out.gif, "interpolation", "pix gif"), h("figcaption", {}, `${out.frames} frames`)),
+      h("a", { class: "button", href: out.gif, download: `${run.name}-walk.gif` }, "Download GIF"),
+    );
+  });
+  panel.replaceChildren(form, result);
+}
+
+function noveltyPanel(panel, run) {
+  const limits = state.info.limits;
+  const result = h("div", { id: "novelty-result" });
+  const form = h("form", { id: "novelty-form", class: "form" },
+    field("seeds", h("input", { name: "seeds", value: "0-3", required: true }), `1 to ${limits.novelty} images, one per seed`),
+    field("neighbours", num("k", 3, 1, limits.neighbours), "nearest training images shown"),
+    optionInputs(run), promptInput(run),
+    h("button", { type: "submit" }, "Compare with training data"),
+  );
+  const note = h("p", { class: "muted small" },
+    "Distances are in the Inception feature space of artforge eval. The ratio divides by the copy threshold: the median " +
+    "distance between a training image and its nearest other training image. Below 1 (red) the image is closer to a " +
+    "training image than training images are to each other: it may be a copy. The first comparison with a data set " +
+    "computes features of every training image (about 12 images/s on a CPU; cached afterwards).");
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const out = await busy(form.querySelector("button"), () => api("/api/novelty", { run: run.id, ...readForm(form) }));
+    if (!out) return;
+    fill(result, 
+      h("p", {}, `${out.n_train} training images from ${out.data}; copy threshold ${out.threshold}`),
+      h("table", { class: "novelty" },
+        h("tr", {}, h("th", {}, "generated"), h("th", {}, "nearest training images (distance, ratio)")),
+        out.rows.map((r) => h("tr", { class: r.copy ? "copy" : "" },
+          h("td", {}, h("figure", {}, img(r.image, `seed ${r.seed}`, "pix nov"),
+            h("figcaption", {}, `seed ${r.seed} · `, h("b", { class: "ratio" }, `${r.ratio}`), r.copy ? " · copy?" : ""))),
+          h("td", { class: "neighbours" }, r.neighbours.map((n) => h("figure", {}, img(n.image, n.source, "pix nov"),
+            h("figcaption", { title: n.source }, `${n.distance} (${n.ratio})`))))))),
+    );
+  });
+  panel.replaceChildren(form, note, result);
+}
+
+// -- train: start and stop runs -----------------------------------------------------------
+
+async function trainView(view) {
+  const models = state.info.models;
+  const jobs = h("div", { id: "job-list" });
+  const form = h("form", { id: "train-form", class: "form" },
+    field("run name", h("input", { name: "out", required: true, pattern: "[A-Za-z0-9_][A-Za-z0-9._\\-]{0,63}", value: `run-${new Date().toISOString().slice(0, 16).replace(/[-:T]/g, "")}` }), "a new folder in the studio's folder"),
+    field("data", h("input", { name: "data", value: "builtin", required: true }), "image folder, .zip, or builtin[:NAME]"),
+    field("model", h("select", { name: "model" }, models.map((m) => h("option", { value: m, selected: m === "gan" }, m)))),
+    field("size", num("size", 32, 8, 512), "pixels (square)"),
+    field("steps", h("input", { type: "number", name: "steps", value: 500, min: 1 }), "budget in steps; blank for none"),
+    field("minutes", h("input", { type: "number", name: "minutes", min: 0, step: "any" }), "wall-clock budget; the first reached stops"),
+    field("batch size", num("batch_size", 32, 1, 4096)),
+    h("details", {}, h("summary", {}, "more"),
+      field("base channels", h("input", { type: "number", name: "base_channels", min: 4, max: 512 }), "model width (blank: the family's default)"),
+      field("seed", h("input", { type: "number", name: "seed", min: 0 })),
+      field("log every", h("input", { type: "number", name: "log_every", min: 1, value: 10 }), "steps between loss lines"),
+      field("sample every", h("input", { type: "number", name: "sample_every", min: 0, value: 100 }), "steps between sample grids"),
+      field("built-in images", h("input", { type: "number", name: "builtin_count", min: 8 }), "for builtin data (default 2000)")),
+    h("button", { type: "submit", id: "train-button" }, "Start training"),
+  );
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const job = await busy(form.querySelector("button"), () => api("/api/jobs", readForm(form)));
+    if (job) { toast(`started ${job.run}`, "ok"); await refresh(); }
+  });
+  fill(view, h("h1", {}, "Train"), h("div", { class: "train" }, form, h("section", {}, h("h2", {}, "Jobs"), jobs)));
+  const refresh = async () => {
+    const { jobs: list } = await api("/api/jobs");
+    if (!list.length) { jobs.replaceChildren(h("p", { class: "muted" }, "No training started from the studio yet.")); return; }
+    jobs.replaceChildren(...list.map((j) => h("div", { class: `job ${j.status}`, dataset: { job: j.id, run: j.run, status: j.status } },
+      h("div", { class: "title-row" }, h("strong", {}, j.run), h("span", { class: `badge ${j.status}` }, j.status),
+        h("span", { class: "spacer" }),
+        h("a", { class: "button", href: runHref(j.run) }, "Live view"),
+        j.status === "running" ? h("button", { class: "stop", onclick: async (e) => {
+          await busy(e.target, () => api(`/api/jobs/${j.id}/stop`, {}));
+          await refresh();
+        } }, "Stop") : null),
+      h("div", { class: "muted small" }, `started ${new Date(j.started * 1000).toLocaleTimeString()}`,
+        j.returncode != null ? ` · exit ${j.returncode}` : ""),
+      j.log_tail ? h("pre", { class: "log" }, j.log_tail.split("\n").slice(-8).join("\n")) : null)));
+  };
+  await refresh();
+  every(2000, () => refresh().catch(() => {}));
+}
+
+// -- start --------------------------------------------------------------------------------
+
+async function start() {
+  try {
+    state.info = await api("/api/info");
+    $("#runs-dir").textContent = state.info.runs_dir;
+  } catch (e) {
+    $("#view").replaceChildren(h("p", { class: "error" }, `cannot reach the studio: ${e.message}`));
+    return;
+  }
+  window.addEventListener("hashchange", route);
+  await route();
+}
+
+start();

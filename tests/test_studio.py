@@ -1,0 +1,139 @@
+"""The studio page in a real headless Chromium against the real server and real runs.
+
+The gallery shows every run, generating shows the new images, the interpolation GIF and
+the novelty view appear, and a training run started from the page is watched live (its chart
+gains points, its newest grid appears), survives a reload of the page, and is stopped.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+# every image matching a selector is decoded (an image that failed to load has naturalWidth 0)
+ALL_LOADED = "sel => [...document.querySelectorAll(sel)].every(i => i.complete && i.naturalWidth > 0)"
+
+
+def loaded(page, selector: str) -> int:
+    """How many images matching ``selector`` the browser has actually decoded."""
+    return page.eval_on_selector_all(
+        selector, "els => els.filter(e => e.complete && e.naturalWidth > 0).length"
+    )
+
+
+def test_gallery_shows_every_run(page, server, runs_dir):
+    page.goto(server.url)
+    page.wait_for_selector("#gallery .card")
+    ids = page.eval_on_selector_all("#gallery .card", "els => els.map(e => e.dataset.run)")
+    assert {"folder", "gan", "nested/vae"} <= set(ids)
+    gan = page.locator('#gallery .card[data-run="gan"]')
+    assert "gan · 16×16 · builtin" in gan.inner_text() and "finished" in gan.inner_text()
+    page.wait_for_function(ALL_LOADED, arg="#gallery .card img")
+    assert loaded(page, '#gallery .card[data-run="gan"] img') == 2  # the grid and the loss plot
+    # the run's page: its chart drawn from metrics.jsonl, config, plots
+    gan.click()
+    page.wait_for_selector("#live-chart canvas")
+    assert page.get_attribute("#live-chart", "data-points") == str(6 * 5)  # 6 rows x (3 D + 2 G)
+    assert page.inner_text("#live-grid-step") == "step 30"
+    assert page.eval_on_selector("#live-chart canvas", "c => c.width > 0 && c.height > 0")
+
+
+def test_generate_shows_new_images(page, server):
+    page.goto(server.url + "#/create/generate?run=gan")
+    page.wait_for_selector("#gen-form")
+    page.fill("#gen-form input[name=n]", "6")
+    page.fill("#gen-form input[name=truncation]", "0.7")
+    page.click("#gen-button")
+    page.wait_for_function("() => document.querySelectorAll('#gen-results img.gen').length === 6")
+    page.wait_for_function(ALL_LOADED, arg="#gen-results img.gen")
+    assert (
+        page.eval_on_selector_all("#gen-results img.gen", "els => els.map(e => e.naturalWidth)") == [16] * 6
+    )
+    assert page.get_attribute("#gen-zip", "href").endswith("/images.zip")
+    # per-seed mode, and a refusal shown as a message rather than a broken page
+    page.check("#gen-form input[value=seeds]")
+    page.fill("#gen-form input[name=seeds]", "0-999999")
+    page.click("#gen-button")
+    page.wait_for_selector("#toast:not([hidden])")
+    assert "at most 64 seeds" in page.inner_text("#toast")
+
+
+def test_interpolation_gif_appears(page, server):
+    page.goto(server.url + "#/create/interpolate?run=nested/vae")
+    page.wait_for_selector("#interp-form")
+    page.fill("#interp-form input[name=frames]", "8")
+    page.click("#interp-form button[type=submit]")
+    page.wait_for_selector("#interp-result img.gif")
+    page.wait_for_function("() => document.querySelector('#interp-result img.gif').naturalWidth === 16")
+    assert "8 frames" in page.inner_text("#interp-result")
+
+
+def test_novelty_view(page, server, network):
+    page.goto(server.url + "#/create/novelty?run=gan")
+    page.wait_for_selector("#novelty-form")
+    page.fill("#novelty-form input[name=seeds]", "0-2")
+    page.click("#novelty-form button[type=submit]")
+    page.wait_for_selector("#novelty-result table.novelty", timeout=120_000)
+    assert page.locator("#novelty-result table.novelty tr").count() == 1 + 3
+    page.wait_for_function(ALL_LOADED, arg="#novelty-result img")
+    assert loaded(page, "#novelty-result img") == 3 * (1 + 3)
+    assert "copy threshold" in page.inner_text("#novelty-result")
+
+
+def test_novelty_view_explains_missing_data(page, server):
+    page.goto(server.url + "#/create/novelty?run=folder")
+    page.click("#novelty-form button[type=submit]")
+    page.wait_for_selector("#toast:not([hidden])")
+    assert "not there any more" in page.inner_text("#toast")
+
+
+def test_live_training_started_from_the_page(page, server, runs_dir):
+    page.goto(server.url + "#/train")
+    page.wait_for_selector("#train-form")
+    form = "#train-form "
+    page.fill(form + "input[name=out]", "browser-run")
+    page.fill(form + "input[name=size]", "16")
+    page.fill(form + "input[name=steps]", "100000")
+    page.fill(form + "input[name=batch_size]", "16")
+    page.click(form + "details summary")
+    page.fill(form + "input[name=base_channels]", "8")
+    page.fill(form + "input[name=log_every]", "2")
+    page.fill(form + "input[name=sample_every]", "10")
+    page.fill(form + "input[name=builtin_count]", "32")
+    page.click("#train-button")
+    job = page.locator('#job-list .job[data-run="browser-run"]')
+    job.wait_for()
+    assert job.get_attribute("data-status") == "running"
+
+    page.reload()  # the page forgets nothing: the job comes back from the server
+    job.wait_for()
+    assert job.get_attribute("data-status") == "running"
+
+    job.locator("a", has_text="Live view").click()
+    page.wait_for_function(
+        "() => +(document.querySelector('#live-chart')?.dataset.points || 0) > 0", timeout=90_000
+    )
+    first = int(page.get_attribute("#live-chart", "data-points"))
+    page.wait_for_function(
+        f"() => +document.querySelector('#live-chart').dataset.points > {first}", timeout=60_000
+    )
+    page.wait_for_function("() => document.querySelector('#live-grid').naturalWidth > 0", timeout=60_000)
+    assert "training" in page.inner_text("#live-status")
+    assert page.inner_text("#live-stats").startswith("step ")
+    before = page.inner_text("#live-stats")
+    page.wait_for_function(  # updating without a reload
+        "before => document.querySelector('#live-stats').innerText !== before", arg=before, timeout=60_000
+    )
+
+    page.goto(server.url + "#/train")
+    job.wait_for()
+    job.locator("button.stop").click()
+    page.wait_for_selector('#job-list .job[data-run="browser-run"][data-status="stopped"]', timeout=60_000)
+    assert (runs_dir / "browser-run" / "state" / "trainer.pt").is_file()
+
+
+@pytest.mark.parametrize("view", ["#/gallery", "#/train", "#/create/generate", "#/run/nope"])
+def test_every_view_renders_without_errors(page, server, view):
+    page.goto(server.url + view)
+    page.wait_for_function("() => !document.querySelector('#view').innerText.includes('Loading')")
+    if view == "#/run/nope":
+        assert "no run 'nope'" in page.inner_text("#view")

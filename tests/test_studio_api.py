@@ -1,0 +1,466 @@
+"""The studio's HTTP API against the real server (a subprocess) on real run folders.
+
+Every endpoint, the path-safety rules (traversal, encodings, symlinks), the bounds on numbers,
+malformed requests, the generation queue under 50 concurrent requests, and training jobs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import artforge
+from artforge.studio.jobs import JobManager
+from artforge.studio.worker import Busy, Lane
+from studio_support import Server, start_server, stop_server
+
+
+def png(server: Server, url: str) -> np.ndarray:
+    status, body, headers = server.request("GET", url)
+    assert status == 200 and headers["content-type"] == "image/png", (url, status)
+    return np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+
+
+# -- the gallery ----------------------------------------------------------------------------
+
+
+def test_runs_lists_every_run_with_its_files(server):
+    runs = {r["id"]: r for r in server.get("/api/runs")["runs"]}
+    # (runs that other tests train from the page may be there too; .studio/ never is)
+    assert {"gan", "nested/vae", "folder"} <= set(runs) and not any(r.startswith(".") for r in runs)
+    gan = runs["gan"]
+    assert gan["family"] == "gan" and gan["size"] == [16, 16] and gan["status"] == "finished"
+    assert gan["progress"] == 1.0 and gan["last"]["step"] == 30 and gan["has_model"]
+    assert gan["latest_sample"]["step"] == 30 and gan["sample_options"] == ["truncation"]
+    assert gan["conditioning"] is None
+    assert png(server, gan["latest_sample"]["url"]).shape == (146, 146, 3)  # 8x8 images of 16 px, 2 px apart
+    assert [p["name"] for p in gan["plots"]] == ["losses"]
+    assert png(server, gan["plots"][0]["url"]).shape[2] == 3
+    assert runs["nested/vae"]["sample_options"] == ["temperature"]
+
+
+def test_run_detail_and_eval_results(server, runs_dir):
+    # an eval JSON saved in the run folder (artforge eval writes RUN/eval.json) is shown
+    result = {"fid": 123.4, "kid": 0.05, "precision": 0.5, "recall": 0.25, "copy_rate": 0.1, "n_fake": 8}
+    (runs_dir / "gan" / "eval.json").write_text(json.dumps(result))
+    d = server.get("/api/runs/gan")
+    assert d["config"]["family"] == "gan" and d["config"]["train"]["steps"] == 30
+    assert [s["name"] for s in d["samples"]] == ["step-0000015.png", "step-0000030.png"]
+    assert d["data_report"] == {"root": "builtin", "n_images": 64, "skipped": 0}
+    assert d["evals"] == [{"file": "eval.json", **result}]
+    assert server.get("/api/runs/nested/vae")["family"] == "vae"
+    status, body, _ = server.request("GET", "/api/runs/nope")
+    assert status == 404 and b"no run 'nope'" in body
+
+
+def test_live_returns_rows_incrementally(server):
+    first = server.get("/api/live/gan?since=0")
+    steps = [r["step"] for r in first["rows"]]
+    assert steps == [5, 10, 15, 20, 25, 30] and first["total_rows"] == 6 and not first["reset"]
+    assert all("D/loss" in r and "G/loss" in r for r in first["rows"])
+    assert server.get("/api/live/gan?since=6")["rows"] == []
+    assert [r["step"] for r in server.get("/api/live/gan?since=4")["rows"]] == [25, 30]
+    again = server.get("/api/live/gan?since=99")  # the file shrank (a resume truncated it): all rows
+    assert again["reset"] and len(again["rows"]) == 6
+
+
+def test_info(server):
+    info = server.get("/api/info")
+    assert info["limits"]["count"] == 64 and "gan" in info["models"]
+    assert Path(info["runs_dir"]) == server.root.resolve()
+
+
+def test_page_and_assets_are_served_locally(server):
+    status, body, _ = server.request("GET", "/")
+    assert status == 200 and b"/static/studio.js" in body
+    for asset in ("/static/studio.js", "/static/chart.js", "/static/studio.css"):
+        assert server.request("GET", asset)[0] == 200
+    # nothing is loaded from anywhere else (the studio must work offline)
+    page = (
+        body + server.request("GET", "/static/studio.js")[1] + server.request("GET", "/static/studio.css")[1]
+    )
+    assert b"http://" not in page and b"https://" not in page and b"//cdn" not in page
+
+
+# -- create ---------------------------------------------------------------------------------
+
+
+def test_generate_matches_the_python_api(server, runs_dir):
+    status, out = server.post("/api/generate", {"run": "gan", "n": 4, "seed": 3, "truncation": 0.8})
+    assert status == 200, out
+    assert len(out["images"]) == 4 and out["folder"].startswith("gan/generated/studio/")
+    got = np.stack([png(server, u) for u in out["images"]])
+    want = artforge.load(runs_dir / "gan").sample(4, seed=3, truncation=0.8)
+    want = (want * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_array_equal(got, want)  # the images `artforge sample -n 4 --seed 3` writes
+    assert png(server, out["grid"]).shape == (2 * 18 + 2, 2 * 18 + 2, 3)
+
+
+def test_generate_one_image_per_seed_and_zip(server):
+    status, out = server.post("/api/generate", {"run": "nested/vae", "seeds": "1,2,5-6", "temperature": 0.7})
+    assert status == 200, out
+    assert [u.rsplit("/", 1)[1] for u in out["images"]] == [f"seed{s:04d}.png" for s in (1, 2, 5, 6)]
+    status, body, _ = server.request("GET", out["zip"])
+    assert status == 200
+    names = zipfile.ZipFile(io.BytesIO(body)).namelist()
+    assert names == ["seed0001.png", "seed0002.png", "seed0005.png", "seed0006.png"]
+    # one image per seed: seed 5 alone gives the same picture
+    _, alone = server.post("/api/generate", {"run": "nested/vae", "seeds": [5], "temperature": 0.7})
+    np.testing.assert_array_equal(png(server, alone["images"][0]), png(server, out["images"][2]))
+
+
+def test_options_and_prompts_are_checked_per_family(server):
+    status, out = server.post("/api/generate", {"run": "gan", "n": 2, "temperature": 0.5})
+    assert status == 400 and "does not apply to gan runs" in out["error"]
+    status, out = server.post("/api/generate", {"run": "gan", "n": 2, "prompt": "a red square"})
+    assert status == 400 and "not text-conditioned" in out["error"]
+
+
+def test_text_run_takes_a_prompt(tmp_path):
+    """A run trained on captions shows a prompt box, and /api/generate draws what
+    artforge.load(run).sample(..., prompt=...) draws."""
+    from studio_support import train
+    from test_text import colour_folder
+
+    data = colour_folder(tmp_path / "colours", n_each=4)
+    root = tmp_path / "runs"
+    train(root / "text", "--data", str(data), "--text-encoder", "hash", "--steps", "4")
+    s = start_server(root, cache=tmp_path / "xdg")
+    try:
+        (run,) = s.get("/api/runs")["runs"]
+        assert run["conditioning"] == "text" and run["sample_options"] == ["truncation"]
+        body = {"run": "text", "n": 2, "seed": 4, "prompt": "blue square"}
+        status, out = s.post("/api/generate", body)
+        assert status == 200, out
+        got = np.stack([png(s, u) for u in out["images"]])
+        want = artforge.load(root / "text").sample(2, seed=4, prompt="blue square")
+        want = (want * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        np.testing.assert_array_equal(got, want)
+    finally:
+        stop_server(s)
+
+
+def test_interpolate_writes_an_animated_gif(server):
+    status, out = server.post("/api/interpolate", {"run": "gan", "seeds": "1,2,3", "frames": 6, "fps": 10})
+    assert status == 200, out
+    status, body, headers = server.request("GET", out["gif"])
+    assert status == 200 and headers["content-type"] == "image/gif"
+    gif = Image.open(io.BytesIO(body))
+    assert gif.n_frames == 6 == out["frames"] and gif.size == (16, 16)
+    status, out = server.post("/api/interpolate", {"run": "gan", "seeds": "1"})
+    assert status == 400 and "two seeds" in out["error"]
+
+
+def test_novelty_shows_nearest_training_images(server, network):
+    status, out = server.post("/api/novelty", {"run": "gan", "seeds": "0-1", "k": 3})
+    assert status == 200, out
+    assert out["n_train"] == 64 and out["data"] == "builtin" and out["threshold"] > 0
+    assert [r["seed"] for r in out["rows"]] == [0, 1]
+    for row in out["rows"]:
+        d = [n["distance"] for n in row["neighbours"]]
+        assert len(d) == 3 and d == sorted(d) and row["distance"] == d[0]
+        assert row["copy"] == (row["ratio"] < 1)
+        assert png(server, row["image"]).shape == (16, 16, 3)
+        assert all(n["source"].startswith("builtin:") for n in row["neighbours"])
+        assert png(server, row["neighbours"][0]["image"]).shape == (16, 16, 3)
+
+
+def test_novelty_says_when_the_training_data_is_gone(server):
+    status, out = server.post("/api/novelty", {"run": "folder", "seeds": "0"})
+    assert status == 409
+    assert "not there any more" in out["error"] and "moved-data" in out["error"]
+
+
+# -- safety ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def planted(runs_dir):
+    """A secret beside RUNS_DIR, symlinks from a run to it, and a symlink that stays inside."""
+    secret = runs_dir.parent / "secret.txt"
+    secret.write_text("TOP SECRET")
+    (runs_dir / "gan" / "out-link.txt").symlink_to(secret)
+    (runs_dir / "gan" / "out-dir").symlink_to(runs_dir.parent, target_is_directory=True)
+    (runs_dir / "gan" / "in-link.json").symlink_to(runs_dir / "gan" / "config.json")
+    return secret
+
+
+TRAVERSALS = [
+    "/files/../secret.txt",
+    "/files/gan/../../secret.txt",
+    "/files/%2e%2e/secret.txt",
+    "/files/gan/%2e%2e/%2e%2e/secret.txt",
+    "/files/gan%2f..%2f..%2fsecret.txt",
+    "/files/%252e%252e/secret.txt",
+    "/files/gan/%252e%252e%252f%252e%252e%252fsecret.txt",
+    "/files/..%5csecret.txt",
+    "/files//etc/passwd",
+    "/files/%2fetc%2fpasswd",
+    "/files/gan/out-link.txt",
+    "/files/gan/out-dir/secret.txt",
+    "/files/gan/nothing.png",
+    "/files/gan/samples",  # a folder is not a file
+    "/files/./gan/config.json",
+    "/files/gan/config.json%00.png",
+    "/static/../app.py",
+    "/static/%2e%2e/app.py",
+    "/api/runs/..%2f..%2fetc",
+    "/api/live/..%2fsecret.txt",
+]
+
+
+@pytest.mark.parametrize("path", TRAVERSALS)
+def test_nothing_outside_runs_dir_is_served(server, planted, path):
+    status, body, _ = server.request("GET", path)
+    assert status in (400, 404), (path, status)
+    assert b"TOP SECRET" not in body and b"root:" not in body and b"Traceback" not in body
+    assert "error" in json.loads(body)
+
+
+def test_files_inside_are_served_including_symlinks_that_stay_inside(server, planted):
+    assert server.request("GET", "/files/gan/config.json")[0] == 200
+    status, body, _ = server.request("GET", "/files/gan/in-link.json")
+    assert status == 200 and json.loads(body)["family"] == "gan"
+
+
+def test_body_run_names_cannot_escape_either(server, planted):
+    for run in ["../", "..", "/etc", str(planted.parent), "gan/../..", "gan/out-dir"]:
+        status, out = server.post("/api/generate", {"run": run, "n": 1})
+        assert status in (400, 404), (run, status, out)
+
+
+BAD_GENERATE = [
+    ({"run": "gan", "n": 0}, "between 1 and 64"),
+    ({"run": "gan", "n": 65}, "between 1 and 64"),
+    ({"run": "gan", "n": 10**12}, "between 1 and 64"),
+    ({"run": "gan", "n": 2.5}, "whole number"),
+    ({"run": "gan", "n": "many"}, "whole number"),
+    ({"run": "gan", "n": True}, "whole number"),
+    ({"run": "gan", "n": [4]}, "whole number"),
+    ({"run": "gan", "seed": -1}, "between 0"),
+    ({"run": "gan", "seed": 2**40}, "between 0"),
+    ({"run": "gan", "seeds": "0-999999999"}, "at most 64 seeds"),
+    ({"run": "gan", "seeds": "5-2"}, "bad seed range"),
+    ({"run": "gan", "seeds": "1;rm -rf"}, "bad seed list"),
+    ({"run": "gan", "seeds": list(range(65))}, "1 to 64 seeds"),
+    ({"run": "gan", "truncation": 0}, "truncation must be in"),
+    ({"run": "gan", "truncation": 1e9}, "truncation must be in"),
+    ({"run": "gan", "truncation": "nan"}, "truncation must be in"),
+    ({"run": "gan", "prompt": 5}, "prompt must be text"),
+    ({"run": 7}, "'run' must be a run name"),
+    ({}, "'run' must be a run name"),
+]
+
+
+@pytest.mark.parametrize("body,message", BAD_GENERATE)
+def test_generate_bounds(server, body, message):
+    status, out = server.post("/api/generate", body)
+    assert status == 400 and message in out["error"], (body, status, out)
+
+
+BAD_OTHER = [
+    ("/api/interpolate", {"run": "gan", "frames": 1}, "between 2 and 120"),
+    ("/api/interpolate", {"run": "gan", "frames": 100000}, "between 2 and 120"),
+    ("/api/interpolate", {"run": "gan", "fps": 0}, "fps must be in"),
+    ("/api/interpolate", {"run": "gan", "loop": "yes"}, "true or false"),
+    ("/api/interpolate", {"run": "gan", "seeds": "0-16"}, "at most 16 seeds"),
+    ("/api/novelty", {"run": "gan", "seeds": "0-8"}, "at most 8 seeds"),
+    ("/api/novelty", {"run": "gan", "k": 6}, "between 1 and 5"),
+]
+
+
+@pytest.mark.parametrize("path,body,message", BAD_OTHER)
+def test_interpolate_and_novelty_bounds(server, path, body, message):
+    status, out = server.post(path, body)
+    assert status == 400 and message in out["error"], (body, status, out)
+
+
+def test_pixel_budget_scales_with_the_run_size(tmp_path):
+    from artforge.studio import safety
+
+    safety.check_pixels(64, 256, 256)
+    with pytest.raises(safety.BadRequest, match="at most 16 at this size"):
+        safety.check_pixels(17, 512, 512)
+
+
+def test_malformed_requests_get_4xx_with_a_message(server):
+    cases = [
+        ("POST", "/api/generate", b"{not json", {"Content-Type": "application/json"}, 400),
+        ("POST", "/api/generate", b"[1, 2]", {"Content-Type": "application/json"}, 400),
+        ("POST", "/api/generate", b'{"run": "gan"}', {"Content-Type": "text/plain"}, 415),
+        ("POST", "/api/generate", b"\xff\xfe", {"Content-Type": "application/json"}, 400),
+        ("POST", "/api/generate", b"{" + b" " * 70000 + b"}", {"Content-Type": "application/json"}, 413),
+        ("GET", "/api/generate", None, {}, 405),
+        ("GET", "/api/nothing", None, {}, 404),
+        ("GET", "/api/live/gan?since=-1", None, {}, 400),
+        ("GET", "/api/live/gan?since=x", None, {}, 400),
+        ("GET", "/api/info", None, {"Host": "evil.example:7860"}, 400),  # DNS rebinding
+    ]
+    for method, path, body, headers, want in cases:
+        status, raw, _ = server.request(method, path, body, headers)
+        assert status == want, (method, path, status, raw[:200])
+        assert json.loads(raw)["error"] and b"Traceback" not in raw
+
+
+# -- load -----------------------------------------------------------------------------------
+
+
+def test_50_concurrent_generate_requests_all_succeed(server):
+    """The queue takes a burst: every request answered 200, memory bounded (figure in docs)."""
+    before = server.peak_rss_mib()
+    barrier = threading.Barrier(50)
+
+    def one(i: int) -> int:
+        barrier.wait()  # all 50 in flight together
+        status, _, _ = server.request("POST", "/api/generate", {"run": "gan", "n": 16, "seed": i})
+        return status
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(50) as pool:
+        statuses = list(pool.map(one, range(50)))
+    wall = time.perf_counter() - t0
+    peak = server.peak_rss_mib()
+    print(
+        f"50 concurrent generate requests: {statuses.count(200)} x 200 in {wall:.1f} s; "
+        f"server peak RSS {before:.0f} -> {peak:.0f} MiB"
+    )
+    assert statuses == [200] * 50
+    assert peak - before < 400, f"peak RSS grew {peak - before:.0f} MiB"
+
+
+def test_a_full_lane_answers_busy():
+    lane = Lane("test", maxsize=2)
+    gate = threading.Event()
+    running = lane.submit(gate.wait)  # occupies the worker
+    time.sleep(0.1)
+    queued = [lane.submit(lambda: 1), lane.submit(lambda: 2)]
+    with pytest.raises(Busy, match="queue is full"):
+        lane.submit(lambda: 3)
+    gate.set()
+    assert running.result(5) and [f.result(5) for f in queued] == [1, 2]
+    lane.close()
+
+
+# -- training jobs --------------------------------------------------------------------------
+
+
+JOB = {
+    "data": "builtin",
+    "model": "gan",
+    "size": 16,
+    "steps": 100000,
+    "batch_size": 16,
+    "base_channels": 8,
+    "log_every": 2,
+    "sample_every": 10,
+    "builtin_count": 32,
+}
+
+
+def test_job_start_live_stop_and_remembered(server, runs_dir):
+    status, job = server.post("/api/jobs", {**JOB, "out": "api-job"})
+    assert status == 201, job
+    assert job["status"] == "running" and job["run"] == "api-job"
+    deadline = time.time() + 90
+    live = {}
+    while time.time() < deadline:
+        if (runs_dir / "api-job" / "config.json").exists():
+            live = server.get("/api/live/api-job?since=0")
+            if len(live["rows"]) >= 2:
+                break
+        time.sleep(0.5)
+    assert live.get("status") == "training" and len(live["rows"]) >= 2, live
+    assert 0 < live["progress"] < 1
+    # a second studio on the same folder (a restarted one) finds the running job by its pid
+    again = JobManager(runs_dir).get(job["id"])
+    assert again["status"] == "running" and again["pid"] == job["pid"]
+    status, stopped = server.post(f"/api/jobs/{job['id']}/stop", {})
+    assert status == 200 and stopped["stop_requested"]
+    deadline = time.time() + 60
+    while time.time() < deadline and stopped["status"] == "running":
+        time.sleep(0.5)
+        stopped = server.get(f"/api/jobs/{job['id']}")
+    assert stopped["status"] == "stopped" and stopped["returncode"] == 130, stopped
+    assert "checkpoint saved" in stopped["log_tail"]
+    assert (runs_dir / "api-job" / "state" / "trainer.pt").is_file()  # SIGINT checkpointed
+    assert server.get("/api/live/api-job?since=0")["status"] == "stopped"
+    assert JobManager(runs_dir).get(job["id"])["status"] == "stopped"
+    assert job["id"] in [j["id"] for j in server.get("/api/jobs")["jobs"]]
+
+
+BAD_JOBS = [
+    ({**JOB, "out": "../escape"}, 400, "out (the run's name)"),
+    ({**JOB, "out": ".hidden"}, 400, "out (the run's name)"),
+    ({**JOB, "out": "a/b"}, 400, "out (the run's name)"),
+    ({**JOB, "out": "gan"}, 409, "already exists"),
+    ({**JOB, "out": "x", "model": "gpt"}, 400, "model must be one of"),
+    ({**JOB, "out": "x", "data": "/no/such/folder"}, 400, "no such folder"),
+    ({**JOB, "out": "x", "size": 4}, 400, "size must be between 8 and 512"),
+    ({**JOB, "out": "x", "steps": None, "minutes": None}, 400, "give a budget"),
+    ({**JOB, "out": "x", "minutes": -1}, 400, "minutes must be in"),
+    ({**JOB, "out": "x", "resume": True}, 400, "unknown training field 'resume'"),
+    ({**JOB, "out": "x", "batch_size": "32; rm"}, 400, "whole number"),
+]
+
+
+@pytest.mark.parametrize("body,want,message", BAD_JOBS)
+def test_job_requests_are_checked(server, body, want, message):
+    status, out = server.post("/api/jobs", body)
+    assert status == want and message in out["error"], (status, out)
+
+
+def test_unknown_job(server):
+    assert server.request("GET", "/api/jobs/nope")[0] == 404
+    assert server.request("POST", "/api/jobs/nope/stop", {})[0] == 404
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+def test_studio_command_warns_for_other_hosts_and_refuses_a_busy_port(tmp_path, runs_dir):
+    from artforge.cli import main
+
+    s = start_server(tmp_path / "new-runs", "--host", "0.0.0.0")  # noqa: S104 - what is tested
+    try:
+        assert (tmp_path / "new-runs").is_dir()  # created
+        status, body, _ = s.request("GET", "/api/runs")
+        assert status == 200 and json.loads(body) == {"runs": []}
+    finally:
+        out = stop_server(s)
+    assert "WARNING: listening on 0.0.0.0" in s.banner
+    assert "artforge studio: stopped" in out and "interrupted" not in out
+    holder = start_server(runs_dir)
+    try:
+        assert main(["studio", str(runs_dir), "--port", str(holder.port)]) == 2
+    finally:
+        stop_server(holder)
+
+
+def test_jobs_that_ended_unseen_are_judged_by_their_run(tmp_path, runs_dir):
+    """A studio restarted after its jobs ended: a spent budget is 'finished', else 'lost'."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    root = tmp_path / "runs"
+    (root / ".studio").mkdir(parents=True)
+    shutil.copytree(runs_dir / "gan", root / "gan", symlinks=True)  # other tests plant links out
+    rows = [
+        {"id": "a", "run": "gan", "argv": ["x"], "pid": dead.pid, "log": ".studio/a.log", "started": 1.0},
+        {"id": "b", "run": "gone", "argv": ["x"], "pid": dead.pid, "log": ".studio/b.log", "started": 2.0},
+    ]
+    (root / ".studio" / "jobs.json").write_text(json.dumps(rows))
+    jobs = {j["id"]: j for j in JobManager(root).list()}
+    assert jobs["a"]["status"] == "finished" and jobs["b"]["status"] == "lost"
+    assert jobs["a"]["returncode"] is None  # not our child: its exit status is unknown
