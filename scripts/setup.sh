@@ -15,8 +15,10 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
             "emoji and notes data sets will be unavailable"
 fi
 # The studio's browser tests drive Debian's chromium (Playwright's own browser downloads are never
-# used). As root, install it; otherwise those tests say how to get it.
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
+# used). As root, scripts/test.sh has it installed (ARTFORGE_SETUP_TESTS=1); the studio itself
+# and the demo do not need it.
+if [ "${ARTFORGE_SETUP_TESTS:-0}" = 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+    && [ ! -x /usr/bin/chromium ]; then
     (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
         || echo "setup: could not install chromium; the studio's browser tests will fail"
 fi

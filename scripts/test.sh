@@ -2,5 +2,5 @@
 # The README test command: set up, then run the test suite (slow/GPU tests excluded; see README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+ARTFORGE_SETUP_TESTS=1 bash scripts/setup.sh
 .venv/bin/python -m pytest -q "$@"
