@@ -21,6 +21,8 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
+from .builders import check_target, swap_into_place
+
 log = logging.getLogger(__name__)
 
 FONT_PATH = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
@@ -112,7 +114,7 @@ def build_emoji(
     if not entries:
         raise ValueError(f"{emoji_test_path}: no fully-qualified emoji lines; is it emoji-test.txt?")
     out = Path(out)
-    _check_target(out)
+    check_target(out, "captions.jsonl", "emoji set")
     if size > 128:
         log.info("emoji bitmaps are about 128 px; size %d upsamples them", size)
 
@@ -149,7 +151,7 @@ def build_emoji(
             bar.close()
         if written == 0:
             raise ValueError(f"no emoji rendered with {font_path}; first problems: {skipped[:3]}")
-        _swap_into_place(tmp, out)
+        swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -157,25 +159,6 @@ def build_emoji(
         log.debug("skipped emoji %s: %s", cps, why)
     log.info("wrote %d emoji (%dx%d) to %s; %d skipped", written, size, size, out, len(skipped))
     return written
-
-
-def _check_target(out: Path) -> None:
-    """Only replace an empty folder or an earlier emoji set, never someone's other files."""
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not (out / "captions.jsonl").is_file():
-        raise FileExistsError(f"{out} is not empty and holds no emoji set; choose an empty or new folder")
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = out.parent / f".old-{out.name}-{os.getpid()}"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def contact_sheet(folder: str | Path, n: int = 64, cols: int = 8, background: str = "#ffffff") -> Image.Image:

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .builders import check_target, swap_into_place
+
 log = logging.getLogger(__name__)
 
 SOUNDFONT_PATHS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/default-GM.sf2")
@@ -230,7 +232,7 @@ def build_notes(
     if not 0 < hold <= seconds <= 10:
         raise ValueError(f"need 0 < hold <= seconds <= 10, got hold={hold}, seconds={seconds}")
     out = Path(out)
-    _check_target(out)
+    check_target(out, "labels.jsonl", "notes set")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -278,7 +280,7 @@ def build_notes(
                 bar.close()
         if written == 0:
             raise RuntimeError(f"fluidsynth rendered only silence with {sf2}")
-        _swap_into_place(tmp, out)
+        swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -290,25 +292,6 @@ def _write_clip(path: Path, clip: np.ndarray, rate: int) -> None:
     import soundfile as sf
 
     sf.write(path, np.clip(clip, -1, 1), rate, subtype="PCM_16")
-
-
-def _check_target(out: Path) -> None:
-    """Only replace an empty folder or an earlier notes set, never someone's other files."""
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not (out / "labels.jsonl").is_file():
-        raise FileExistsError(f"{out} is not empty and holds no notes set; choose an empty or new folder")
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = out.parent / f".old-{out.name}-{os.getpid()}"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_labels(folder: str | os.PathLike[str]) -> dict[str, dict[str, object]]:

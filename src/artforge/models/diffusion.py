@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from artforge.models.base import GenerativeModel, Phase
 from artforge.models.blocks import check_choices, check_image_size, group_count, reject_options, stage_sizes
-from artforge.text import TextFields, as_prompts, check_text_fields, drop_captions, make_conditioner
+from artforge.text import TextFields, check_text_fields, condition_vectors, drop_captions, make_conditioner
 
 Prediction = Literal["eps", "v"]
 
@@ -312,12 +312,7 @@ class Diffusion(GenerativeModel):
     def condition(self, prompt: str | list[str] | None, n: int) -> Tensor | None:
         """(n, text_dim) vectors for a prompt (or one per image); None for unconditional runs.
         A text run sampled without a prompt gets "" (what it learned from dropped captions)."""
-        prompts = as_prompts(prompt, n)
-        if self.text is None:
-            if prompts is not None:
-                raise ValueError("this run was trained without captions, so it takes no prompt")
-            return None
-        return self.text(prompts if prompts is not None else [""] * n, self.device)
+        return condition_vectors(self.text if self.conditional else None, prompt, n, self.device)
 
     def decode(
         self,

@@ -33,7 +33,7 @@ from artforge.models.blocks import (
     stage_channels,
     stage_sizes,
 )
-from artforge.text import TextFields, as_prompts, check_text_fields, drop_captions, make_conditioner
+from artforge.text import TextFields, check_text_fields, condition_vectors, drop_captions, make_conditioner
 
 GanLoss = Literal["bce", "mse", "hinge", "wgan-gp"]
 DNorm = Literal["spectral", "batch", "none"]
@@ -208,12 +208,7 @@ class _Adversarial(GenerativeModel):
     def condition(self, prompt: str | list[str] | None, n: int) -> Tensor | None:
         """(n, text_dim) vectors for G from a prompt (or one per image); None if unconditional.
         A text run sampled without a prompt gets "" (what it learned from dropped captions)."""
-        prompts = as_prompts(prompt, n)
-        if not self.conditional:
-            if prompts is not None:
-                raise ValueError("this run was trained without captions, so it takes no prompt")
-            return None
-        return self.G.text(prompts if prompts is not None else [""] * n, self.device)
+        return condition_vectors(self.G.text if self.conditional else None, prompt, n, self.device)
 
     def decode(
         self,

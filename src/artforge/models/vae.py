@@ -24,7 +24,7 @@ from artforge.models.blocks import (
     stage_channels,
     stage_sizes,
 )
-from artforge.text import TextFields, as_prompts, check_text_fields, drop_captions, make_conditioner
+from artforge.text import TextFields, check_text_fields, condition_vectors, drop_captions, make_conditioner
 
 Recon = Literal["mse", "bce"]
 VNorm = Literal["group", "batch", "none"]
@@ -136,12 +136,7 @@ class VAE(GenerativeModel):
 
     def condition(self, prompt: str | list[str] | None, n: int) -> Tensor | None:
         """(n, text_dim) vectors from a prompt (or one per image); None if unconditional."""
-        prompts = as_prompts(prompt, n)
-        if self.text is None:
-            if prompts is not None:
-                raise ValueError("this run was trained without captions, so it takes no prompt")
-            return None
-        return self.text(prompts if prompts is not None else [""] * n, self.device)
+        return condition_vectors(self.text if self.conditional else None, prompt, n, self.device)
 
     def default_optim(self) -> dict[str, Any]:
         """The preferred OptimConfig fields for this config."""

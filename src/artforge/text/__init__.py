@@ -123,6 +123,20 @@ def drop_captions(texts: list[str], p: float, keep: Tensor) -> list[str]:
     return [t if float(u) >= p else "" for t, u in zip(texts, keep, strict=True)]
 
 
+def condition_vectors(
+    text: TextConditioner | None, prompt: str | list[str] | None, n: int, device: torch.device
+) -> Tensor | None:
+    """What a family's ``condition(prompt, n)`` returns: (n, dim) vectors for a prompt (or one
+    per image); "" (the caption-less input it learned from dropped captions) when a text model
+    gets no prompt; None for an unconditional model, which refuses a prompt."""
+    prompts = as_prompts(prompt, n)
+    if text is None:
+        if prompts is not None:
+            raise ValueError("this run was trained without captions, so it takes no prompt")
+        return None
+    return text(prompts if prompts is not None else [""] * n, device)
+
+
 def as_prompts(prompt: str | list[str] | None, n: int) -> list[str] | None:
     """One prompt for all n images, or one per image."""
     if prompt is None:
