@@ -210,5 +210,7 @@ def test_prompt_faithfulness_separates_a_trained_model_from_an_untrained_one(tmp
         return json.loads(out.read_text())["faithfulness"]
 
     good, bad = faithfulness(200), faithfulness(2)
+    prompted = json.loads((tmp_path / "eval200.json").read_text())["prompts"]
+    assert prompted.startswith("8 captions drawn from")  # FID of a text run: prompted with captions
     assert good["real_balanced_accuracy"] > 0.9 and good["captions_held_out_in_training"]
     assert good["ratio"] > 0.9 and bad["ratio"] < good["ratio"] - 0.2, (good, bad)

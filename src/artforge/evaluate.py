@@ -86,11 +86,26 @@ def generate_uint8(model: Any, n: int, seed: int, chunk: int = 256, **options: A
     from .sample import generate, latents_for_seed
 
     z = latents_for_seed(model, n, seed)
-    out = [
-        (generate(model, z[i : i + chunk], **options) * 255).round().to(torch.uint8)
-        for i in range(0, n, chunk)
-    ]
+    per_image = {k for k, v in options.items() if isinstance(v, list | tuple | torch.Tensor) and len(v) == n}
+    out = []
+    for i in range(0, n, chunk):
+        opts = {k: (v[i : i + chunk] if k in per_image else v) for k, v in options.items()}
+        out.append((generate(model, z[i : i + chunk], **opts) * 255).round().to(torch.uint8))
     return torch.cat(out)  # (n, 3, H, W)
+
+
+def data_prompts(root: str, names: list[str], n: int, seed: int) -> tuple[list[str], str]:
+    """n captions drawn (seeded, with replacement) from the data's captioned images: a text run
+    is measured on what users ask of it, pictures of the data's captions, not on the
+    caption-less input it saw in a tenth of its training."""
+    from .data.captions import read_captions
+
+    captions = [c for c in read_captions(root, names).texts if c]
+    if not captions:
+        raise ValueError(f"{root}: no captions to prompt this text-conditioned run with; give --prompt")
+    g = torch.Generator().manual_seed(seed)
+    pick = torch.randint(0, len(captions), (n,), generator=g).tolist()
+    return [captions[i] for i in pick], f"{n} captions drawn from {root} (seed {seed})"
 
 
 def evaluate_run(
@@ -130,11 +145,16 @@ def evaluate_run(
     for k in options:
         if k not in run.model.sample_options:
             raise ValueError(f"option {k!r} does not apply to {run.config.family} runs")
-    fakes = generate_uint8(run.model, n, seed, **options)
+    prompted_with, gen_options = None, dict(options)
+    if getattr(run.model, "conditional", False) and "prompt" not in options:
+        gen_options["prompt"], prompted_with = data_prompts(cfg.path, real_set.names, n, seed)
+    fakes = generate_uint8(run.model, n, seed, **gen_options)
     fake_f = features(
         fakes, batch_size, progress, inception=inception, device=dev, desc="features: generated"
     )
     result = _finish(reals, fakes, real_f, fake_f, seed, sheet)
+    if prompted_with:
+        result["prompts"] = prompted_with
     if faithfulness:
         from .faithfulness import prompt_faithfulness
 
