@@ -83,13 +83,12 @@ def _finish(
 @torch.no_grad()
 def generate_uint8(model: Any, n: int, seed: int, chunk: int = 256, **options: Any) -> torch.Tensor:
     """uint8 (n, 3, H, W) images of ``latents_for_seed(model, n, seed)``, decoded in chunks."""
-    from .sample import generate, latents_for_seed
+    from .sample import generate, latents_for_seed, options_slice
 
     z = latents_for_seed(model, n, seed)
-    per_image = {k for k, v in options.items() if isinstance(v, list | tuple | torch.Tensor) and len(v) == n}
     out = []
     for i in range(0, n, chunk):
-        opts = {k: (v[i : i + chunk] if k in per_image else v) for k, v in options.items()}
+        opts = options_slice(options, n, i, i + chunk)
         out.append((generate(model, z[i : i + chunk], **opts) * 255).round().to(torch.uint8))
     return torch.cat(out)  # (n, 3, H, W)
 

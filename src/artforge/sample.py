@@ -62,16 +62,21 @@ def generate(model: GenerativeModel, latents: Tensor, *, chunk: int | None = Non
     """
     if chunk is None:
         chunk = 256 if model.device.type == "cuda" else 64
-    n = latents.shape[0]
-    per_image = {  # per-image options (one prompt or condition vector per latent) follow the chunks
-        k: v for k, v in options.items() if isinstance(v, (list, tuple, Tensor)) and len(v) == n and n > 1
-    }
     outs = []
-    for i in range(0, n, chunk):
+    for i in range(0, latents.shape[0], chunk):
         z = latents[i : i + chunk].to(model.device)
-        opts = {**options, **{k: v[i : i + chunk] for k, v in per_image.items()}}
-        outs.append(to_unit(model.decode(z, **opts)).cpu())
+        outs.append(to_unit(model.decode(z, **options_slice(options, latents.shape[0], i, i + chunk))).cpu())
     return torch.cat(outs)
+
+
+def options_slice(options: dict[str, Any], n: int, lo: int, hi: int) -> dict[str, Any]:
+    """The options for latents lo:hi of n: per-image options (one prompt or condition vector
+    per latent, i.e. a list or tensor of length n) are sliced, the others passed as they are."""
+    if n < 2:
+        return options
+    return {
+        k: v[lo:hi] if isinstance(v, list | tuple | Tensor) and len(v) == n else v for k, v in options.items()
+    }
 
 
 def latents_for_seed(model: GenerativeModel, n: int, seed: int) -> Tensor:

@@ -71,6 +71,14 @@ class GenerativeModel(nn.Module):
         """Integers in [0, high) (n,) for this rank's n images."""
         return self._slice(torch.randint(0, high, (n * self.shard[1],), device=device), n)
 
+    def training_captions(self, text: list[str] | None, n: int, drop: float) -> list[str]:
+        """This rank's n captions with a share ``drop`` replaced by "" (the unconditional input
+        classifier-free guidance contrasts with), drawn for the global batch like all noise."""
+        if text is None:
+            raise ValueError("a text-conditioned model trains on captions; none were given")
+        keep = self._slice(torch.rand(n * self.shard[1]), n)
+        return [t if float(u) >= drop else "" for t, u in zip(text, keep, strict=True)]
+
     # -- training -----------------------------------------------------------------------
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"main": list(self.parameters())}

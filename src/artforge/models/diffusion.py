@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from artforge.models.base import GenerativeModel, Phase
 from artforge.models.blocks import check_choices, check_image_size, group_count, reject_options, stage_sizes
-from artforge.text import TextFields, check_text_fields, condition_vectors, drop_captions, make_conditioner
+from artforge.text import TextFields, check_text_fields, condition_vectors, make_conditioner
 
 Prediction = Literal["eps", "v"]
 
@@ -265,10 +265,7 @@ class Diffusion(GenerativeModel):
         eps = self.batch_randn(b, *batch.shape[1:], device=batch.device)
         cond = None
         if self.text is not None:
-            if text is None:
-                raise ValueError("a text-conditioned model trains on captions; none were given")
-            keep = self._slice(torch.rand(b * self.shard[1]), b)  # caption dropout, the same on all ranks
-            cond = self.text(drop_captions(text, self.config.cond_drop, keep), batch.device)
+            cond = self.text(self.training_captions(text, b, self.config.cond_drop), batch.device)
         a, s = self._coeffs(t)
         x_t = a * batch + s * eps
         pred = self.unet(x_t, t.float()) if cond is None else self.unet(x_t, t.float(), cond)

@@ -33,7 +33,7 @@ from artforge.models.blocks import (
     stage_channels,
     stage_sizes,
 )
-from artforge.text import TextFields, check_text_fields, condition_vectors, drop_captions, make_conditioner
+from artforge.text import TextFields, check_text_fields, condition_vectors, make_conditioner
 
 GanLoss = Literal["bce", "mse", "hinge", "wgan-gp"]
 DNorm = Literal["spectral", "batch", "none"]
@@ -152,11 +152,8 @@ class _Adversarial(GenerativeModel):
         """Text runs: G's and D's condition vectors for this rank's captions (some dropped to "")."""
         if not self.conditional:
             return None, None
-        if text is None:
-            raise ValueError("a text-conditioned model trains on captions; none were given")
-        keep = self._slice(torch.rand(n * self.shard[1]), n)  # caption dropout, the same on all ranks
-        text = drop_captions(text, self.config.cond_drop, keep)
-        return self.G.text(text, device), self.D.text(text, device)
+        captions = self.training_captions(text, n, self.config.cond_drop)
+        return self.G.text(captions, device), self.D.text(captions, device)
 
     def _g(self, z: Tensor, cond: Tensor | None) -> Tensor:
         return self.G(z) if cond is None else self.G(z, cond)

@@ -24,7 +24,7 @@ from artforge.models.blocks import (
     stage_channels,
     stage_sizes,
 )
-from artforge.text import TextFields, check_text_fields, condition_vectors, drop_captions, make_conditioner
+from artforge.text import TextFields, check_text_fields, condition_vectors, make_conditioner
 
 Recon = Literal["mse", "bce"]
 VNorm = Literal["group", "batch", "none"]
@@ -161,11 +161,8 @@ class VAE(GenerativeModel):
             raise ValueError(f"unknown phase {phase!r}; this model has ['main']")
         cond = None
         if self.text is not None:
-            if text is None:
-                raise ValueError("a text-conditioned model trains on captions; none were given")
-            b = batch.shape[0]
-            keep = self._slice(torch.rand(b * self.shard[1]), b)  # caption dropout, the same on all ranks
-            cond = self.text(drop_captions(text, self.config.cond_drop, keep), batch.device)
+            captions = self.training_captions(text, batch.shape[0], self.config.cond_drop)
+            cond = self.text(captions, batch.device)
         mu, logvar = self.encoder(batch) if cond is None else self.encoder(batch, cond)  # (B, D) each
         eps = self.batch_randn(mu.shape[0], mu.shape[1], device=mu.device)
         z = mu + torch.exp(0.5 * logvar) * eps  # reparameterisation

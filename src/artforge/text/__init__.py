@@ -118,11 +118,6 @@ def make_conditioner(cfg: Any) -> TextConditioner | None:
     return TextConditioner(cfg.text_encoder, cfg.text_dim, cfg.text_buckets)
 
 
-def drop_captions(texts: list[str], p: float, keep: Tensor) -> list[str]:
-    """Replace captions by "" where ``keep`` (B,) uniform draws are below ``p``."""
-    return [t if float(u) >= p else "" for t, u in zip(texts, keep, strict=True)]
-
-
 def condition_vectors(
     text: TextConditioner | None, prompt: str | list[str] | None, n: int, device: torch.device
 ) -> Tensor | None:

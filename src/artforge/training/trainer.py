@@ -203,6 +203,7 @@ class Trainer:
             memory_format=self.memory_format,
         )
         self.captions = self._read_captions()  # None unless the model is text-conditioned
+        self._grid_prompts: list[str] | None = None
         if t.monitor_every > 0:  # the [eval] creativity monitor, on the standard FID network
             from ..evaluate import make_monitor_hook
 
@@ -520,10 +521,11 @@ class Trainer:
         samples/prompts.txt, one per grid cell, row by row)."""
         if self.captions is None:
             return None
-        distinct = sorted({c for c in self.captions if c})
-        order = torch.randperm(len(distinct), generator=torch.Generator().manual_seed(GRID_SEED)).tolist()
-        n = self.cfg.train.grid_n
-        prompts = [distinct[order[i % len(order)]] for i in range(n)]
+        if self._grid_prompts is None:  # the same every grid: drawn once
+            distinct = sorted({c for c in self.captions if c})
+            order = torch.randperm(len(distinct), generator=torch.Generator().manual_seed(GRID_SEED)).tolist()
+            self._grid_prompts = [distinct[order[i % len(order)]] for i in range(self.cfg.train.grid_n)]
+        prompts = self._grid_prompts
         listing = self.run_dir / "samples" / "prompts.txt"
         if self.main and not listing.exists():
             listing.parent.mkdir(parents=True, exist_ok=True)
