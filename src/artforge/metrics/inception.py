@@ -233,6 +233,8 @@ def features(
     ):
         for i in range(0, x.shape[0], batch_size):
             batch = preprocess(x[i : i + batch_size], dev)  # (B, 3, 299, 299)
+            if dev.type == "cpu":  # oneDNN's channels-last kernels: 1.3x here, features equal to ~1e-6
+                batch = batch.contiguous(memory_format=torch.channels_last)
             f = net(batch)  # (B, 2048)
             out[i : i + batch.shape[0]] = f.reshape(f.shape[0], -1).double().cpu().numpy()
             bar.update(batch.shape[0])
