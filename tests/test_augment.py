@@ -125,3 +125,19 @@ def test_adaptive_gan_resumes_exactly(tmp_path) -> None:
     assert float(a["aug_p"]) != 0.3  # the controller moved it
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_ranks_augment_their_slice_of_the_global_batch() -> None:
+    """Under data-parallel training each rank draws the global batch's augmentation and keeps
+    its slice: two ranks together augment exactly as one process on the whole batch."""
+    x = torch.rand(8, 3, 16, 16) * 2 - 1
+    policy = parse_policy("color,translation,cutout")
+    torch.manual_seed(5)
+    whole = augment(x, policy, p=0.7)
+    halves = []
+    for rank in (0, 1):
+        torch.manual_seed(5)  # every rank has the same RNG state
+        halves.append(augment(x[rank * 4 : (rank + 1) * 4], policy, p=0.7, shard=(rank, 2)))
+    assert torch.equal(torch.cat(halves), whole)
+    torch.manual_seed(5)
+    assert not torch.equal(augment(x[4:], policy, p=0.7), whole[4:])  # without the shard they would differ

@@ -7,13 +7,20 @@ the un-augmented distribution (gradients flow through the transforms). ADA (Karr
 real images and falls otherwise; ``adapt_p`` is that controller.
 
 Every function takes and returns (B, C, H, W) in [-1, 1] and draws its randomness from the
-global torch RNG, which the Trainer seeds and checkpoints, so runs stay reproducible.
+global torch RNG, which the Trainer seeds and checkpoints, so runs stay reproducible. Under
+data-parallel training (``shard`` = (rank, world size)) the numbers are drawn for the global
+batch and each rank keeps its slice, like all training noise (models/base.py): two ranks
+augment exactly as one process does on the whole batch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
+
+Shard = tuple[int, int]  # (rank, world size)
 
 POLICIES = ("color", "translation", "cutout")
 
@@ -27,19 +34,34 @@ def parse_policy(text: str) -> tuple[str, ...]:
     return names
 
 
-def _chosen(x: Tensor, p: float) -> Tensor:
+def _rand(x: Tensor, shard: Shard, *tail: int, dtype: torch.dtype | None = None) -> Tensor:
+    """U[0, 1) of shape (B, *tail) for this rank's B images, drawn for the global batch."""
+    rank, world = shard
+    b = x.shape[0]
+    full = torch.rand(b * world, *tail, device=x.device, dtype=dtype)
+    return full if world == 1 else full[rank * b : (rank + 1) * b]
+
+
+def _randint(x: Tensor, shard: Shard, low: int, high: int, *tail: int) -> Tensor:
+    """Integers in [low, high) of shape (B, *tail) for this rank's images (global draw)."""
+    rank, world = shard
+    b = x.shape[0]
+    full = torch.randint(low, high, (b * world, *tail), device=x.device)
+    return full if world == 1 else full[rank * b : (rank + 1) * b]
+
+
+def _chosen(x: Tensor, p: float, shard: Shard = (0, 1)) -> Tensor:
     """(B, 1, 1, 1) bool: which images get this transform."""
     return (
-        (torch.rand(x.shape[0], 1, 1, 1, device=x.device) < p)
+        (_rand(x, shard, 1, 1, 1) < p)
         if p < 1
         else torch.ones(x.shape[0], 1, 1, 1, dtype=torch.bool, device=x.device)
     )
 
 
-def color(x: Tensor) -> Tensor:
+def color(x: Tensor, shard: Shard = (0, 1)) -> Tensor:
     """Random brightness (+-0.5), saturation (x0..2) and contrast (x0.5..1.5), per image."""
-    b = x.shape[0]
-    r = torch.rand(b, 3, 1, 1, 1, device=x.device, dtype=x.dtype)  # three draws per image
+    r = _rand(x, shard, 3, 1, 1, 1, dtype=x.dtype)  # three draws per image
     x = x + (r[:, 0] - 0.5)  # brightness
     mean_c = x.mean(dim=1, keepdim=True)
     x = (x - mean_c) * (r[:, 1] * 2) + mean_c  # saturation
@@ -47,12 +69,12 @@ def color(x: Tensor) -> Tensor:
     return (x - mean_all) * (r[:, 2] + 0.5) + mean_all  # contrast
 
 
-def translation(x: Tensor, ratio: float = 0.125) -> Tensor:
+def translation(x: Tensor, shard: Shard = (0, 1), ratio: float = 0.125) -> Tensor:
     """Shift each image by up to ratio * size pixels in x and y; uncovered pixels are zero (grey)."""
     b, c, h, w = x.shape
     sy, sx = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    dy = torch.randint(-sy, sy + 1, (b, 1, 1), device=x.device)
-    dx = torch.randint(-sx, sx + 1, (b, 1, 1), device=x.device)
+    dy = _randint(x, shard, -sy, sy + 1, 1, 1)
+    dx = _randint(x, shard, -sx, sx + 1, 1, 1)
     ys = torch.arange(h, device=x.device).view(1, h, 1) - dy  # (B, H, 1): source row of each row
     xs = torch.arange(w, device=x.device).view(1, 1, w) - dx  # (B, 1, W)
     valid = ((ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)).unsqueeze(1)  # (B, 1, H, W)
@@ -61,27 +83,31 @@ def translation(x: Tensor, ratio: float = 0.125) -> Tensor:
     return out.permute(0, 3, 1, 2) * valid
 
 
-def cutout(x: Tensor, ratio: float = 0.5) -> Tensor:
+def cutout(x: Tensor, shard: Shard = (0, 1), ratio: float = 0.5) -> Tensor:
     """Zero (grey) one rectangle of ratio * size per image, at a random centre."""
     b, _, h, w = x.shape
     ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    top = torch.randint(0, h, (b, 1, 1), device=x.device) - ch // 2  # centre anywhere in the image
-    left = torch.randint(0, w, (b, 1, 1), device=x.device) - cw // 2
+    top = _randint(x, shard, 0, h, 1, 1) - ch // 2  # centre anywhere in the image
+    left = _randint(x, shard, 0, w, 1, 1) - cw // 2
     ys = torch.arange(h, device=x.device).view(1, h, 1)
     xs = torch.arange(w, device=x.device).view(1, 1, w)
     inside = (ys >= top) & (ys < top + ch) & (xs >= left) & (xs < left + cw)  # (B, H, W)
     return x * (~inside).unsqueeze(1)
 
 
-_TRANSFORMS = {"color": color, "translation": translation, "cutout": cutout}
+_TRANSFORMS: dict[str, Callable[[Tensor, Shard], Tensor]] = {
+    "color": color,
+    "translation": translation,
+    "cutout": cutout,
+}
 
 
-def augment(x: Tensor, policy: tuple[str, ...], p: float = 1.0) -> Tensor:
+def augment(x: Tensor, policy: tuple[str, ...], p: float = 1.0, shard: Shard = (0, 1)) -> Tensor:
     """Apply each transform of ``policy`` in order, each to a random fraction p of the images."""
     if not policy or p <= 0:
         return x
     for name in policy:
-        x = torch.where(_chosen(x, p), _TRANSFORMS[name](x), x)
+        x = torch.where(_chosen(x, p, shard), _TRANSFORMS[name](x, shard), x)
     return x
 
 

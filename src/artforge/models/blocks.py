@@ -112,6 +112,18 @@ def spectral_norm_all_(module: nn.Module) -> None:
             spectral_norm(m)
 
 
+def same_res_convs(channels: int, n: int, norm: Norm, act: Act) -> list[nn.Module]:
+    """n x (3x3 conv + norm + activation) keeping channels and size: depth within a stage."""
+    layers: list[nn.Module] = []
+    for _ in range(n):
+        layers += [
+            nn.Conv2d(channels, channels, 3, padding=1, bias=norm != "batch"),
+            norm2d(norm, channels),
+            activation(act),
+        ]
+    return layers
+
+
 def down_conv(c_in: int, c_out: int, size: tuple[int, int], bias: bool = True) -> nn.Sequential:
     """4x4 stride-2 conv from a (h, w) map to exactly (ceil(h/2), ceil(w/2)).
 
@@ -139,9 +151,11 @@ class DownStack(nn.Module):
         channels: list[int],
         norm: Norm,
         act: Act = "lrelu",
+        depth: int = 1,
     ) -> None:
         super().__init__()
         assert len(channels) == len(sizes) - 1
+        assert depth >= 1
         layers: list[nn.Module] = []
         c_prev = in_channels
         for i, c in enumerate(channels):
@@ -149,6 +163,7 @@ class DownStack(nn.Module):
             if i > 0:  # no feature norm on the first layer (DCGAN, Radford et al. 2016)
                 layers.append(norm2d(norm, c))
             layers.append(activation(act))
+            layers += same_res_convs(c, depth - 1, norm, act)
             c_prev = c
         self.net = nn.Sequential(*layers)
         self.out_channels = c_prev
@@ -173,9 +188,11 @@ class UpStack(nn.Module):
         act: Act = "relu",
         full_res_channels: int = 0,
         fc_norm: bool = True,
+        depth: int = 1,
     ) -> None:
         super().__init__()
         assert len(channels) == len(sizes) - 1
+        assert depth >= 1
         h, w = sizes[-1]
         self.top = (channels[-1], h, w)
         self.fc = nn.Linear(latent_dim, channels[-1] * h * w)
@@ -190,6 +207,7 @@ class UpStack(nn.Module):
                 norm2d(norm, channels[i - 1]),
                 activation(act),
             ]
+            layers += same_res_convs(channels[i - 1], depth - 1, norm, act)
         layers.append(nn.Upsample(size=sizes[0], mode="nearest"))
         c_last = channels[0]
         if full_res_channels:  # one more conv + norm + act at full resolution

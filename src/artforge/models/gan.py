@@ -59,10 +59,12 @@ class GANConfig(TextFields):
     gp_weight: float = 10.0  # gradient-penalty weight, wgan-gp only (lambda in Gulrajani 2017)
     r1_gamma: float = 0.0  # R1 penalty gamma on real images (Mescheder 2018); 0 = off
     r1_every: int = 16  # lazy R1: a "D_reg" phase every this many steps (StyleGAN2)
-    augment: str = ""  # DiffAugment transforms shown to D, e.g. "color,translation,cutout"
+    # DiffAugment transforms shown to D ("" = none): on emoji at 32x32 for 5 minutes, FID 121 -> 90
+    augment: str = "color,translation,cutout"
     augment_p: float = 1.0  # probability of each transform per image (the start value with ADA)
     ada_target: float = 0.0  # > 0: adapt the probability so E[sign(D(real))] stays near this (ADA: 0.6)
     ada_images: int = 50_000  # ADA speed: images for the probability to go from 0 to 1
+    depth: int = 1  # 3x3 convs per resolution in G and D (more than 1 adds same-size convs)
 
     def __post_init__(self) -> None:
         check_choices(self, "d_norm", "g_norm", "loss")
@@ -73,7 +75,7 @@ class GANConfig(TextFields):
                 "loss 'wgan-gp' needs a discriminator without batch norm (the gradient penalty is "
                 "per sample); use d_norm 'spectral' or 'none'"
             )
-        _check_positive(self, "latent_dim", "base_channels", "max_channels", "d_steps", "r1_every")
+        _check_positive(self, "latent_dim", "base_channels", "max_channels", "d_steps", "r1_every", "depth")
         if self.max_channels < self.base_channels:
             raise ValueError(
                 f"max_channels ({self.max_channels}) must be >= base_channels ({self.base_channels})"
@@ -247,7 +249,9 @@ class Generator(nn.Module):
         self.text = make_conditioner(c)  # text runs: the caption's vector is appended to z
         cond_dim = self.text.dim if self.text is not None else 0
         z_dim = c.latent_dim + cond_dim
-        self.net = UpStack(z_dim, sizes, chans, c.channels, norm=c.g_norm, act="relu", full_res_channels=full)
+        self.net = UpStack(
+            z_dim, sizes, chans, c.channels, norm=c.g_norm, act="relu", full_res_channels=full, depth=c.depth
+        )
 
     def forward(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
         if cond is not None:
@@ -262,12 +266,12 @@ class Discriminator(nn.Module):
         super().__init__()
         sizes = stage_sizes(c.height, c.width)
         chans = stage_channels(len(sizes) - 1, c.base_channels, c.max_channels)
-        self.body = DownStack(c.channels, sizes, chans, norm=c.d_norm, act="lrelu")
+        self.body = DownStack(c.channels, sizes, chans, norm=c.d_norm, act="lrelu", depth=c.depth)
         h, w = sizes[-1]
-        self.head = nn.Linear(chans[-1] * h * w, 1)
+        feat_dim = chans[-1] * h * w
+        self.head = nn.Linear(feat_dim, 1)
         # text runs: a projection discriminator (Miyato & Koyama 2018) adds <embed(caption), features>
         self.text = make_conditioner(c)
-        feat_dim = chans[-1] * h * w
         self.embed = nn.Linear(self.text.dim, feat_dim, bias=False) if self.text is not None else None
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
@@ -315,7 +319,7 @@ class GAN(_Adversarial):
         if not self.policy:
             return x
         p = float(self.aug_p) if hasattr(self, "aug_p") else self.config.augment_p
-        return augment(x, self.policy, p)
+        return augment(x, self.policy, p, self.shard)
 
     def _adapt(self, real_logits: Tensor) -> dict[str, Tensor]:
         if not hasattr(self, "aug_p"):
