@@ -216,8 +216,8 @@ def sample_seconds_per_1000(model: Any, family: str, device: str) -> float:
     return (time.perf_counter() - t) * 1000 / n
 
 
-def measure_family(args: tuple[str, int, int, int, int, str, str | None, bool]) -> dict[str, Any]:
-    family, size, batch, steps, repeats, device, emoji, compile_too = args
+def measure_family(args: tuple[str, int, int, int, int, str, str | None, bool, bool]) -> dict[str, Any]:
+    family, size, batch, steps, repeats, device, emoji, compile_too, bf16_too = args
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
     out: dict[str, Any] = {"family": family, "size": size, "batch": batch}
     stepper = Stepper(family, size, batch, device)  # the defaults: channels-last
@@ -229,6 +229,8 @@ def measure_family(args: tuple[str, int, int, int, int, str, str | None, bool]) 
         for _ in range(3):  # compilation happens in the first steps, outside the timing
             compiled.step()
         rivals["compute-only-compiled"] = compiled.step
+    if bf16_too:  # --amp bf16: oneDNN's bf16 kernels on CPUs that have them (avx512_bf16, AMX)
+        rivals["compute-only-bf16"] = Stepper(family, size, batch, device, amp="bf16").step
     if family == "dcgan" and emoji:
         rivals["artforge"] = trainer_loop(emoji, family, size, batch, device)
         # pytorch/examples' loop: PIL per step, the default (NCHW) layout
@@ -246,7 +248,7 @@ def measure_family(args: tuple[str, int, int, int, int, str, str | None, bool]) 
     return out
 
 
-def _child(job: tuple[str, int, int, int, int, str, str | None, bool], queue: Any) -> None:
+def _child(job: tuple[str, int, int, int, int, str, str | None, bool, bool], queue: Any) -> None:
     """Not a Pool worker: those are daemonic, and the PIL loop's DataLoader needs children."""
     try:
         queue.put(measure_family(job))
@@ -263,6 +265,7 @@ def main() -> int:
     p.add_argument("--families", default="dcgan:64,gan:32,vae:32,diffusion:32")
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--compile", action="store_true", help="also time a torch.compile'd step")
+    p.add_argument("--bf16", action="store_true", help="also time the step under --amp bf16")
     args = p.parse_args()
 
     load = os.getloadavg()[0]
@@ -279,7 +282,17 @@ def main() -> int:
     ctx = mp.get_context("spawn")
     for spec in args.families.split(","):
         family, size = spec.split(":")
-        job = (family, int(size), 64, args.steps, args.repeats, args.device, args.emoji, args.compile)
+        job = (
+            family,
+            int(size),
+            64,
+            args.steps,
+            args.repeats,
+            args.device,
+            args.emoji,
+            args.compile,
+            args.bf16,
+        )
         queue = ctx.Queue()
         child = ctx.Process(target=_child, args=(job, queue))  # its peak RSS is this family's alone
         child.start()

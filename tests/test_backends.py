@@ -73,6 +73,28 @@ def test_optimiser_kernels_agree_and_resume_across_them(tmp_path):
     assert max_diff(load_weights(run / "state" / "model.safetensors"), runs["loop"]) < 1e-5
 
 
+@pytest.mark.parametrize("family", ["gan", "vae", "diffusion"])
+def test_bf16_autocast_on_the_cpu(tmp_path, family):
+    """--amp bf16 runs on a CPU: weights stay fp32, the step is deterministic and resumes
+    exactly, and it lands near the fp32 step (bf16 rounds to ~3 significant digits)."""
+    trainer = Trainer(config(family, steps=2, amp="bf16"), tmp_path / "probe", progress=False)
+    assert trainer.autocast_dtype == torch.bfloat16 and trainer.scaler is None
+    bf16 = trained(tmp_path, "bf16", family, amp="bf16")
+    floats = [v for v in bf16.values() if v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in floats)
+    assert max_diff(bf16, trained(tmp_path, "bf16b", family, amp="bf16")) == 0
+    fp32 = trained(tmp_path, "fp32", family)
+    assert 0 < max_diff(bf16, fp32) < 0.05, max_diff(bf16, fp32)
+    run = tmp_path / "split"
+    Trainer(config(family, steps=3, amp="bf16"), run, progress=False).train()
+    Trainer(config(family, steps=5, amp="bf16"), run, progress=False).train(resume=True)
+    assert max_diff(load_weights(run / "state" / "model.safetensors"), bf16) == 0
+    # fp16 has no CPU path (it needs CUDA's grad scaler): it runs in fp32
+    assert (
+        Trainer(config(family, steps=1, amp="fp16"), tmp_path / "fp16", progress=False).autocast_dtype is None
+    )
+
+
 def test_threads_setting(tmp_path):
     before = torch.get_num_threads()
     try:

@@ -190,7 +190,8 @@ class Trainer:
         self.ema = EMA(self.model, ema_names, t.ema_half_life) if t.ema else None
         # after the EMA copy, which stays eager: it only samples
         self.compile_failures = compile_networks(self.model) if t.compile else None
-        amp = t.amp if self.device.type == "cuda" else "off"
+        # CPUs: bf16 autocast only (oneDNN's bf16 kernels; no fp16 grad scaling off CUDA)
+        amp = t.amp if self.device.type == "cuda" or t.amp == "bf16" else "off"
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
         self.scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
         self.batches = BatchStream(
