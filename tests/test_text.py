@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -14,6 +15,7 @@ from artforge.cli import main
 from artforge.config import DataConfig, RunConfig, TrainConfig
 from artforge.data.captions import caption_from_filename, read_captions
 from artforge.models.base import load_weights
+from artforge.sample import to_uint8
 from artforge.text import TextConditioner, hash_features
 from artforge.training import Trainer
 
@@ -144,6 +146,20 @@ def test_each_family_follows_the_prompt(tmp_path, family):
     per_image = r.sample(2, seed=0, prompt=["red square", "blue square"]).mean(dim=(2, 3))
     assert per_image[0, 0] > per_image[1, 0]
     assert r.sample(2, seed=0).shape == (2, 3, 16, 16)  # no prompt: the caption-less model
+    # the CLI: one row per prompt, the same noise in each row, files equal to the Python API's
+    out = tmp_path / "rows"
+    assert main(["sample", str(run), "--prompts", "red square|blue square", "-n", "3", "--seed", "0",
+                 "--out", f"{out}/"]) == 0  # fmt: skip
+    assert (out / "prompts.txt").read_text() == "row 1: red square\nrow 2: blue square\n"
+    for row, prompt in enumerate(["red square", "blue square"]):
+        want = to_uint8(r.sample(3, seed=0, prompt=prompt))  # (3, H, W, 3)
+        for k in range(3):
+            got = np.asarray(Image.open(out / f"prompt{row:02d}-seed0-{k:04d}.png").convert("RGB"))
+            assert np.array_equal(got, want[k]), (prompt, k)
+    assert main(["sample", str(run), "--prompts", "red square|blue square", "-n", "3", "--seed", "0",
+                 "--out", str(tmp_path / "rows.png")]) == 0  # fmt: skip
+    assert Image.open(tmp_path / "rows.png").size == (3 * 18 + 2, 2 * 18 + 2)  # 3 per row, 2 rows
+    assert (tmp_path / "rows.txt").read_text().splitlines() == ["row 1: red square", "row 2: blue square"]
 
 
 @pytest.mark.parametrize("family", ["diffusion", "gan"])

@@ -175,7 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=S)
     t.add_argument("--seed", type=int, default=S)
     t.add_argument("--device", default=S, help="auto, cpu, cuda, cuda:N")
-    t.add_argument("--amp", choices=["off", "bf16", "fp16"], default=S, help="mixed precision on CUDA")
+    t.add_argument(
+        "--amp",
+        choices=["off", "bf16", "fp16"],
+        default=S,
+        help="mixed precision: bf16 or fp16 on CUDA, bf16 on CPUs",
+    )
     t.add_argument(
         "--channels-last", action=argparse.BooleanOptionalAction, default=S, help="NHWC layout (default on)"
     )
@@ -223,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--temperature", type=float, default=S, help="VAE: scale prior samples")
     s.add_argument("--steps", type=int, default=S, help="diffusion: DDIM sampling steps (default 25)")
     s.add_argument("--prompt", default=S, help="text runs: what to draw")
+    s.add_argument(
+        "--prompts",
+        default=None,
+        help='text runs: several prompts split by "|": one grid row of n images per prompt, the '
+        "same noise in every row (a .txt beside the grid names the rows)",
+    )
     s.add_argument("--guidance", type=float, default=S, help="text runs: guidance scale (default 3)")
     s.add_argument("--device", default="auto")
 
@@ -483,16 +494,23 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     run = load(args.run, device=args.device)
     options = _sample_options(args)
+    prompts = _prompt_rows(args, run)
+    rows = [{"prompt": p} for p in prompts] or [{}]  # --prompts: the same noise once per prompt
     if args.seeds is not None:
         seeds = parse_seeds(args.seeds)
-        images = run.sample_seeds(seeds, **options)
+        batches = [run.sample_seeds(seeds, **options, **row) for row in rows]
         names = [f"seed{s:04d}.png" for s in seeds]
         label = f"seeds {args.seeds}"
     else:
         seed = args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
-        images = run.sample(args.n, seed=seed, **options)
+        batches = [run.sample(args.n, seed=seed, **options, **row) for row in rows]
         names = [f"seed{seed}-{k:04d}.png" for k in range(args.n)]
         label = f"seed {seed}"
+    images = torch.cat(batches)
+    if prompts:  # row r of the grid is prompt r; file names say which
+        names = [f"prompt{r:02d}-{name}" for r in range(len(prompts)) for name in names]
+        args.nrow = args.nrow or len(batches[0])
+        label += f" {len(prompts)} prompts"
     if run.is_audio:
         return _write_sounds(run, args, images, names, label)
     out = args.out or str(Path(args.run) / "generated" / f"{label.replace(' ', '').replace(',', '_')}.png")
@@ -507,7 +525,25 @@ def cmd_sample(args: argparse.Namespace) -> int:
             raise CLIError(f"--out {out}: a grid is written as .png; use DIR/ for single images")
         save_image(make_grid(images, args.nrow), out)
         print(f"wrote a grid of {len(images)} images ({label}) to {out}")
+    if prompts:
+        listing = Path(out) / "prompts.txt" if Path(out).is_dir() else Path(out).with_suffix(".txt")
+        listing.write_text("".join(f"row {r + 1}: {p}\n" for r, p in enumerate(prompts)), encoding="utf-8")
+        print(f"wrote the prompt of each row to {listing}")
     return 0
+
+
+def _prompt_rows(args: argparse.Namespace, run: Any) -> list[str]:
+    """The prompts of --prompts "a|b|c" (empty list without it), checked against the run."""
+    if getattr(args, "prompts", None) is None:
+        return []
+    if "prompt" in args:
+        raise CLIError("give either --prompt or --prompts, not both")
+    if not getattr(run.model, "conditional", False):
+        raise CLIError(f"{args.run}: this run was trained without captions, so it takes no prompt")
+    prompts = [p.strip() for p in args.prompts.split("|")]
+    if not any(prompts):
+        raise CLIError('--prompts needs at least one prompt, e.g. --prompts "cat face|red heart"')
+    return prompts
 
 
 def _write_sounds(run: Any, args: argparse.Namespace, images: Any, names: list[str], label: str) -> int:
