@@ -20,6 +20,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from artforge.models.base import rank_slice
+
 Shard = tuple[int, int]  # (rank, world size)
 
 POLICIES = ("color", "translation", "cutout")
@@ -36,18 +38,14 @@ def parse_policy(text: str) -> tuple[str, ...]:
 
 def _rand(x: Tensor, shard: Shard, *tail: int, dtype: torch.dtype | None = None) -> Tensor:
     """U[0, 1) of shape (B, *tail) for this rank's B images, drawn for the global batch."""
-    rank, world = shard
     b = x.shape[0]
-    full = torch.rand(b * world, *tail, device=x.device, dtype=dtype)
-    return full if world == 1 else full[rank * b : (rank + 1) * b]
+    return rank_slice(torch.rand(b * shard[1], *tail, device=x.device, dtype=dtype), b, shard)
 
 
 def _randint(x: Tensor, shard: Shard, low: int, high: int, *tail: int) -> Tensor:
     """Integers in [low, high) of shape (B, *tail) for this rank's images (global draw)."""
-    rank, world = shard
     b = x.shape[0]
-    full = torch.randint(low, high, (b * world, *tail), device=x.device)
-    return full if world == 1 else full[rank * b : (rank + 1) * b]
+    return rank_slice(torch.randint(low, high, (b * shard[1], *tail), device=x.device), b, shard)
 
 
 def _chosen(x: Tensor, p: float, shard: Shard = (0, 1)) -> Tensor:

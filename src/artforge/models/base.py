@@ -36,6 +36,12 @@ class Phase:
     every: int = 1  # run when step % every == 0
 
 
+def rank_slice(full: Tensor, n: int, shard: tuple[int, int]) -> Tensor:
+    """This rank's n rows of noise drawn for the global batch of n * world rows."""
+    rank, world = shard
+    return full if world == 1 else full[rank * n : (rank + 1) * n]
+
+
 class GenerativeModel(nn.Module):
     """Base class of the model families. Subclasses set ``family`` and ``config_class``.
 
@@ -60,8 +66,7 @@ class GenerativeModel(nn.Module):
     # seeds alike) and each rank keeps its own slice. So a run on N processes sees the same
     # noise as one process on the whole batch, and the ranks' RNGs never drift apart.
     def _slice(self, full: Tensor, n: int) -> Tensor:
-        rank, world = self.shard
-        return full if world == 1 else full[rank * n : (rank + 1) * n]
+        return rank_slice(full, n, self.shard)
 
     def batch_randn(self, n: int, *shape: int, device: torch.device) -> Tensor:
         """Standard normal (n, *shape) for this rank's n images."""
