@@ -101,14 +101,23 @@ def test_adaptive_gan_logs_p_and_saves_it() -> None:
         make_model_config("gan", {"augment_p": 1.5}, height=16, width=16)
 
 
-def test_adaptive_gan_resumes_exactly(tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("extra", "buffer"),
+    [
+        ({"ada_target": 0.6, "augment_p": 0.3, "ada_images": 100}, "aug_p"),
+        ({"lecam_weight": 0.3, "lecam_decay": 0.9}, "lecam_ema"),
+    ],
+    ids=["ada", "lecam"],
+)
+def test_gan_state_that_adapts_resumes_exactly(tmp_path, extra, buffer) -> None:
+    """ADA's probability and LeCam's logit averages are saved and continue on resume."""
     from artforge.config import DataConfig, RunConfig, TrainConfig
     from artforge.models.base import load_weights
     from artforge.training import Trainer
 
     def cfg(steps: int) -> RunConfig:
         model = {"base_channels": 8, "latent_dim": 8, "augment": "color,translation,cutout"}
-        model |= {"ada_target": 0.6, "augment_p": 0.3, "ada_images": 100}
+        model |= extra
         return RunConfig(
             family="gan",
             model=model,
@@ -122,7 +131,9 @@ def test_adaptive_gan_resumes_exactly(tmp_path) -> None:
     Trainer(cfg(8), split, progress=False).train(resume=True)
     a = load_weights(straight / "state" / "model.safetensors")
     b = load_weights(split / "state" / "model.safetensors")
-    assert float(a["aug_p"]) != 0.3  # the controller moved it
+    fields = {"base_channels": 8, "latent_dim": 8, "augment": "color,translation,cutout", **extra}
+    start = build_model("gan", make_model_config("gan", fields, height=16, width=16)).state_dict()[buffer]
+    assert not torch.equal(a[buffer], start)  # training moved it
     for k in a:
         assert torch.equal(a[k], b[k]), k
 

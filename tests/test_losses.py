@@ -8,7 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from artforge.losses import gan_d_loss, gan_g_loss, gradient_penalty, kl_normal, r1_penalty, recon_loss
+from artforge.losses import (
+    gan_d_loss,
+    gan_g_loss,
+    gradient_penalty,
+    kl_normal,
+    lecam_penalty,
+    r1_penalty,
+    recon_loss,
+)
 
 REAL = torch.tensor([2.0, 0.5, -1.0])
 FAKE = torch.tensor([-2.0, 0.0, 0.5])
@@ -22,6 +30,18 @@ def test_hinge() -> None:
     # relu(1 - real) = [0, 0.5, 2]; relu(1 + fake) = [0, 1, 1.5]; each mean 2.5/3
     assert close(gan_d_loss("hinge", REAL, FAKE), 5 / 3)
     assert close(gan_g_loss("hinge", FAKE), 0.5)  # -mean(fake) = -(-1.5 / 3)
+
+
+def test_lecam() -> None:
+    # averages real 0.5, fake -0.5: relu(real - (-0.5)) = [2.5, 1, 0] -> mean of squares 7.25/3;
+    # relu(0.5 - fake) = [2.5, 0.5, 0] -> 6.5/3
+    assert close(lecam_penalty(REAL, FAKE, torch.tensor(0.5), torch.tensor(-0.5)), 13.75 / 3)
+    # nothing to pull when real logits sit below the fake average and fake above the real one
+    low_real, high_fake = torch.tensor([-1.0]), torch.tensor([1.0])
+    assert close(lecam_penalty(low_real, high_fake, torch.tensor(0.5), torch.tensor(0.0)), 0)
+    real = REAL.clone().requires_grad_(True)
+    lecam_penalty(real, FAKE, torch.tensor(0.5), torch.tensor(-0.5)).backward()
+    assert real.grad is not None and (real.grad[:2] > 0).all()  # gradient descent lowers the real logits
 
 
 def test_bce() -> None:

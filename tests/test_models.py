@@ -241,6 +241,19 @@ def test_gan_depth_adds_same_size_convs_that_learn() -> None:
     assert last < first - 0.2 * abs(first), (first, last)
 
 
+def test_gan_generator_width_is_its_own() -> None:
+    same, wide = tiny("gan", 16, 16), tiny("gan", 16, 16, g_base_channels=32)
+
+    def widths(m: nn.Module) -> list[int]:
+        return [x.out_channels for x in m.modules() if isinstance(x, nn.Conv2d)]
+
+    assert widths(wide.D) == widths(same.D)  # D keeps base_channels
+    assert max(widths(wide.G)) == 2 * max(widths(same.G))  # tiny base_channels is 16: G doubles
+    assert wide.sample(2).shape == (2, 3, 16, 16)
+    with pytest.raises(ValueError, match="g_base_channels must be >= 0"):
+        tiny("gan", 16, 16, g_base_channels=-1)
+
+
 def test_dcgan_losses_fall() -> None:
     model = tiny("dcgan", 16, 16)
     batch = shapes_batch()

@@ -77,6 +77,13 @@ def hinge_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
 
 
+def lecam_penalty(real_logits: Tensor, fake_logits: Tensor, ema_real: Tensor, ema_fake: Tensor) -> Tensor:
+    """LeCam regulariser (Tseng et al. 2021): pulls D's real logits towards the moving average of
+    its fake logits and the fake towards the real average, only where they overshoot. It bounds
+    how far D can separate the few training images from G's, the overfitting of small data."""
+    return F.relu(real_logits - ema_fake).pow(2).mean() + F.relu(ema_real - fake_logits).pow(2).mean()
+
+
 def hinge_g_loss(fake_logits: Tensor) -> Tensor:
     """Hinge generator loss -D(G(z)) (Lim & Ye 2017; Miyato et al. 2018)."""
     return -fake_logits.mean()

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from artforge.losses import gan_d_loss, gan_g_loss, gradient_penalty, r1_penalty
+from artforge.losses import gan_d_loss, gan_g_loss, gradient_penalty, lecam_penalty, r1_penalty
 from artforge.models.augment import adapt_p, augment, parse_policy
 from artforge.models.base import GenerativeModel, Phase
 from artforge.models.blocks import (
@@ -51,6 +51,7 @@ class GANConfig(TextFields):
     channels: int = 3  # image channels
     latent_dim: int = 100  # size of z (the seed document's 100)
     base_channels: int = 32  # channels after D's first halving; doubled per halving
+    g_base_channels: int = 0  # G's widths (its full-size stage has this many); 0 = base_channels
     max_channels: int = 512  # cap on the doubling
     d_norm: DNorm = "spectral"  # D's normalisation; "batch" is not allowed with wgan-gp
     g_norm: GNorm = "batch"  # G's feature norm; "pixel" has no running statistics (EMA-friendly)
@@ -65,6 +66,8 @@ class GANConfig(TextFields):
     ada_target: float = 0.0  # > 0: adapt the probability so E[sign(D(real))] stays near this (ADA: 0.6)
     ada_images: int = 50_000  # ADA speed: images for the probability to go from 0 to 1
     depth: int = 1  # 3x3 convs per resolution in G and D (more than 1 adds same-size convs)
+    lecam_weight: float = 0.0  # LeCam regulariser on D (Tseng et al. 2021; 0.3 in their CIFAR runs); 0 = off
+    lecam_decay: float = 0.99  # decay of the moving averages of D's real and fake logits it uses
 
     def __post_init__(self) -> None:
         check_choices(self, "d_norm", "g_norm", "loss")
@@ -80,8 +83,12 @@ class GANConfig(TextFields):
             raise ValueError(
                 f"max_channels ({self.max_channels}) must be >= base_channels ({self.base_channels})"
             )
-        if self.gp_weight < 0 or self.r1_gamma < 0:
-            raise ValueError("gp_weight and r1_gamma must be >= 0")
+        if self.g_base_channels < 0:
+            raise ValueError(f"g_base_channels must be >= 0 (0 = base_channels), got {self.g_base_channels}")
+        if self.gp_weight < 0 or self.r1_gamma < 0 or self.lecam_weight < 0:
+            raise ValueError("gp_weight, r1_gamma and lecam_weight must be >= 0")
+        if not 0 <= self.lecam_decay < 1:
+            raise ValueError(f"lecam_decay must be in [0, 1), got {self.lecam_decay}")
         parse_policy(self.augment)
         if not 0 <= self.augment_p <= 1:
             raise ValueError(f"augment_p must be in [0, 1], got {self.augment_p}")
@@ -184,6 +191,10 @@ class _Adversarial(GenerativeModel):
                 loss = loss + self.config.gp_weight * gp
                 out["gp"] = gp.detach()
             out.update(self._adapt(real_logits))
+            reg = self._regularise(real_logits, fake_logits)
+            if reg is not None:
+                loss = loss + reg
+                out["lecam"] = reg.detach()
             return {"loss": loss, **out}
         fake_logits = self._d(self._augment(self._g(z, cg)), cd)  # (B,)
         return {"loss": gan_g_loss(kind, fake_logits), "d_fake": fake_logits.detach().mean()}
@@ -195,6 +206,10 @@ class _Adversarial(GenerativeModel):
     def _adapt(self, real_logits: Tensor) -> dict[str, Tensor]:
         """Update any adaptive state after a D step; values to log."""
         return {}
+
+    def _regularise(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor | None:
+        """An extra term for D's loss (already weighted), or None."""
+        return None
 
     def _extra_step(
         self, phase: str, batch: Tensor, step: int, text: list[str] | None = None
@@ -244,8 +259,9 @@ class Generator(nn.Module):
     def __init__(self, c: GANConfig) -> None:
         super().__init__()
         sizes = stage_sizes(c.height, c.width)
-        chans = stage_channels(len(sizes) - 1, c.base_channels, c.max_channels)
-        full = max(c.base_channels // 2, 1)  # one conv at (H, W) before RGB: smooths nearest-resize blocks
+        base = c.g_base_channels or c.base_channels
+        chans = stage_channels(len(sizes) - 1, base, max(c.max_channels, base))
+        full = max(base // 2, 1)  # one conv at (H, W) before RGB: smooths nearest-resize blocks
         self.text = make_conditioner(c)  # text runs: the caption's vector is appended to z
         cond_dim = self.text.dim if self.text is not None else 0
         z_dim = c.latent_dim + cond_dim
@@ -314,6 +330,8 @@ class GAN(_Adversarial):
         self.policy = parse_policy(config.augment)
         if self.policy and config.ada_target > 0:  # saved with the weights, so a resume continues it
             self.register_buffer("aug_p", torch.tensor(config.augment_p))
+        if config.lecam_weight > 0:  # moving averages of D's (real, fake) logits; averaged over ranks
+            self.register_buffer("lecam_ema", torch.zeros(2))
 
     def _augment(self, x: Tensor) -> Tensor:
         if not self.policy:
@@ -329,6 +347,16 @@ class GAN(_Adversarial):
             adapt_p(float(self.aug_p), real_logits, c.ada_target, real_logits.shape[0], c.ada_images)
         )
         return {"aug_p": self.aug_p.detach().clone()}
+
+    def _regularise(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor | None:
+        c = self.config
+        if c.lecam_weight <= 0:
+            return None
+        with torch.no_grad():
+            means = torch.stack([real_logits.mean(), fake_logits.mean()]).float()
+            self.lecam_ema.lerp_(means.to(self.lecam_ema.device), 1 - c.lecam_decay)
+        ema_real, ema_fake = self.lecam_ema.to(real_logits.dtype)
+        return c.lecam_weight * lecam_penalty(real_logits, fake_logits, ema_real, ema_fake)
 
     def default_optim(self) -> dict[str, Any]:
         if self.config.loss == "wgan-gp":  # Gulrajani et al. 2017, Algorithm 1
