@@ -162,6 +162,30 @@ def test_each_family_follows_the_prompt(tmp_path, family):
     assert (tmp_path / "rows.txt").read_text().splitlines() == ["row 1: red square", "row 2: blue square"]
 
 
+def test_mode_seeking_pairs_captions_and_spreads_one_prompts_images(tmp_path):
+    """MSGAN's term: G's step shows each caption with two noises, and the images of one prompt
+    end up further apart than without it, from the same start."""
+    from artforge.models import build_model, make_model_config
+    from artforge.models.gan import mode_seeking_ratio
+
+    fields = {**FAMILY["gan"][0], "text_encoder": "hash", "text_dim": 16, "cond_drop": 0.0}
+    model = build_model("gan", make_model_config("gan", fields, height=16, width=16))
+    cg, _ = model._conds(["a", "b", "c", "d", "e"], 5, torch.device("cpu"), paired=True)
+    assert torch.equal(cg[:2], cg[2:4]) and torch.equal(cg[4], model.G.text(["e"], "cpu")[0])
+    z = torch.randn(4, 3)
+    assert float(mode_seeking_ratio(torch.ones(4, 3, 2, 2), z)) == 0.0  # identical pairs
+    data = colour_folder(tmp_path / "colours")
+    spread = {}
+    for weight in (0.0, 5.0):
+        run = tmp_path / f"ms{weight}"
+        Trainer(text_config(data, 30, "gan", mode_seeking=weight), run, progress=False).train()
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert any("G/ms_ratio" in r for r in rows) == (weight > 0)
+        images = artforge.load(run).sample(16, seed=0, prompt="red square")  # (16, 3, H, W)
+        spread[weight] = float(images.std(dim=0).mean())
+    assert spread[5.0] > 1.5 * spread[0.0], spread
+
+
 @pytest.mark.parametrize("family", ["diffusion", "gan"])
 def test_text_run_resumes_exactly(tmp_path, family):
     data = colour_folder(tmp_path / "colours", n_each=4)

@@ -68,6 +68,9 @@ class GANConfig(TextFields):
     depth: int = 1  # 3x3 convs per resolution in G and D (more than 1 adds same-size convs)
     lecam_weight: float = 0.0  # LeCam regulariser on D (Tseng et al. 2021; 0.3 in their CIFAR runs); 0 = off
     lecam_decay: float = 0.99  # decay of the moving averages of D's real and fake logits it uses
+    # mode seeking (MSGAN, Mao et al. 2019): G's step pairs two z with one caption and rewards
+    # images that differ in proportion; against text runs' rows of look-alikes. 0 = off
+    mode_seeking: float = 0.0
 
     def __post_init__(self) -> None:
         check_choices(self, "d_norm", "g_norm", "loss")
@@ -85,8 +88,8 @@ class GANConfig(TextFields):
             )
         if self.g_base_channels < 0:
             raise ValueError(f"g_base_channels must be >= 0 (0 = base_channels), got {self.g_base_channels}")
-        if self.gp_weight < 0 or self.r1_gamma < 0 or self.lecam_weight < 0:
-            raise ValueError("gp_weight, r1_gamma and lecam_weight must be >= 0")
+        if min(self.gp_weight, self.r1_gamma, self.lecam_weight, self.mode_seeking) < 0:
+            raise ValueError("gp_weight, r1_gamma, lecam_weight and mode_seeking must be >= 0")
         if not 0 <= self.lecam_decay < 1:
             raise ValueError(f"lecam_decay must be in [0, 1), got {self.lecam_decay}")
         parse_policy(self.augment)
@@ -133,6 +136,15 @@ def _check_positive(obj: Any, *names: str) -> None:
 # -- shared training logic ------------------------------------------------------------------
 
 
+def mode_seeking_ratio(images: Tensor, z: Tensor) -> Tensor:
+    """MSGAN's ratio (Mao et al. 2019): mean |G(z1) - G(z2)| / mean |z1 - z2| over the pairs
+    (first half, second half) of a batch; G maximises it so that different noise gives
+    different images under one condition."""
+    half = images.shape[0] // 2
+    num = (images[:half] - images[half : 2 * half]).abs().mean()
+    return num / (z[:half] - z[half : 2 * half]).abs().mean().to(num.dtype)
+
+
 class _Adversarial(GenerativeModel):
     """Phases, losses and sampling common to GAN and DCGAN; subclasses build ``G`` and ``D``."""
 
@@ -157,11 +169,17 @@ class _Adversarial(GenerativeModel):
     def conditional(self) -> bool:
         return getattr(self.G, "text", None) is not None
 
-    def _conds(self, text: list[str] | None, n: int, device: torch.device) -> tuple[Any, Any]:
-        """Text runs: G's and D's condition vectors for this rank's captions (some dropped to "")."""
+    def _conds(
+        self, text: list[str] | None, n: int, device: torch.device, paired: bool = False
+    ) -> tuple[Any, Any]:
+        """Text runs: G's and D's condition vectors for this rank's captions (some dropped to "").
+        ``paired``: the second half of the batch repeats the first half's captions."""
         if not self.conditional:
             return None, None
         captions = self.training_captions(text, n, self.config.cond_drop)
+        if paired:
+            half = n // 2
+            captions = captions[:half] * 2 + captions[2 * half :]
         return self.G.text(captions, device), self.D.text(captions, device)
 
     def _g(self, z: Tensor, cond: Tensor | None) -> Tensor:
@@ -177,7 +195,8 @@ class _Adversarial(GenerativeModel):
             return self._extra_step(phase, batch, step, text)
         kind = self.config.loss
         z = self.batch_randn(batch.shape[0], self.config.latent_dim, device=batch.device)  # (B, D)
-        cg, cd = self._conds(text, batch.shape[0], batch.device)
+        seek = phase == "G" and getattr(self.config, "mode_seeking", 0) > 0 and batch.shape[0] >= 2
+        cg, cd = self._conds(text, batch.shape[0], batch.device, paired=seek)
         if phase == "D":
             with torch.no_grad():  # G is frozen in this phase
                 fake = self._g(z, cg)  # (B, C, H, W)
@@ -196,8 +215,15 @@ class _Adversarial(GenerativeModel):
                 loss = loss + reg
                 out["lecam"] = reg.detach()
             return {"loss": loss, **out}
-        fake_logits = self._d(self._augment(self._g(z, cg)), cd)  # (B,)
-        return {"loss": gan_g_loss(kind, fake_logits), "d_fake": fake_logits.detach().mean()}
+        fake = self._g(z, cg)  # (B, C, H, W)
+        fake_logits = self._d(self._augment(fake), cd)  # (B,)
+        loss = gan_g_loss(kind, fake_logits)
+        out = {"d_fake": fake_logits.detach().mean()}
+        if seek:
+            ratio = mode_seeking_ratio(fake, z)
+            loss = loss + self.config.mode_seeking / (ratio + 1e-5)
+            out["ms_ratio"] = ratio.detach()
+        return {"loss": loss, **out}
 
     def _augment(self, x: Tensor) -> Tensor:
         """What D sees of an image batch; the identity unless a subclass augments."""
