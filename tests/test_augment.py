@@ -115,12 +115,12 @@ def test_gan_state_that_adapts_resumes_exactly(tmp_path, extra, buffer) -> None:
     from artforge.models.base import load_weights
     from artforge.training import Trainer
 
+    fields = {"base_channels": 8, "latent_dim": 8, "augment": "color,translation,cutout", **extra}
+
     def cfg(steps: int) -> RunConfig:
-        model = {"base_channels": 8, "latent_dim": 8, "augment": "color,translation,cutout"}
-        model |= extra
         return RunConfig(
             family="gan",
-            model=model,
+            model=fields,
             data=DataConfig(path="builtin", height=16, width=16, builtin_count=40),
             train=TrainConfig(steps=steps, batch_size=8, log_every=2, sample_every=0, ckpt_every=0, grid_n=4),
         )
@@ -131,7 +131,6 @@ def test_gan_state_that_adapts_resumes_exactly(tmp_path, extra, buffer) -> None:
     Trainer(cfg(8), split, progress=False).train(resume=True)
     a = load_weights(straight / "state" / "model.safetensors")
     b = load_weights(split / "state" / "model.safetensors")
-    fields = {"base_channels": 8, "latent_dim": 8, "augment": "color,translation,cutout", **extra}
     start = build_model("gan", make_model_config("gan", fields, height=16, width=16)).state_dict()[buffer]
     assert not torch.equal(a[buffer], start)  # training moved it
     for k in a:

@@ -210,10 +210,9 @@ class _Adversarial(GenerativeModel):
                 loss = loss + self.config.gp_weight * gp
                 out["gp"] = gp.detach()
             out.update(self._adapt(real_logits))
-            reg = self._regularise(real_logits, fake_logits)
-            if reg is not None:
-                loss = loss + reg
-                out["lecam"] = reg.detach()
+            for name, term in self._regularise(real_logits, fake_logits).items():
+                loss = loss + term
+                out[name] = term.detach()
             return {"loss": loss, **out}
         fake = self._g(z, cg)  # (B, C, H, W)
         fake_logits = self._d(self._augment(fake), cd)  # (B,)
@@ -233,9 +232,9 @@ class _Adversarial(GenerativeModel):
         """Update any adaptive state after a D step; values to log."""
         return {}
 
-    def _regularise(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor | None:
-        """An extra term for D's loss (already weighted), or None."""
-        return None
+    def _regularise(self, real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
+        """Extra terms for D's loss (already weighted), by the name they are logged under."""
+        return {}
 
     def _extra_step(
         self, phase: str, batch: Tensor, step: int, text: list[str] | None = None
@@ -374,15 +373,15 @@ class GAN(_Adversarial):
         )
         return {"aug_p": self.aug_p.detach().clone()}
 
-    def _regularise(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor | None:
+    def _regularise(self, real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
         c = self.config
         if c.lecam_weight <= 0:
-            return None
+            return {}
         with torch.no_grad():
-            means = torch.stack([real_logits.mean(), fake_logits.mean()]).float()
-            self.lecam_ema.lerp_(means.to(self.lecam_ema.device), 1 - c.lecam_decay)
+            means = torch.stack([real_logits.mean(), fake_logits.mean()]).float()  # fp32 under autocast
+            self.lecam_ema.lerp_(means, 1 - c.lecam_decay)
         ema_real, ema_fake = self.lecam_ema.to(real_logits.dtype)
-        return c.lecam_weight * lecam_penalty(real_logits, fake_logits, ema_real, ema_fake)
+        return {"lecam": c.lecam_weight * lecam_penalty(real_logits, fake_logits, ema_real, ema_fake)}
 
     def default_optim(self) -> dict[str, Any]:
         if self.config.loss == "wgan-gp":  # Gulrajani et al. 2017, Algorithm 1
