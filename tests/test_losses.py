@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from artforge.losses import (
     gan_d_loss,
+    gan_d_reject_loss,
     gan_g_loss,
     gradient_penalty,
     kl_normal,
@@ -30,6 +31,18 @@ def test_hinge() -> None:
     # relu(1 - real) = [0, 0.5, 2]; relu(1 + fake) = [0, 1, 1.5]; each mean 2.5/3
     assert close(gan_d_loss("hinge", REAL, FAKE), 5 / 3)
     assert close(gan_g_loss("hinge", FAKE), 0.5)  # -mean(fake) = -(-1.5 / 3)
+
+
+def test_reject_term_is_the_fake_half_of_each_d_loss() -> None:
+    # REAL as logits D should call fake: hinge relu(1 + x) = [3, 1.5, 0]
+    assert close(gan_d_reject_loss("hinge", REAL), 1.5)
+    assert close(gan_d_reject_loss("mse", REAL), 0.5 * (4 + 0.25 + 1) / 3)
+    assert close(gan_d_reject_loss("wgan-gp", REAL), 0.5)  # mean(x) = 1.5 / 3
+    for kind in ("bce", "mse", "hinge", "wgan-gp"):  # D's loss = a term on real + this on fake
+        real_half = [gan_d_loss(kind, REAL, f) - gan_d_reject_loss(kind, f) for f in (FAKE, REAL, -REAL)]
+        assert all(close(h, float(real_half[0])) for h in real_half), (kind, real_half)
+    with pytest.raises(ValueError, match="GAN loss"):
+        gan_d_reject_loss("l1", REAL)
 
 
 def test_lecam() -> None:

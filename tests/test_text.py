@@ -186,12 +186,71 @@ def test_mode_seeking_pairs_captions_and_spreads_one_prompts_images(tmp_path):
     assert spread[5.0] > 1.5 * spread[0.0], spread
 
 
-@pytest.mark.parametrize("family", ["diffusion", "gan"])
+def test_conditional_norm_and_matching_aware_d(tmp_path):
+    """--model.cond_norm puts the caption into every stage of G; --model.mismatch_weight has D
+    call a real image under another image's caption fake; a run with both follows its prompt."""
+    from artforge.models import build_model, make_model_config
+    from artforge.models.blocks import Modulate
+
+    def gan(**fields):
+        fields = {**FAMILY["gan"][0], "text_encoder": "hash", "text_dim": 16, **fields}
+        return build_model("gan", make_model_config("gan", fields, height=16, width=16))
+
+    plain, cbn = gan(), gan(cond_norm=True, mismatch_weight=1.0)
+    norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in cbn.G.modules())
+    assert sum(isinstance(m, Modulate) for m in cbn.G.modules()) == norms > 0
+    assert not any(isinstance(m, Modulate) for m in plain.G.modules())
+    real = torch.rand(4, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        same = cbn.D.text(["red square"] * 4)
+        assert float(cbn._mismatch(real, same)) == 0.0  # no pair has another caption
+        assert float(cbn._mismatch(real, cbn.D.text(["red square", ""] * 2))) == 0.0  # dropped: skipped
+        assert float(cbn._mismatch(real, cbn.D.text(["red square", "blue square"] * 2))) > 0
+
+    data = colour_folder(tmp_path / "colours")
+    run = tmp_path / "run"
+    Trainer(text_config(data, 200, "gan", cond_norm=True, mismatch_weight=1.0), run, progress=False).train()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("D/mismatch" in r for r in rows)
+    r = artforge.load(run)
+    red = r.sample(8, seed=0, prompt="red square").mean(dim=(0, 2, 3))  # (3,) mean RGB
+    blue = r.sample(8, seed=0, prompt="blue square").mean(dim=(0, 2, 3))
+    assert red[0] - red[2] > 0.3 and blue[2] - blue[0] > 0.3, (red, blue)
+
+    # the term itself teaches D the match: minimising it alone on red and blue squares under
+    # alternating captions (so each image's rolled caption is the other colour's) widens D's
+    # margin between a square under its own caption and under the other one
+    torch.manual_seed(0)
+    model = gan(mismatch_weight=1.0)
+    rgb = torch.tensor([COLOURS["red"], COLOURS["blue"]] * 4, dtype=torch.float32) / 127.5 - 1  # (8, 3)
+    squares = rgb[:, :, None, None].expand(8, 3, 16, 16)
+    captions = ["red square", "blue square"] * 4
+
+    def margin() -> float:
+        with torch.no_grad():
+            own = model._d(squares, model.D.text(captions))
+            other = model._d(squares, model.D.text(captions[1:] + captions[:1]))
+        return float((own - other).mean())
+
+    before = margin()
+    opt = torch.optim.Adam(model.D.parameters(), lr=1e-3)
+    for _ in range(20):
+        loss = model._mismatch(squares, model.D.text(captions))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert margin() > before + 0.5, (before, margin())
+
+
+@pytest.mark.parametrize("family", ["diffusion", "gan", "gan-cond-norm"])
 def test_text_run_resumes_exactly(tmp_path, family):
     data = colour_folder(tmp_path / "colours", n_each=4)
-    Trainer(text_config(data, 6, family), tmp_path / "full", progress=False).train()
-    Trainer(text_config(data, 3, family), tmp_path / "split", progress=False).train()
-    Trainer(text_config(data, 6, family), tmp_path / "split", progress=False).train(resume=True)
+    family, extra = (
+        ("gan", {"cond_norm": True, "mismatch_weight": 1.0}) if family == "gan-cond-norm" else (family, {})
+    )
+    Trainer(text_config(data, 6, family, **extra), tmp_path / "full", progress=False).train()
+    Trainer(text_config(data, 3, family, **extra), tmp_path / "split", progress=False).train()
+    Trainer(text_config(data, 6, family, **extra), tmp_path / "split", progress=False).train(resume=True)
     a, b = (load_weights(tmp_path / r / "state" / "model.safetensors") for r in ("full", "split"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 

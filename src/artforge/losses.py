@@ -40,6 +40,19 @@ def gan_d_loss(kind: GanLoss | str, real_logits: Tensor, fake_logits: Tensor) ->
     return wasserstein_d_loss(real_logits, fake_logits)
 
 
+def gan_d_reject_loss(kind: GanLoss | str, logits: Tensor) -> Tensor:
+    """The part of D's loss for ``kind`` that pushes logits towards "fake", on its own: for
+    negatives other than G's images (a real image under a caption that is not its own)."""
+    _check_kind(kind, GAN_LOSSES, "GAN loss")
+    if kind == "bce":
+        return F.softplus(logits).mean()
+    if kind == "mse":
+        return 0.5 * (logits**2).mean()
+    if kind == "hinge":
+        return F.relu(1 + logits).mean()
+    return logits.mean()
+
+
 def gan_g_loss(kind: GanLoss | str, fake_logits: Tensor) -> Tensor:
     """Generator loss on the discriminator's logits for generated images."""
     _check_kind(kind, GAN_LOSSES, "GAN loss")

@@ -173,10 +173,37 @@ class DownStack(nn.Module):
         return self.net(x)  # (B, C_k, h_k, w_k)
 
 
+class Modulate(nn.Module):
+    """Per-sample scale and shift of feature maps from a condition vector:
+    x * (1 + gamma(c)) + beta(c). After a batch norm this is conditional batch norm (de Vries
+    et al. 2017; BigGAN's generator, Brock et al. 2019): the condition acts at every stage
+    instead of only through the input."""
+
+    def __init__(self, cond_dim: int, channels: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(cond_dim, 2 * channels)
+        nn.init.zeros_(self.proj.weight)  # starts as the identity (a family's own init may perturb it)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        gamma, beta = self.proj(cond.to(x.dtype)).chunk(2, dim=1)  # (B, C) each
+        return x * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]
+
+
+def run_conditioned(layers: nn.Sequential, x: Tensor, cond: Tensor | None) -> Tensor:
+    """Apply ``layers`` in order, handing ``cond`` to the ``Modulate`` ones."""
+    for layer in layers:
+        x = layer(x, cond) if isinstance(layer, Modulate) else layer(x)
+    return x
+
+
 class UpStack(nn.Module):
     """Latent (B, D) -> linear to the smallest map, then per stage nearest-resize to exactly
     the next size + 3x3 conv + norm + activation; ends with a 3x3 conv to ``out_channels`` at
-    (H, W) giving raw outputs (the family adds tanh/sigmoid)."""
+    (H, W) giving raw outputs (the family adds tanh/sigmoid).
+
+    ``cond_dim`` > 0: a ``Modulate`` after every norm, so forward takes a (B, cond_dim) condition.
+    """
 
     def __init__(
         self,
@@ -189,22 +216,30 @@ class UpStack(nn.Module):
         full_res_channels: int = 0,
         fc_norm: bool = True,
         depth: int = 1,
+        cond_dim: int = 0,
     ) -> None:
         super().__init__()
         assert len(channels) == len(sizes) - 1
         assert depth >= 1
+
+        def mod(c: int) -> list[nn.Module]:
+            return [Modulate(cond_dim, c)] if cond_dim else []
+
         h, w = sizes[-1]
         self.top = (channels[-1], h, w)
         self.fc = nn.Linear(latent_dim, channels[-1] * h * w)
         # fc_norm=False keeps the scale of z visible downstream (a per-sample norm right after
         # the linear layer would make the output depend only on the direction of z)
-        self.fc_post = nn.Sequential(norm2d(norm if fc_norm else "none", channels[-1]), activation(act))
+        self.fc_post = nn.Sequential(
+            norm2d(norm if fc_norm else "none", channels[-1]), *mod(channels[-1]), activation(act)
+        )
         layers: list[nn.Module] = []
         for i in range(len(channels) - 1, 0, -1):  # channels[i] at sizes[i + 1] -> sizes[i]
             layers += [
                 nn.Upsample(size=sizes[i], mode="nearest"),
                 nn.Conv2d(channels[i], channels[i - 1], 3, padding=1, bias=norm != "batch"),
                 norm2d(norm, channels[i - 1]),
+                *mod(channels[i - 1]),
                 activation(act),
             ]
             layers += same_res_convs(channels[i - 1], depth - 1, norm, act)
@@ -214,16 +249,17 @@ class UpStack(nn.Module):
             layers += [
                 nn.Conv2d(c_last, full_res_channels, 3, padding=1, bias=norm != "batch"),
                 norm2d(norm, full_res_channels),
+                *mod(full_res_channels),
                 activation(act),
             ]
             c_last = full_res_channels
         layers.append(nn.Conv2d(c_last, out_channels, 3, padding=1))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, z: Tensor) -> Tensor:
+    def forward(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
         x = self.fc(z.flatten(1)).view(z.shape[0], *self.top)  # (B, C_k, h_k, w_k)
-        x = self.fc_post(x)
-        return self.net(x)  # (B, out_channels, H, W)
+        x = run_conditioned(self.fc_post, x, cond)
+        return run_conditioned(self.net, x, cond)  # (B, out_channels, H, W)
 
 
 # -- init -----------------------------------------------------------------------------------

@@ -19,7 +19,14 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from artforge.losses import gan_d_loss, gan_g_loss, gradient_penalty, lecam_penalty, r1_penalty
+from artforge.losses import (
+    gan_d_loss,
+    gan_d_reject_loss,
+    gan_g_loss,
+    gradient_penalty,
+    lecam_penalty,
+    r1_penalty,
+)
 from artforge.models.augment import adapt_p, augment, parse_policy
 from artforge.models.base import GenerativeModel, Phase
 from artforge.models.blocks import (
@@ -71,6 +78,12 @@ class GANConfig(TextFields):
     # mode seeking (MSGAN, Mao et al. 2019): G's step pairs two z with one caption and rewards
     # images that differ in proportion; against text runs' rows of look-alikes. 0 = off
     mode_seeking: float = 0.0
+    # text runs: the caption also scales and shifts G's features after every stage's norm
+    # (conditional batch norm, as BigGAN), not only through the input vector
+    cond_norm: bool = False
+    # text runs: D also sees real images under another image's caption as fake (matching-aware
+    # D, Reed et al. 2016), so it must check the match, not only the realism; weight, 0 = off
+    mismatch_weight: float = 0.0
 
     def __post_init__(self) -> None:
         check_choices(self, "d_norm", "g_norm", "loss")
@@ -88,8 +101,10 @@ class GANConfig(TextFields):
             )
         if self.g_base_channels < 0:
             raise ValueError(f"g_base_channels must be >= 0 (0 = base_channels), got {self.g_base_channels}")
-        if min(self.gp_weight, self.r1_gamma, self.lecam_weight, self.mode_seeking) < 0:
-            raise ValueError("gp_weight, r1_gamma, lecam_weight and mode_seeking must be >= 0")
+        if min(self.gp_weight, self.r1_gamma, self.lecam_weight, self.mode_seeking, self.mismatch_weight) < 0:
+            raise ValueError(
+                "gp_weight, r1_gamma, lecam_weight, mode_seeking and mismatch_weight must be >= 0"
+            )
         if not 0 <= self.lecam_decay < 1:
             raise ValueError(f"lecam_decay must be in [0, 1), got {self.lecam_decay}")
         parse_policy(self.augment)
@@ -210,7 +225,7 @@ class _Adversarial(GenerativeModel):
                 loss = loss + self.config.gp_weight * gp
                 out["gp"] = gp.detach()
             out.update(self._adapt(real_logits))
-            for name, term in self._regularise(real_logits, fake_logits).items():
+            for name, term in self._regularise(real, real_logits, fake_logits, cd).items():
                 loss = loss + term
                 out[name] = term.detach()
             return {"loss": loss, **out}
@@ -232,8 +247,11 @@ class _Adversarial(GenerativeModel):
         """Update any adaptive state after a D step; values to log."""
         return {}
 
-    def _regularise(self, real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
-        """Extra terms for D's loss (already weighted), by the name they are logged under."""
+    def _regularise(
+        self, real: Tensor, real_logits: Tensor, fake_logits: Tensor, cond: Tensor | None
+    ) -> dict[str, Tensor]:
+        """Extra terms for D's loss (already weighted), by the name they are logged under;
+        ``real`` is the batch as D saw it, ``cond`` D's condition vectors (text runs)."""
         return {}
 
     def _extra_step(
@@ -289,15 +307,24 @@ class Generator(nn.Module):
         full = max(base // 2, 1)  # one conv at (H, W) before RGB: smooths nearest-resize blocks
         self.text = make_conditioner(c)  # text runs: the caption's vector is appended to z
         cond_dim = self.text.dim if self.text is not None else 0
-        z_dim = c.latent_dim + cond_dim
+        self.cond_norm = bool(cond_dim and c.cond_norm)  # ... and modulates every stage
         self.net = UpStack(
-            z_dim, sizes, chans, c.channels, norm=c.g_norm, act="relu", full_res_channels=full, depth=c.depth
+            c.latent_dim + cond_dim,
+            sizes,
+            chans,
+            c.channels,
+            norm=c.g_norm,
+            act="relu",
+            full_res_channels=full,
+            depth=c.depth,
+            cond_dim=cond_dim if self.cond_norm else 0,
         )
 
     def forward(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
         if cond is not None:
-            z = torch.cat([z, cond.to(z.dtype)], dim=1)
-        return torch.tanh(self.net(z))  # (B, C, H, W)
+            cond = cond.to(z.dtype)
+            z = torch.cat([z, cond], dim=1)
+        return torch.tanh(self.net(z, cond if self.cond_norm else None))  # (B, C, H, W)
 
 
 class Discriminator(nn.Module):
@@ -373,15 +400,28 @@ class GAN(_Adversarial):
         )
         return {"aug_p": self.aug_p.detach().clone()}
 
-    def _regularise(self, real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
-        c = self.config
-        if c.lecam_weight <= 0:
-            return {}
-        with torch.no_grad():
-            means = torch.stack([real_logits.mean(), fake_logits.mean()]).float()  # fp32 under autocast
-            self.lecam_ema.lerp_(means, 1 - c.lecam_decay)
-        ema_real, ema_fake = self.lecam_ema.to(real_logits.dtype)
-        return {"lecam": c.lecam_weight * lecam_penalty(real_logits, fake_logits, ema_real, ema_fake)}
+    def _regularise(
+        self, real: Tensor, real_logits: Tensor, fake_logits: Tensor, cond: Tensor | None
+    ) -> dict[str, Tensor]:
+        c, out = self.config, {}
+        if c.lecam_weight > 0:
+            with torch.no_grad():
+                means = torch.stack([real_logits.mean(), fake_logits.mean()]).float()  # fp32 under autocast
+                self.lecam_ema.lerp_(means, 1 - c.lecam_decay)
+            ema_real, ema_fake = self.lecam_ema.to(real_logits.dtype)
+            out["lecam"] = c.lecam_weight * lecam_penalty(real_logits, fake_logits, ema_real, ema_fake)
+        if c.mismatch_weight > 0 and cond is not None:
+            out["mismatch"] = c.mismatch_weight * self._mismatch(real, cond)
+        return out
+
+    def _mismatch(self, real: Tensor, cond: Tensor) -> Tensor:
+        """D's loss on real images each under the next image's caption, counted as fake; pairs
+        whose captions agree, or where either was dropped (""), do not count."""
+        wrong = cond.roll(1, dims=0)  # (B, T)
+        keep = (wrong != cond).any(1) & (cond != 0).any(1) & (wrong != 0).any(1)  # (B,)
+        if not bool(keep.any()):
+            return real.new_zeros(())
+        return gan_d_reject_loss(self.config.loss, self._d(real[keep], wrong[keep]))
 
     def default_optim(self) -> dict[str, Any]:
         if self.config.loss == "wgan-gp":  # Gulrajani et al. 2017, Algorithm 1
