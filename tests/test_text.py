@@ -15,6 +15,7 @@ from artforge.cli import main
 from artforge.config import DataConfig, RunConfig, TrainConfig
 from artforge.data.captions import caption_from_filename, read_captions
 from artforge.models.base import load_weights
+from artforge.runs import read_config
 from artforge.sample import to_uint8
 from artforge.text import TextConditioner, hash_features
 from artforge.training import Trainer
@@ -196,7 +197,7 @@ def test_conditional_norm_and_matching_aware_d(tmp_path):
         fields = {**FAMILY["gan"][0], "text_encoder": "hash", "text_dim": 16, **fields}
         return build_model("gan", make_model_config("gan", fields, height=16, width=16))
 
-    plain, cbn = gan(), gan(cond_norm=True, mismatch_weight=1.0)
+    plain, cbn = gan(cond_norm=False, mismatch_weight=0.0), gan()  # the default: both on
     norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in cbn.G.modules())
     assert sum(isinstance(m, Modulate) for m in cbn.G.modules()) == norms > 0
     assert not any(isinstance(m, Modulate) for m in plain.G.modules())
@@ -209,7 +210,7 @@ def test_conditional_norm_and_matching_aware_d(tmp_path):
 
     data = colour_folder(tmp_path / "colours")
     run = tmp_path / "run"
-    Trainer(text_config(data, 200, "gan", cond_norm=True, mismatch_weight=1.0), run, progress=False).train()
+    Trainer(text_config(data, 200, "gan"), run, progress=False).train()
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("D/mismatch" in r for r in rows)
     r = artforge.load(run)
@@ -221,7 +222,7 @@ def test_conditional_norm_and_matching_aware_d(tmp_path):
     # alternating captions (so each image's rolled caption is the other colour's) widens D's
     # margin between a square under its own caption and under the other one
     torch.manual_seed(0)
-    model = gan(mismatch_weight=1.0)
+    model = gan()
     rgb = torch.tensor([COLOURS["red"], COLOURS["blue"]] * 4, dtype=torch.float32) / 127.5 - 1  # (8, 3)
     squares = rgb[:, :, None, None].expand(8, 3, 16, 16)
     captions = ["red square", "blue square"] * 4
@@ -242,11 +243,30 @@ def test_conditional_norm_and_matching_aware_d(tmp_path):
     assert margin() > before + 0.5, (before, margin())
 
 
-@pytest.mark.parametrize("family", ["diffusion", "gan", "gan-cond-norm"])
+def test_a_text_gan_saved_before_cond_norm_loads_and_resumes_as_trained(tmp_path):
+    """Runs from before cond_norm / mismatch_weight existed have neither in config.json; they
+    must come back without them, not with today's defaults (which would not fit the weights)."""
+    data = colour_folder(tmp_path / "colours", n_each=4)
+    run = tmp_path / "old"
+    Trainer(text_config(data, 3, "gan", cond_norm=False, mismatch_weight=0.0), run, progress=False).train()
+    cfg = json.loads((run / "config.json").read_text())
+    del cfg["model"]["cond_norm"], cfg["model"]["mismatch_weight"]
+    (run / "config.json").write_text(json.dumps(cfg))
+    before = artforge.load(run).sample(2, seed=0, prompt="red square")
+    assert main(["-q", "train", "--resume", "--out", str(run), "--steps", "5"]) == 0
+    after = read_config(run).model
+    assert after["cond_norm"] is False and after["mismatch_weight"] == 0.0
+    assert before.shape == (2, 3, 16, 16)
+    fresh = tmp_path / "new"
+    Trainer(text_config(data, 2, "gan"), fresh, progress=False).train()
+    assert json.loads((fresh / "config.json").read_text())["model"]["cond_norm"] is True
+
+
+@pytest.mark.parametrize("family", ["diffusion", "gan", "gan-plain"])
 def test_text_run_resumes_exactly(tmp_path, family):
     data = colour_folder(tmp_path / "colours", n_each=4)
     family, extra = (
-        ("gan", {"cond_norm": True, "mismatch_weight": 1.0}) if family == "gan-cond-norm" else (family, {})
+        ("gan", {"cond_norm": False, "mismatch_weight": 0.0}) if family == "gan-plain" else (family, {})
     )
     Trainer(text_config(data, 6, family, **extra), tmp_path / "full", progress=False).train()
     Trainer(text_config(data, 3, family, **extra), tmp_path / "split", progress=False).train()

@@ -58,6 +58,14 @@ def _resolve_modality(cfg: RunConfig) -> RunConfig:
     return dataclasses.replace(cfg, model={**cfg.model, "channels": 1})
 
 
+# Model settings added with a default other than the behaviour before them, per family, and
+# that earlier behaviour: config.json holds every setting, so a saved run without one of these
+# predates it and is rebuilt (and resumed) as it was trained.
+ADDED_SETTINGS: dict[str, dict[str, Any]] = {
+    "gan": {"cond_norm": False, "mismatch_weight": 0.0},  # sixth session: on for text runs
+}
+
+
 def config_to_json(cfg: RunConfig) -> dict[str, Any]:
     d = cfg.to_dict()
     d["artforge_version"] = __version__
@@ -86,6 +94,10 @@ def read_config(run_dir: str | Path) -> RunConfig:
             f"{path}: run format version {version} is newer than this artforge understands "
             f"({FORMAT_VERSION}); upgrade artforge to load it"
         )
+    model = d.get("model")
+    if isinstance(model, dict):  # a run saved before a setting existed was trained without it
+        for name, value in ADDED_SETTINGS.get(d.get("family"), {}).items():
+            model.setdefault(name, value)
     try:
         return run_config_from_dict(d)
     except ValueError as e:

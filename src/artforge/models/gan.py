@@ -80,10 +80,11 @@ class GANConfig(TextFields):
     mode_seeking: float = 0.0
     # text runs: the caption also scales and shifts G's features after every stage's norm
     # (conditional batch norm, as BigGAN), not only through the input vector
-    cond_norm: bool = False
+    cond_norm: bool = True
     # text runs: D also sees real images under another image's caption as fake (matching-aware
-    # D, Reed et al. 2016), so it must check the match, not only the realism; weight, 0 = off
-    mismatch_weight: float = 0.0
+    # D, Reed et al. 2016), so it must check the match, not only the realism; weight, 0 = off.
+    # With cond_norm, on emoji at 15 minutes: faithfulness 0.655 -> 0.903 (benchmarks/RESULTS.md)
+    mismatch_weight: float = 1.0
 
     def __post_init__(self) -> None:
         check_choices(self, "d_norm", "g_norm", "loss")
