@@ -254,6 +254,47 @@ def test_gan_generator_width_is_its_own() -> None:
         tiny("gan", 16, 16, g_base_channels=-1)
 
 
+def test_gan_skip_excitation_gates_the_large_stages() -> None:
+    plain, sle = tiny("gan", 16, 20), tiny("gan", 16, 20, sle=True)
+    # 16x20 -> 8x10 -> 4x5: maps at 4x5 (after fc), 8x10, 16x20; one gate, 4x5 -> 16x20
+    assert len(sle.G.net.excite) == 1 and plain.G.net.excite is None
+    assert set(plain.G.state_dict()) < set(sle.G.state_dict())  # runs without it keep their keys
+    sle.eval()
+    z = torch.randn(2, 16)
+    before = sle.G(z)
+    assert before.shape == (2, 3, 16, 20)
+    with torch.no_grad():  # the gate's last conv to zero: sigmoid 0.5 everywhere instead
+        sle.G.net.excite[0].net[3].weight.zero_()
+    assert not torch.allclose(sle.G(z), before)
+    sle.train()
+    batch = shapes_batch(size=16)
+    model = tiny("gan", 16, 16, sle=True, augment="")
+    train_phase(model, "D", batch, steps=10)
+    first, last = first_last(train_phase(model, "G", batch, lr=2e-4))
+    assert last < first - 0.1 * max(abs(first), 1.0), (first, last)
+
+
+def test_gan_self_supervised_discriminator_learns_to_reconstruct() -> None:
+    plain, model = tiny("gan", 16, 16), tiny("gan", 16, 16, recon_weight=1.0, augment="")
+    assert plain.D.decoder is None and set(plain.D.state_dict()) < set(model.D.state_dict())
+    with pytest.raises(ValueError, match="no decoder"):
+        plain.D(torch.zeros(2, 3, 16, 16), recon=True)
+    logits, recon = model.D(torch.zeros(2, 3, 16, 16), recon=True)
+    assert logits.shape == (2,) and recon.shape == (2, 3, 8, 8)  # half size
+    batch = shapes_batch()
+    optim = torch.optim.Adam(model.D.parameters(), lr=1e-3, betas=(0.0, 0.99))
+    recons = []
+    for step in range(60):
+        optim.zero_grad(set_to_none=True)
+        out = model.training_step("D", batch, step)
+        assert "recon" in out and "recon" not in plain.training_step("D", batch, step)
+        out["loss"].backward()
+        optim.step()
+        recons.append(float(out["recon"]))
+    first, last = first_last(recons)
+    assert last < 0.7 * first, (first, last)
+
+
 def test_dcgan_losses_fall() -> None:
     model = tiny("dcgan", 16, 16)
     batch = shapes_batch()

@@ -190,6 +190,25 @@ class Modulate(nn.Module):
         return x * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]
 
 
+class SkipExcite(nn.Module):
+    """Skip-layer excitation (FastGAN, Liu et al. 2021): a small map gates the channels of a
+    map two stages larger, x_high * sigmoid(f(pool4(x_low))), so coarse structure reaches the
+    fine stages in one step and each image gets its own channel weighting."""
+
+    def __init__(self, c_low: int, c_high: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.AdaptiveAvgPool2d(4),
+            nn.Conv2d(c_low, c_high, 4, bias=False),  # (B, c_high, 1, 1)
+            nn.LeakyReLU(0.1),
+            nn.Conv2d(c_high, c_high, 1, bias=False),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, low: Tensor, high: Tensor) -> Tensor:
+        return high * self.net(low)
+
+
 def run_conditioned(layers: nn.Sequential, x: Tensor, cond: Tensor | None) -> Tensor:
     """Apply ``layers`` in order, handing ``cond`` to the ``Modulate`` ones."""
     for layer in layers:
@@ -203,6 +222,8 @@ class UpStack(nn.Module):
     (H, W) giving raw outputs (the family adds tanh/sigmoid).
 
     ``cond_dim`` > 0: a ``Modulate`` after every norm, so forward takes a (B, cond_dim) condition.
+    ``sle``: each stage's output (from the third on, counting the first map) is gated by the
+    output two stages earlier (``SkipExcite``).
     """
 
     def __init__(
@@ -217,6 +238,7 @@ class UpStack(nn.Module):
         fc_norm: bool = True,
         depth: int = 1,
         cond_dim: int = 0,
+        sle: bool = False,
     ) -> None:
         super().__init__()
         assert len(channels) == len(sizes) - 1
@@ -234,6 +256,7 @@ class UpStack(nn.Module):
             norm2d(norm if fc_norm else "none", channels[-1]), *mod(channels[-1]), activation(act)
         )
         layers: list[nn.Module] = []
+        stage_ends: list[tuple[int, int]] = []  # (index in net of a stage's last layer, its channels)
         for i in range(len(channels) - 1, 0, -1):  # channels[i] at sizes[i + 1] -> sizes[i]
             layers += [
                 nn.Upsample(size=sizes[i], mode="nearest"),
@@ -243,6 +266,7 @@ class UpStack(nn.Module):
                 activation(act),
             ]
             layers += same_res_convs(channels[i - 1], depth - 1, norm, act)
+            stage_ends.append((len(layers) - 1, channels[i - 1]))
         layers.append(nn.Upsample(size=sizes[0], mode="nearest"))
         c_last = channels[0]
         if full_res_channels:  # one more conv + norm + act at full resolution
@@ -253,13 +277,34 @@ class UpStack(nn.Module):
                 activation(act),
             ]
             c_last = full_res_channels
+            stage_ends.append((len(layers) - 1, full_res_channels))
         layers.append(nn.Conv2d(c_last, out_channels, 3, padding=1))
         self.net = nn.Sequential(*layers)
+        # sle: stage k (0 = the first map, after fc) gates stage k + 2; only then are there
+        # modules (and state-dict keys) for it, so runs without it keep their keys
+        self.excite: nn.ModuleList | None = None
+        self._stage_at: dict[int, int] = {}
+        if sle:
+            stage_channel = [channels[-1]] + [c for _, c in stage_ends]
+            self.excite = nn.ModuleList(
+                SkipExcite(stage_channel[k], stage_channel[k + 2]) for k in range(len(stage_channel) - 2)
+            )
+            self._stage_at = {idx: k + 1 for k, (idx, _) in enumerate(stage_ends)}
 
     def forward(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
         x = self.fc(z.flatten(1)).view(z.shape[0], *self.top)  # (B, C_k, h_k, w_k)
         x = run_conditioned(self.fc_post, x, cond)
-        return run_conditioned(self.net, x, cond)  # (B, out_channels, H, W)
+        if self.excite is None:
+            return run_conditioned(self.net, x, cond)  # (B, out_channels, H, W)
+        stages = [x]  # each stage's output, gated where it has a source two stages back
+        for idx, layer in enumerate(self.net):
+            x = layer(x, cond) if isinstance(layer, Modulate) else layer(x)
+            k = self._stage_at.get(idx)
+            if k is not None:
+                if k >= 2:
+                    x = self.excite[k - 2](stages[k - 2], x)
+                stages.append(x)
+        return x  # (B, out_channels, H, W)
 
 
 # -- init -----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from artforge.losses import (
     gan_d_loss,
@@ -85,6 +86,13 @@ class GANConfig(TextFields):
     # D, Reed et al. 2016), so it must check the match, not only the realism; weight, 0 = off.
     # With cond_norm, on emoji at 15 minutes: faithfulness 0.655 -> 0.903 (benchmarks/RESULTS.md)
     mismatch_weight: float = 1.0
+    # FastGAN's two small-data ideas (Liu et al. 2021). sle: skip-layer excitation in G, each
+    # stage's channels gated by the output two stages earlier
+    sle: bool = False
+    # self-supervised D: a small decoder rebuilds each real image at half size from D's last
+    # features (mean squared error, this weight, in D's loss), so D must describe the whole
+    # image rather than memorise a few cues; 0 = off
+    recon_weight: float = 0.0
 
     def __post_init__(self) -> None:
         check_choices(self, "d_norm", "g_norm", "loss")
@@ -102,10 +110,9 @@ class GANConfig(TextFields):
             )
         if self.g_base_channels < 0:
             raise ValueError(f"g_base_channels must be >= 0 (0 = base_channels), got {self.g_base_channels}")
-        if min(self.gp_weight, self.r1_gamma, self.lecam_weight, self.mode_seeking, self.mismatch_weight) < 0:
-            raise ValueError(
-                "gp_weight, r1_gamma, lecam_weight, mode_seeking and mismatch_weight must be >= 0"
-            )
+        weights = ("gp_weight", "r1_gamma", "lecam_weight", "mode_seeking", "mismatch_weight", "recon_weight")
+        if min(getattr(self, name) for name in weights) < 0:
+            raise ValueError(f"{', '.join(weights)} must each be >= 0")
         if not 0 <= self.lecam_decay < 1:
             raise ValueError(f"lecam_decay must be in [0, 1), got {self.lecam_decay}")
         parse_policy(self.augment)
@@ -217,7 +224,7 @@ class _Adversarial(GenerativeModel):
             with torch.no_grad():  # G is frozen in this phase
                 fake = self._g(z, cg)  # (B, C, H, W)
             real, fake = self._augment(batch), self._augment(fake)
-            real_logits = self._d(real, cd)  # (B,)
+            real_logits, extra = self._d_real(real, cd)  # (B,), {name: weighted term}
             fake_logits = self._d(fake, cd)  # (B,)
             loss = gan_d_loss(kind, real_logits, fake_logits)
             out = {"d_real": real_logits.detach().mean(), "d_fake": fake_logits.detach().mean()}
@@ -226,7 +233,8 @@ class _Adversarial(GenerativeModel):
                 loss = loss + self.config.gp_weight * gp
                 out["gp"] = gp.detach()
             out.update(self._adapt(real_logits))
-            for name, term in self._regularise(real, real_logits, fake_logits, cd).items():
+            extra.update(self._regularise(real, real_logits, fake_logits, cd))
+            for name, term in extra.items():
                 loss = loss + term
                 out[name] = term.detach()
             return {"loss": loss, **out}
@@ -243,6 +251,10 @@ class _Adversarial(GenerativeModel):
     def _augment(self, x: Tensor) -> Tensor:
         """What D sees of an image batch; the identity unless a subclass augments."""
         return x
+
+    def _d_real(self, real: Tensor, cond: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
+        """D's logits on the real batch, and any extra (weighted) loss terms from the same pass."""
+        return self._d(real, cond), {}
 
     def _adapt(self, real_logits: Tensor) -> dict[str, Tensor]:
         """Update any adaptive state after a D step; values to log."""
@@ -319,6 +331,7 @@ class Generator(nn.Module):
             full_res_channels=full,
             depth=c.depth,
             cond_dim=cond_dim if self.cond_norm else 0,
+            sle=c.sle,
         )
 
     def forward(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
@@ -342,13 +355,39 @@ class Discriminator(nn.Module):
         # text runs: a projection discriminator (Miyato & Koyama 2018) adds <embed(caption), features>
         self.text = make_conditioner(c)
         self.embed = nn.Linear(self.text.dim, feat_dim, bias=False) if self.text is not None else None
+        self.decoder = _decoder(sizes, chans, c.channels) if c.recon_weight > 0 else None
 
-    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
-        feats = self.body(x).flatten(1)  # (B, F)
+    def forward(
+        self, x: Tensor, cond: Tensor | None = None, recon: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Logits (B,); with ``recon``, also the decoder's half-size image (B, C, h1, w1)."""
+        fmap = self.body(x)  # (B, C_k, h_k, w_k)
+        feats = fmap.flatten(1)  # (B, F)
         out = self.head(feats).squeeze(1)  # (B,)
         if self.embed is not None and cond is not None:
             out = out + (self.embed(cond.to(feats.dtype)) * feats).sum(1)
+        if recon:
+            if self.decoder is None:
+                raise ValueError("this discriminator has no decoder (recon_weight is 0)")
+            return out, self.decoder(fmap)
         return out
+
+
+def _decoder(sizes: list[tuple[int, int]], chans: list[int], out_channels: int) -> nn.Sequential:
+    """D's smallest map -> an image at sizes[1] (half size): per stage nearest-resize + 3x3 conv
+    (half D's width there, at least 8) + LeakyReLU, then a 3x3 conv to the image channels + tanh."""
+    layers: list[nn.Module] = []
+    c_prev = chans[-1]
+    for i in range(len(chans) - 1, 0, -1):  # chans[i] at sizes[i + 1] -> sizes[i]
+        c = max(chans[i - 1] // 2, 8)
+        layers += [
+            nn.Upsample(size=sizes[i], mode="nearest"),
+            nn.Conv2d(c_prev, c, 3, padding=1),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
+        c_prev = c
+    layers += [nn.Conv2d(c_prev, out_channels, 3, padding=1), nn.Tanh()]
+    return nn.Sequential(*layers)
 
 
 class GAN(_Adversarial):
@@ -400,6 +439,13 @@ class GAN(_Adversarial):
             adapt_p(float(self.aug_p), real_logits, c.ada_target, real_logits.shape[0], c.ada_images)
         )
         return {"aug_p": self.aug_p.detach().clone()}
+
+    def _d_real(self, real: Tensor, cond: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
+        if self.D.decoder is None:
+            return super()._d_real(real, cond)
+        logits, recon = self.D(real, cond, recon=True)
+        target = F.adaptive_avg_pool2d(real, recon.shape[-2:])  # the batch D saw, at half size
+        return logits, {"recon": self.config.recon_weight * F.mse_loss(recon.float(), target.float())}
 
     def _regularise(
         self, real: Tensor, real_logits: Tensor, fake_logits: Tensor, cond: Tensor | None
