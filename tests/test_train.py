@@ -7,10 +7,11 @@ import pytest
 import torch
 
 import artforge
-from artforge.config import DataConfig, RunConfig, TrainConfig
+from artforge.config import DataConfig, OptimConfig, RunConfig, TrainConfig
 from artforge.models.base import load_weights
 from artforge.training import Trainer, TrainingError
 from artforge.training.batches import BatchStream
+from artforge.training.trainer import decayed_lr_factor
 
 TINY = {
     "gan": {"base_channels": 8, "latent_dim": 16},
@@ -72,6 +73,49 @@ def test_resume_matches_uninterrupted(tmp_path, family):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     a, b = load_weights(straight / "model.safetensors"), load_weights(split / "model.safetensors")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_lr_decay_factor():
+    assert decayed_lr_factor(0.3, 0.0) == 1.0  # off
+    assert [decayed_lr_factor(p, 0.5) for p in (0.0, 0.5, 0.75, 1.0)] == [1.0, 1.0, 0.5, 0.0]
+    assert decayed_lr_factor(0.0, 1.0) == 1.0 and decayed_lr_factor(0.9, 1.0) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="lr decay must be a fraction"):
+        OptimConfig(decay=1.5)
+
+
+def test_lr_decay_falls_linearly_over_the_last_part_of_the_budget(tmp_path):
+    run = tmp_path / "run"
+    cfg = tiny_config("gan", steps=8)
+    cfg.train.log_every, cfg.optim.decay = 1, 0.5
+    Trainer(cfg, run, progress=False).train()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if "D/lr" in r]
+    resolved = json.loads((run / "config.json").read_text())["optim_groups"]
+    for g in ("D", "G"):
+        lr0 = resolved[g]["lr"]
+        # step k runs with 1 - k/8 of the budget left: full rate to step 4, then 0.75, 0.5, 0.25
+        expected = [lr0] * 5 + [lr0 * 0.75, lr0 * 0.5, lr0 * 0.25]
+        assert [r[f"{g}/lr"] for r in rows] == pytest.approx(expected)
+
+
+def test_resume_with_lr_decay_matches_uninterrupted(tmp_path):
+    def interrupt(trainer, step):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    def cfg():
+        c = tiny_config("gan", steps=10)
+        c.optim.decay = 0.6
+        return c
+
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    Trainer(cfg(), straight, progress=False).train()
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg(), split, progress=False, hooks=[interrupt]).train()
+    Trainer(cfg(), split, progress=False).train(resume=True)
+    a, b = state_tensors(straight), state_tensors(split)
     for k in a:
         assert torch.equal(a[k], b[k]), k
 

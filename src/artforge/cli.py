@@ -60,6 +60,7 @@ TRAIN_FLAGS: dict[str, str] = {
     "momentum": "optim.momentum",
     "weight_decay": "optim.weight_decay",
     "clip": "optim.clip",
+    "lr_decay": "optim.decay",
     "g_lr": "optim_groups.G.lr",
     "d_lr": "optim_groups.D.lr",
     "g_optimizer": "optim_groups.G.name",
@@ -205,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--momentum", type=float, default=S, help="SGD momentum")
     t.add_argument("--weight-decay", type=float, default=S)
     t.add_argument("--clip", type=float, default=S, help="gradient-norm clipping (0 = off)")
+    t.add_argument(
+        "--lr-decay",
+        type=float,
+        default=S,
+        metavar="FRACTION",
+        help="learning rates fall linearly to 0 over this last fraction of the budget (default 0: constant)",
+    )
     t.add_argument("--sample-every", type=int, default=S, help="steps between sample grids")
     t.add_argument("--ckpt-every", type=int, default=S, help="steps between checkpoints")
     t.add_argument("--log-every", type=int, default=S, help="steps between metrics.jsonl lines")

@@ -103,6 +103,9 @@ class OptimConfig:
     momentum: float | None = None  # sgd
     weight_decay: float | None = None
     clip: float = 0.0  # gradient-norm clipping; 0 = off
+    # over the last this fraction of the budget (steps, epochs or minutes) the learning rate
+    # falls linearly to 0; 0 = constant. A resume with a larger budget stretches the schedule
+    decay: float = 0.0
 
     def __post_init__(self) -> None:
         if self.name is not None:
@@ -111,6 +114,8 @@ class OptimConfig:
             raise ValueError(f"learning rate must be positive and finite, got {self.lr}")
         if not 0 <= self.clip < math.inf:
             raise ValueError(f"clip must be 0 (off) or a positive number, got {self.clip}")
+        if not 0 <= self.decay <= 1:
+            raise ValueError(f"lr decay must be a fraction of the budget in [0, 1], got {self.decay}")
         if self.weight_decay is not None and not 0 <= self.weight_decay < math.inf:
             raise ValueError(f"weight_decay must be 0 or more, got {self.weight_decay}")
         if self.betas is not None and not all(0 <= b < 1 for b in self.betas):

@@ -141,6 +141,15 @@ def agree(d: Dist, flag: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
+def from_main(d: Dist, value: float, device: torch.device) -> float:
+    """Rank 0's ``value`` on every rank (e.g. the elapsed time, so all ranks see one clock)."""
+    if not d.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(t, src=0)
+    return float(t.item())
+
+
 def check_identical(d: Dist, module: nn.Module, device: torch.device) -> None:
     """Raise if the ranks' parameters differ (a bug, or a nondeterministic kernel)."""
     if not d.enabled:

@@ -184,6 +184,8 @@ class Trainer:
             g: build_optimizer(ps, self.cfg.optim_groups[g], t.optim_impl, self.device.type)
             for g, ps in self.groups.items()
         }
+        self._keep_initial_lr()
+        self.progress_done = 0.0  # fraction of the budget spent, for the lr decay
         self.phases = self.model.phases()
         names = {id(p): n for n, p in self.model.named_parameters()}
         ema_names = {names[id(p)] for g in self.model.ema_groups for p in self.groups[g]}
@@ -238,6 +240,12 @@ class Trainer:
             limits.append(math.ceil(t.epochs * len(self.data) / t.batch_size))
         return min(limits) if limits else None
 
+    def _budget_fraction(self, step: int, elapsed: float, total: int | None) -> float:
+        """How much of the budget is spent: the largest of steps/total and elapsed/minutes."""
+        m = self.cfg.train.minutes
+        parts = [step / total if total else 0.0, elapsed / (m * 60) if m else 0.0]
+        return min(max(parts), 1.0)
+
     def _out_of_time(self, elapsed: float) -> bool:
         m = self.cfg.train.minutes
         return m is not None and elapsed >= m * 60
@@ -291,9 +299,11 @@ class Trainer:
         window_t, window_imgs = time.perf_counter(), 0
         step = self.state.step
         try:
-            while (total is None or step < total) and not distributed.agree(
-                self.dist, self._out_of_time(time.perf_counter() - start), self.device
-            ):
+            while total is None or step < total:
+                elapsed = distributed.from_main(self.dist, time.perf_counter() - start, self.device)
+                if self._out_of_time(elapsed):
+                    break
+                self.progress_done = self._budget_fraction(step, elapsed, total)
                 if not self._guard(self._train_step, step):  # diverged: rolled back to a checkpoint
                     step = self.state.step
                     window_t, window_imgs = time.perf_counter(), 0
@@ -408,6 +418,7 @@ class Trainer:
         for opt in self.optimizers.values():
             for group in opt.param_groups:
                 group["lr"] *= t.nan_lr_factor
+                group["initial_lr"] *= t.nan_lr_factor
         lrs = {g: opt.param_groups[0]["lr"] for g, opt in self.optimizers.items()}
         self.rollbacks.append(
             {"at_step": err.step, "to_step": self.state.step, "reason": str(err), "lr": lrs}
@@ -424,10 +435,17 @@ class Trainer:
             t.nan_retries,
         )
 
+    def _keep_initial_lr(self) -> None:
+        """Each optimiser group remembers its rate before any decay (a rollback scales both)."""
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+
     def _load_state(self) -> None:
         """Restore the newest checkpoint: weights, EMA, optimisers, RNGs, counters, log window."""
         ema_model = self.ema.model if self.ema else None
         self.state = load_checkpoint(self.run_dir, self.model, ema_model, self.optimizers, self.scaler)
+        self._keep_initial_lr()  # checkpoints from before the lr decay lack it
         self.saved_step = self.state.step
         if not self.rollbacks:  # a resumed run keeps counting the rollbacks it has had
             self.rollbacks = list(self.state.extra.get("rollbacks", []))
@@ -482,6 +500,12 @@ class Trainer:
                 raise Diverged(f"{ph.name} gradients became non-finite at step {step}", step)
             if self.scaler is not None:
                 self.scaler.unscale_(opt)
+            decay = self.cfg.optim_groups[ph.opt].get("decay", 0.0)  # runs before it lack the key
+            if decay:
+                factor = decayed_lr_factor(self.progress_done, decay)
+                for group in opt.param_groups:
+                    group["lr"] = group["initial_lr"] * factor
+                out["lr"] = torch.tensor(opt.param_groups[0]["lr"])
             clip = self.cfg.optim_groups[ph.opt]["clip"]
             if clip:
                 nn.utils.clip_grad_norm_(self.groups[ph.opt], clip)
@@ -589,6 +613,13 @@ class Trainer:
         parts = [f"{k}={v:.3g}" for k, v in row.items() if k.endswith("/loss")]
         parts.append(f"{row['img_per_s']:.0f} img/s")
         return " ".join(parts)
+
+
+def decayed_lr_factor(progress: float, decay: float) -> float:
+    """Learning-rate multiplier: 1 until the last ``decay`` of the budget, then linear to 0."""
+    if decay <= 0:
+        return 1.0
+    return min(1.0, max(0.0, (1.0 - progress) / decay))
 
 
 def _grads_finite(params: list[nn.Parameter]) -> bool:
