@@ -132,15 +132,6 @@ def average_buffers(d: Dist, module: nn.Module) -> None:
         offset += b.numel()
 
 
-def agree(d: Dist, flag: bool, device: torch.device) -> bool:
-    """True on every rank if it is true on rank 0 (e.g. 'the time budget is spent')."""
-    if not d.enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.broadcast(t, src=0)
-    return bool(t.item())
-
-
 def from_main(d: Dist, value: float, device: torch.device) -> float:
     """Rank 0's ``value`` on every rank (e.g. the elapsed time, so all ranks see one clock)."""
     if not d.enabled:
@@ -148,6 +139,11 @@ def from_main(d: Dist, value: float, device: torch.device) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=device)
     dist.broadcast(t, src=0)
     return float(t.item())
+
+
+def agree(d: Dist, flag: bool, device: torch.device) -> bool:
+    """True on every rank if it is true on rank 0 (e.g. 'a checkpoint write failed')."""
+    return bool(from_main(d, 1.0 if flag else 0.0, device)) if d.enabled else flag
 
 
 def check_identical(d: Dist, module: nn.Module, device: torch.device) -> None:
