@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .config import RunConfig, from_dict
+from .config import RunConfig, check_device, from_dict
 from .models.base import WEIGHTS_NAME, GenerativeModel
 from .runs import load_model
 from .sample import generate, interpolation_path, latents_for_seed, latents_per_seed
@@ -54,16 +54,18 @@ class Run:
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
         z = latents_for_seed(self.model, n, seed)
-        return generate(self.model, z, **self._check_options(options))
+        return generate(self.model, z, source=str(self.path), **self._check_options(options))
 
     def sample_seeds(self, seeds: list[int], **options: Any) -> Tensor:
         """One image per seed: image i depends only on seeds[i] (reproducible one by one)."""
-        return generate(self.model, latents_per_seed(self.model, seeds), **self._check_options(options))
+        z = latents_per_seed(self.model, seeds)
+        return generate(self.model, z, source=str(self.path), **self._check_options(options))
 
     def interpolate(self, seeds: list[int], frames: int = 60, *, loop: bool = True, **options: Any) -> Tensor:
         """A walk through the latents of ``seeds`` by spherical interpolation: (frames, 3, H, W)."""
         keys = latents_per_seed(self.model, seeds)
-        return generate(self.model, interpolation_path(keys, frames, loop), **self._check_options(options))
+        path = interpolation_path(keys, frames, loop)
+        return generate(self.model, path, source=str(self.path), **self._check_options(options))
 
     def interpolate_prompts(
         self, prompts: list[str], frames: int = 60, *, seed: int = 0, **options: Any
@@ -83,7 +85,7 @@ class Run:
         cond = keys[lo] * (1 - w) + keys[lo + 1] * w  # (frames, D)
         z = latents_for_seed(self.model, 1, seed)
         z = z.expand(frames, *z.shape[1:]).contiguous()
-        return generate(self.model, z, cond=cond, **self._check_options(options))
+        return generate(self.model, z, cond=cond, source=str(self.path), **self._check_options(options))
 
     # -- sound (runs trained on audio data; docs/audio.md) ---------------------------------------
     @property
@@ -121,7 +123,8 @@ def load(path: str | Path, *, device: str = "auto", weights: str = WEIGHTS_NAME)
     from .training.trainer import resolve_device
 
     path = Path(path)
-    cfg, model = load_model(path, weights)
+    check_device(device)
+    cfg, model = load_model(path, weights, device)  # after the size guard for ``device``
     model = model.to(resolve_device(device))
     if cfg.train.channels_last:  # as trained; sampling 1,000 images was 1.2-3.8x faster on a CPU
         model = model.to(memory_format=torch.channels_last)

@@ -221,8 +221,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--monitor-n", type=int, default=S, help="samples per monitor check (default 256)")
     t.add_argument("--monitor-fid", action=argparse.BooleanOptionalAction, default=S, help="monitor FID too")
     t.add_argument("--out", metavar="DIR", default=S, help="run folder (default runs/DATA-MODEL)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out")
-    t.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its checkpoint (never replaces its weights or log)",
+    )
+    t.add_argument(
+        "--restart",
+        action="store_true",
+        help="train the run in --out again from step 0 with its saved settings (and any given "
+        "here), replacing its weights, log and grids",
+    )
+    t.add_argument(
+        "--overwrite", action="store_true", help="replace the run in --out with a new one from these settings"
+    )
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
     s = sub.add_parser("sample", help="generate images from a run", allow_abbrev=False)
@@ -447,9 +459,12 @@ def cmd_train(args: argparse.Namespace, extras: list[str]) -> int:
     from .training import Trainer
 
     base: dict[str, Any] = {}
-    if args.resume:
+    if args.resume and args.restart:
+        raise CLIError("give --resume (continue from the checkpoint) or --restart (start over), not both")
+    if args.resume or args.restart:
         if "out" not in args:
-            raise CLIError("--resume needs --out RUN (the run folder to continue)")
+            flag = "--resume" if args.resume else "--restart"
+            raise CLIError(f"{flag} needs --out RUN (the run folder to continue or start over)")
         saved = read_config(args.out)
         base = saved.to_dict()
     cfg: RunConfig = from_dict(RunConfig, _audio_size_default(_config_dict(args, extras, base)))
@@ -461,7 +476,7 @@ def cmd_train(args: argparse.Namespace, extras: list[str]) -> int:
         return 0
     out = Path(args.out) if "out" in args else _default_out(cfg)
     trainer = Trainer(cfg, out, progress=not args.quiet)
-    trainer.train(resume=args.resume, overwrite=args.overwrite)
+    trainer.train(resume=args.resume, overwrite=args.overwrite or args.restart)
     if not trainer.main:  # under torchrun, rank 0 reports
         return 0
     st = trainer.state
@@ -498,8 +513,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from .api import load
-    from .sample import make_grid, parse_seeds, save_image
+    from .sample import MAX_IMAGES, make_grid, parse_seeds, save_image
 
+    if not 1 <= args.n <= MAX_IMAGES:
+        raise CLIError(f"-n must be between 1 and {MAX_IMAGES:,}, got {args.n}")
     run = load(args.run, device=args.device)
     options = _sample_options(args)
     prompts = _prompt_rows(args, run)

@@ -10,6 +10,7 @@ import ast
 import dataclasses
 import json
 import math
+import re
 import tomllib
 import types
 import typing
@@ -25,6 +26,40 @@ OptimImpl = Literal["auto", "fused", "foreach", "loop"]
 OptimName = Literal["sgd", "adam", "adamw"]
 OnSaveError = Literal["stop", "continue"]
 Modality = Literal["auto", "image", "audio"]
+
+
+def bounded(default: Any, hi: int | float) -> Any:
+    """A dataclass field with an upper bound, kept in its metadata (``{"max": hi}``) beside
+    the field so one check (``check_bounds``) enforces every bound and a CLI or form can be
+    generated from them. Bounds are for settings that size memory: checked when the config is
+    built, so an absurd value is refused before any tensor is allocated."""
+    return field(default=default, metadata={"max": hi})
+
+
+def check_bounds(obj: Any, section: str) -> None:
+    """Refuse any field above its ``bounded`` maximum, naming it as ``section.name``; a tuple
+    field's bound applies to each entry."""
+    for f in dataclasses.fields(obj):
+        hi = f.metadata.get("max")
+        if hi is None:
+            continue
+        value = getattr(obj, f.name)
+        for v in value if isinstance(value, tuple | list) else (value,):
+            if isinstance(v, int | float) and not isinstance(v, bool) and v > hi:
+                each = " (each entry)" if isinstance(value, tuple | list) else ""
+                raise ValueError(f"{section}.{f.name} must be at most {hi:,}{each}, got {v:,}")
+
+
+# where a model may run: "auto", "cpu", "cuda", "cuda:N", "mps"
+_DEVICE = re.compile(r"(auto|cpu|mps|cuda(:\d{1,3})?)")
+
+
+def check_device(name: Any, where: str = "device") -> str:
+    """A device name torch understands, or a ValueError listing the valid forms (torch's own
+    error for '#fff' is a RuntimeError deep in the first tensor move)."""
+    if not isinstance(name, str) or not _DEVICE.fullmatch(name):
+        raise ValueError(f"{where} must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
+    return name
 
 
 def _check_choice(obj: Any, name: str) -> None:
@@ -43,16 +78,17 @@ class AudioConfig:
     """
 
     sample_rate: int = 16_000  # every file is resampled to this rate (soxr)
-    n_fft: int = 1024  # STFT window length
+    n_fft: int = bounded(1024, 1 << 16)  # STFT window length
     hop_length: int = 256  # samples between frames
     f_min: float = 0.0  # lowest mel band edge, Hz
     f_max: float = 0.0  # highest mel band edge, Hz; 0 = sample_rate / 2
     top_db: float = 80.0  # dynamic range kept below full scale
-    gl_iters: int = 64  # Griffin-Lim iterations when turning images back into sound
+    gl_iters: int = bounded(64, 10_000)  # Griffin-Lim iterations when turning images back into sound
     silence_db: float = -60.0  # files whose peak is below this (dBFS) are skipped as silent
     normalize: bool = True  # scale each clip to a peak of -1 dBFS before analysis
 
     def __post_init__(self) -> None:
+        check_bounds(self, "data.audio")
         if not 1000 <= self.sample_rate <= 192_000:
             raise ValueError(f"audio.sample_rate must be 1000..192000 Hz, got {self.sample_rate}")
         if self.n_fft < 16 or self.hop_length < 1 or self.hop_length > self.n_fft:
@@ -70,15 +106,15 @@ class AudioConfig:
 @dataclass
 class DataConfig:
     path: str = "builtin"  # image folder, .zip, or builtin[:NAME]
-    height: int = 64  # pixels; any size, not only powers of two
-    width: int = 64
+    height: int = bounded(64, 4096)  # pixels; any size, not only powers of two
+    width: int = bounded(64, 4096)
     fit: Fit = "crop"  # crop: fill and centre-crop; pad: fit inside and pad; stretch: resize
     background: str = "#ffffff"  # composited behind transparency and used for padding
     hflip: bool = False  # random horizontal flips while training
     max_pixels: int = 100_000_000  # larger images are skipped (decompression bombs)
     cache: Cache = "auto"  # auto: memory if it fits comfortably, else a memory-mapped file
     cache_dir: str = ""  # where disk caches go; "" means ~/.cache/artforge
-    builtin_count: int = 2000  # images in a built-in procedural set
+    builtin_count: int = bounded(2000, 1_000_000)  # images in a built-in procedural set
     captions: Captions = "auto"  # text-conditioned models: captions.jsonl, NAME.txt, or file names
     holdout: float = 0.0  # share of images kept out of training (by file-name hash), for eval
     modality: Modality = "auto"  # auto: "audio" for a folder of sound files, else "image"
@@ -93,6 +129,7 @@ class DataConfig:
             raise ValueError(f"image size must be at least 8x8, got {self.width}x{self.height}")
         if self.height > 4096 or self.width > 4096:
             raise ValueError(f"image size must be at most 4096x4096, got {self.width}x{self.height}")
+        check_bounds(self, "data")
 
 
 @dataclass
@@ -127,7 +164,7 @@ class TrainConfig:
     steps: int | None = None  # budget in steps (one batch each); the first budget reached stops
     epochs: float | None = None  # budget in passes over the data
     minutes: float | None = None  # wall-clock budget (resumes add up)
-    batch_size: int = 64
+    batch_size: int = bounded(64, 65_536)  # the global batch (split over processes)
     seed: int = 0  # seeds weights, data order, augmentation and the noise of training
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: Amp = "off"  # mixed precision on CUDA
@@ -135,22 +172,24 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model's networks (falls back to eager on failure)
     optim_impl: OptimImpl = "auto"  # auto: fused kernels on CUDA, torch's default elsewhere
     tf32: bool = True  # TF32 matmuls and convolutions on Ampere and later GPUs
-    threads: int = 0  # CPU threads for torch (0: torch's default, one per physical core)
+    threads: int = bounded(0, 4096)  # CPU threads for torch (0: torch's default, one per physical core)
     ema: bool | None = None  # EMA of the sampling weights; None: the family's default
     ema_half_life: int = 10_000  # images; ramps up from 5% of images seen (stylegan2)
     log_every: int = 25  # steps between metrics.jsonl lines
     sample_every: int = 500  # steps between sample grids (0 = only at the end)
     ckpt_every: int = 1000  # steps between checkpoints (0 = only at the end)
-    grid_n: int = 64  # images in each sample grid (fixed seeds)
+    grid_n: int = bounded(64, 1024)  # images in each sample grid (fixed seeds)
     deterministic: bool = False  # torch.use_deterministic_algorithms
     monitor_every: int = 0  # steps between creativity checks (diversity, copy rate); 0 = off
-    monitor_n: int = 256  # samples per check
+    monitor_n: int = bounded(256, 100_000)  # samples per check
     monitor_fid: bool = False  # also a (small-n, biased) FID against the training data
     on_save_error: OnSaveError = "stop"  # a checkpoint write fails (full disk): stop, or warn and go on
     nan_retries: int = 3  # a NaN/Inf loss, gradient or weight rolls back to the last checkpoint this often
     nan_lr_factor: float = 0.5  # ... and multiplies every learning rate by this each time
 
     def __post_init__(self) -> None:
+        check_bounds(self, "train")
+        check_device(self.device, "train.device (--device)")
         _check_choice(self, "amp")
         _check_choice(self, "optim_impl")
         if self.threads < 0:
@@ -269,13 +308,37 @@ def from_dict(cls: type, d: dict[str, Any], where: str = "") -> Any:
     return cls(**kwargs)
 
 
+MAX_CONFIG_BYTES = 4 << 20  # a run's config.json is ~3 KB; anything this large is not a config
+
+
+def read_config_bytes(path: Path) -> bytes:
+    """The bytes of a config file, refusing (before reading) what is not a regular file or is
+    larger than MAX_CONFIG_BYTES: a FIFO or /dev/zero would never end, a huge file fill memory."""
+    import os
+    import stat
+
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{path}: not a regular file, so not a config")
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ValueError(
+                f"{path}: {st.st_size / 2**20:,.1f} MiB is too large for a config (at most "
+                f"{MAX_CONFIG_BYTES >> 20} MiB); not read"
+            )
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)  # a file that grows while read is cut off here
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read config ({e.strerror or e})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ValueError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB, too large for a config")
+    return data
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML or JSON config file into a dict, with a one-line error naming the file."""
     path = Path(path)
-    try:
-        text = path.read_bytes()
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read config ({e.strerror})") from None
+    text = read_config_bytes(path)
     try:
         if path.suffix == ".json":
             d = json.loads(text)

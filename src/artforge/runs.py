@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch.overrides import TorchFunctionMode
+
 from . import __version__
-from .config import RunConfig, run_config_from_dict
+from .config import RunConfig, read_config_bytes, run_config_from_dict
 from .models import make_model_config, model_class
 from .models.base import (
     CONFIG_NAME,
@@ -25,12 +29,14 @@ from .models.base import (
 )
 from .optim import resolve_optim
 
+log = logging.getLogger(__name__)
+
 
 def resolve(cfg: RunConfig) -> tuple[RunConfig, GenerativeModel]:
     """Fill in the family's model config and optimiser defaults; build the model (on CPU)."""
     cls = model_class(cfg.family)
     cfg = _resolve_modality(cfg)
-    mcfg = make_model_config(cfg.family, cfg.model, height=cfg.data.height, width=cfg.data.width)
+    mcfg = check_training_size(cfg)  # before anything is allocated
     model = cls(mcfg)
     groups = list(model.param_groups())
     optim = resolve_optim(cfg, groups, model.default_optim())
@@ -74,7 +80,14 @@ def config_to_json(cfg: RunConfig) -> dict[str, Any]:
 
 
 def write_config(cfg: RunConfig, run_dir: Path) -> None:
-    write_json(config_to_json(cfg), run_dir / CONFIG_NAME)
+    """Write config.json via a temp name; on failure (a full disk) remove the temp file and say
+    which file could not be written."""
+    path = run_dir / CONFIG_NAME
+    try:
+        write_json(config_to_json(cfg), path)
+    except OSError as e:
+        path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+        raise OSError(f"could not write {path} ({e.strerror or e})") from None
 
 
 def read_config(run_dir: str | Path) -> RunConfig:
@@ -83,13 +96,20 @@ def read_config(run_dir: str | Path) -> RunConfig:
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a run folder (no {CONFIG_NAME})")
     try:
-        d = json.loads(path.read_text())
+        d = json.loads(read_config_bytes(path).decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: nested too deeply to be a run config") from None
     if not isinstance(d, dict):
         raise ValueError(f"{path}: expected a JSON object")
     version = d.get("format_version", FORMAT_VERSION)
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(
+            f"{path}: format_version must be a whole number of at least 1 (this artforge writes "
+            f"{FORMAT_VERSION}), got {version!r}"
+        )
+    if version > FORMAT_VERSION:
         raise ValueError(
             f"{path}: run format version {version} is newer than this artforge understands "
             f"({FORMAT_VERSION}); upgrade artforge to load it"
@@ -104,17 +124,135 @@ def read_config(run_dir: str | Path) -> RunConfig:
         raise ValueError(f"{path}: {e}") from None
 
 
-def build_from_config(cfg: RunConfig) -> GenerativeModel:
+def build_from_config(cfg: RunConfig, device: str = "cpu") -> GenerativeModel:
+    """The model of a run's config (on the CPU), after the size guard for sampling on ``device``."""
     cls = model_class(cfg.family)
     mcfg = make_model_config(cfg.family, cfg.model, height=cfg.data.height, width=cfg.data.width)
+    check_size(cfg, mcfg, training=False, device=device)
     return cls(mcfg)
 
 
-def load_model(run_dir: str | Path, weights: str = WEIGHTS_NAME) -> tuple[RunConfig, GenerativeModel]:
-    """Rebuild a model from config.json and load its safetensors weights (never a pickle)."""
+def load_model(
+    run_dir: str | Path, weights: str = WEIGHTS_NAME, device: str = "cpu"
+) -> tuple[RunConfig, GenerativeModel]:
+    """Rebuild a model from config.json and load its safetensors weights (never a pickle).
+
+    Weights holding NaN or Inf are refused: every image drawn from them would be garbage."""
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)
-    model = build_from_config(cfg)
+    try:
+        model = build_from_config(cfg, device)
+    except ValueError as e:  # a model setting out of bounds, or too large for this machine
+        raise ValueError(f"{run_dir / CONFIG_NAME}: {e}") from None
     path = run_dir / weights
-    load_state_into(model, load_weights(path), path)
+    state = load_weights(path)
+    load_state_into(model, state, path)
+    for name, v in state.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise ValueError(
+                f"{path}: tensor {name!r} holds NaN or Inf values, so the model cannot draw anything; "
+                "resume the run from its last checkpoint (train --resume) or train it again"
+            )
     return cfg, model.eval()
+
+
+# -- the size guard ---------------------------------------------------------------------------
+# Every entry point (train, --dry-run, sample, interpolate, eval, artforge.load, studio jobs)
+# builds its model through resolve() or build_from_config(), so this one guard runs before any
+# of them allocates. Each setting that sizes memory has an upper bound beside its field
+# (config.bounded), checked when the model config is built; combinations of in-bound settings
+# can still be huge, so the parameters are counted on the meta device (shapes, no storage) and
+# a lower bound of the memory needed is refused above what the machine has.
+
+SIZE_SETTINGS = "model.base_channels, model.max_channels, model.depth, model.latent_dim, the image size"
+
+
+class _ShapesOnly(TorchFunctionMode):
+    """Inside ``torch.device("meta")``: skip in-place initialisation of meta tensors (only shapes
+    matter, and meta normal_ loads torch's Python decompositions, ~2 s) and make the few 1-D
+    ranges schedules are computed from on the CPU (they are sized by bounded settings)."""
+
+    CPU_FACTORIES = (torch.arange, torch.linspace, torch.logspace)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        if func in self.CPU_FACTORIES:
+            return func(*args, **{**kwargs, "device": "cpu"})
+        name = getattr(func, "__name__", "")
+        first = next(iter([*args, *kwargs.values()]), None)
+        in_place = name.endswith("_") and not name.endswith("__")
+        if in_place and isinstance(first, torch.Tensor) and first.is_meta:
+            return first
+        return func(*args, **kwargs)
+
+
+def count_parameters(cls: type[GenerativeModel], mcfg: Any) -> int | None:
+    """The model's parameter count, from a build on the meta device (allocates nothing); None
+    if a family cannot be built there (then only the field bounds apply)."""
+    try:
+        with torch.device("meta"), _ShapesOnly():
+            model = cls(mcfg)
+    except (RuntimeError, NotImplementedError, TypeError) as e:
+        log.debug("size guard: could not build %s on the meta device (%s)", cls.__name__, e)
+        return None
+    return sum(p.numel() for p in model.parameters())
+
+
+def machine_memory(device: str) -> tuple[int, str]:
+    """(bytes, what) of the memory a model on ``device`` lives in: a GPU's memory, or RAM (the
+    smaller of the physical memory and a cgroup limit)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and torch.cuda.is_available():
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        if index < torch.cuda.device_count():
+            props = torch.cuda.get_device_properties(index)
+            return props.total_memory, f"GPU memory of {device} ({props.name})"
+    from .data import total_ram_bytes
+
+    ram = total_ram_bytes()
+    return ram, "RAM"
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB"
+
+
+def check_training_size(cfg: RunConfig) -> Any:
+    """The size guard for training ``cfg`` (bounds, then the memory estimate); returns the
+    family's model config. The studio calls it before starting a training job."""
+    mcfg = make_model_config(cfg.family, cfg.model, height=cfg.data.height, width=cfg.data.width)
+    check_size(cfg, mcfg, training=True, device=cfg.train.device)
+    return mcfg
+
+
+def check_size(cfg: RunConfig, mcfg: Any, *, training: bool, device: str) -> None:
+    """Refuse a model whose memory need (a lower bound) exceeds the machine's, before building it.
+
+    Training needs at least the weights, their gradients, an EMA copy if on (4 bytes per
+    parameter each) and the batch twice (reals and fakes/noise) on the device; sampling the
+    weights. Models are built on the CPU first, so RAM must hold the weights in any case.
+    Activations are not counted: a run that passes can still run out of memory.
+    """
+    params = count_parameters(model_class(cfg.family), mcfg)
+    if params is None:
+        return
+    weights = 4 * params
+    need = weights
+    what = "its weights"
+    if training:
+        ema = cfg.train.ema if cfg.train.ema is not None else model_class(cfg.family).ema_default
+        c = getattr(mcfg, "channels", 3)
+        batch = 2 * 4 * cfg.train.batch_size * c * cfg.data.height * cfg.data.width
+        need = weights * (3 if ema else 2) + batch
+        what = f"weights, gradients{', EMA' if ema else ''} and a batch of {cfg.train.batch_size}"
+    checks = [(need, *machine_memory(device))]
+    if machine_memory(device)[1] != "RAM":
+        checks.append((weights, *machine_memory("cpu")))  # built on the CPU, then moved
+    for bytes_needed, have, where in checks:
+        if bytes_needed > have:
+            raise ValueError(
+                f"model too large: {cfg.family} with these settings has {params:,} parameters and needs "
+                f"at least {_gib(bytes_needed)} ({what}), more than the {_gib(have)} of {where}; lower "
+                f"{SIZE_SETTINGS} or train.batch_size"
+            )

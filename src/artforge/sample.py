@@ -30,8 +30,11 @@ def to_uint8(x: Tensor) -> np.ndarray:
     return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
+MAX_IMAGES = 100_000  # images one sample/interpolate call may draw (they are held in memory)
+
+
 def parse_seeds(text: str) -> list[int]:
-    """'1,2,5-8' -> [1, 2, 5, 6, 7, 8]."""
+    """'1,2,5-8' -> [1, 2, 5, 6, 7, 8]; at most MAX_IMAGES seeds."""
     seeds: list[int] = []
     for part in text.split(","):
         part = part.strip()
@@ -46,6 +49,8 @@ def parse_seeds(text: str) -> list[int]:
             raise ValueError(
                 f"bad seed list {text!r}: use non-negative numbers and ranges like 1,2,5-8"
             ) from None
+        if len(seeds) + hi - lo + 1 > MAX_IMAGES:
+            raise ValueError(f"seed list {text[:40]!r} names more than {MAX_IMAGES:,} seeds")
         seeds.extend(range(lo, hi + 1))
     if not seeds:
         raise ValueError(f"bad seed list {text!r}: no seeds")
@@ -53,8 +58,19 @@ def parse_seeds(text: str) -> list[int]:
 
 
 @torch.no_grad()
-def generate(model: GenerativeModel, latents: Tensor, *, chunk: int | None = None, **options: Any) -> Tensor:
+def generate(
+    model: GenerativeModel,
+    latents: Tensor,
+    *,
+    chunk: int | None = None,
+    source: str | None = None,
+    **options: Any,
+) -> Tensor:
     """Decode latents in chunks; returns [0, 1] images on the CPU.
+
+    With ``source`` (the run, for the message), images with a NaN or Inf pixel raise
+    ValueError instead of being returned: clamped to [0, 1] they would pass for pictures.
+    Training grids leave it out (a diverging run is rolled back by its checkpoint's check).
 
     The default chunk is 64 images on a CPU (where larger chunks spill out of the caches:
     diffusion sampling at 32x32 took 118 s per 1,000 images in chunks of 256 and ~50 s in
@@ -65,7 +81,13 @@ def generate(model: GenerativeModel, latents: Tensor, *, chunk: int | None = Non
     outs = []
     for i in range(0, latents.shape[0], chunk):
         z = latents[i : i + chunk].to(model.device)
-        outs.append(to_unit(model.decode(z, **options_slice(options, latents.shape[0], i, i + chunk))).cpu())
+        out = model.decode(z, **options_slice(options, latents.shape[0], i, i + chunk))
+        if source is not None and not bool(torch.isfinite(out).all()):
+            raise ValueError(
+                f"{source}: the model drew images with NaN or Inf pixels (its weights or the sampling "
+                "options overflow, e.g. a huge --truncation or --temperature); nothing was written"
+            )
+        outs.append(to_unit(out).cpu())
     return torch.cat(outs)
 
 

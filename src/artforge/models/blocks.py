@@ -108,7 +108,10 @@ def spectral_norm_all_(module: nn.Module) -> None:
     Call it after initialising the weights: it estimates each weight's norm at that moment.
     """
     for m in list(module.modules()):
-        if isinstance(m, nn.Conv2d | nn.Linear):
+        # not on the meta device: the size guard (runs.check_size) builds models there only to
+        # count parameters, which this does not change, and the power method on meta tensors
+        # costs ~50 ms a layer
+        if isinstance(m, nn.Conv2d | nn.Linear) and not m.weight.is_meta:
             spectral_norm(m)
 
 

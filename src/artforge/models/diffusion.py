@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from artforge.config import bounded, check_bounds
 from artforge.models.base import GenerativeModel, Phase
 from artforge.models.blocks import check_choices, check_image_size, group_count, reject_options, stage_sizes
 from artforge.text import TextFields, check_text_fields, condition_vectors, make_conditioner
@@ -34,21 +35,24 @@ Prediction = Literal["eps", "v"]
 
 @dataclass
 class DiffusionConfig(TextFields):
-    height: int = 64  # image size; any size >= 8 (a run copies its data size here)
-    width: int = 64
-    channels: int = 3  # image channels
-    base_channels: int = 32  # U-Net width at full resolution (64+ on a GPU; 32 trains ~4x faster on a CPU)
-    channel_mult: tuple[int, ...] = (1, 2, 2)  # width multiplier per level; one level per entry
-    res_blocks: int = 1  # residual blocks per level on the way down (one more on the way up)
+    # bounded(default, max): settings that size memory; checked before anything is built
+    height: int = bounded(64, 4096)  # image size; any size >= 8 (a run copies its data size here)
+    width: int = bounded(64, 4096)
+    channels: int = bounded(3, 16)  # image channels
+    # U-Net width at full resolution (64+ on a GPU; 32 trains ~4x faster on a CPU)
+    base_channels: int = bounded(32, 4096)
+    channel_mult: tuple[int, ...] = bounded((1, 2, 2), 64)  # width multiplier per level; one level per entry
+    res_blocks: int = bounded(1, 64)  # residual blocks per level on the way down (one more on the way up)
     attention: bool = True  # self-attention at the lowest level
     dropout: float = 0.0
     prediction: Prediction = "v"  # what the U-Net predicts: noise (eps) or velocity (v)
-    timesteps: int = 1000  # training noise levels
+    timesteps: int = bounded(1000, 100_000)  # training noise levels
     sample_steps: int = 25  # default DDIM steps when sampling
     min_snr_gamma: float = 5.0  # loss weight min(SNR, gamma)-style (Hang et al. 2023); 0 = off
     guidance: float = 3.0  # text runs: default classifier-free guidance scale when sampling
 
     def __post_init__(self) -> None:
+        check_bounds(self, "model")
         check_choices(self, "prediction")
         check_text_fields(self)
         check_image_size(self.height, self.width, self.channels)

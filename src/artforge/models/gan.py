@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from artforge.config import bounded, check_bounds
 from artforge.losses import (
     gan_d_loss,
     gan_d_reject_loss,
@@ -54,13 +55,15 @@ DCGANLoss = Literal["bce", "mse", "hinge"]
 
 @dataclass
 class GANConfig(TextFields):
-    height: int = 64  # image size; any size >= 8 (a run copies its data size here)
-    width: int = 64
-    channels: int = 3  # image channels
-    latent_dim: int = 100  # size of z (the seed document's 100)
-    base_channels: int = 32  # channels after D's first halving; doubled per halving
-    g_base_channels: int = 0  # G's widths (its full-size stage has this many); 0 = base_channels
-    max_channels: int = 512  # cap on the doubling
+    # bounded(default, max): settings that size memory; checked before anything is built
+    height: int = bounded(64, 4096)  # image size; any size >= 8 (a run copies its data size here)
+    width: int = bounded(64, 4096)
+    channels: int = bounded(3, 16)  # image channels
+    latent_dim: int = bounded(100, 8192)  # size of z (the seed document's 100)
+    base_channels: int = bounded(32, 4096)  # channels after D's first halving; doubled per halving
+    # G's widths (its full-size stage has this many); 0 = base_channels
+    g_base_channels: int = bounded(0, 4096)
+    max_channels: int = bounded(512, 4096)  # cap on the doubling
     d_norm: DNorm = "spectral"  # D's normalisation; "batch" is not allowed with wgan-gp
     g_norm: GNorm = "batch"  # G's feature norm; "pixel" has no running statistics (EMA-friendly)
     loss: GanLoss = "hinge"  # bce (non-saturating), mse (LSGAN), hinge, wgan-gp
@@ -73,7 +76,7 @@ class GANConfig(TextFields):
     augment_p: float = 1.0  # probability of each transform per image (the start value with ADA)
     ada_target: float = 0.0  # > 0: adapt the probability so E[sign(D(real))] stays near this (ADA: 0.6)
     ada_images: int = 50_000  # ADA speed: images for the probability to go from 0 to 1
-    depth: int = 1  # 3x3 convs per resolution in G and D (more than 1 adds same-size convs)
+    depth: int = bounded(1, 64)  # 3x3 convs per resolution in G and D (more than 1 adds same-size convs)
     lecam_weight: float = 0.0  # LeCam regulariser on D (Tseng et al. 2021; 0.3 in their CIFAR runs); 0 = off
     lecam_decay: float = 0.99  # decay of the moving averages of D's real and fake logits it uses
     # mode seeking (MSGAN, Mao et al. 2019): G's step pairs two z with one caption and rewards
@@ -95,6 +98,7 @@ class GANConfig(TextFields):
     recon_weight: float = 0.0
 
     def __post_init__(self) -> None:
+        check_bounds(self, "model")
         check_choices(self, "d_norm", "g_norm", "loss")
         check_text_fields(self)
         check_image_size(self.height, self.width, self.channels)
@@ -126,16 +130,18 @@ class GANConfig(TextFields):
 
 @dataclass
 class DCGANConfig:
-    height: int = 64  # square power of two >= 16; 64 is the reference (a run copies its data size)
-    width: int = 64
-    channels: int = 3  # nc
-    latent_dim: int = 100  # nz
-    ngf: int = 64  # generator width
-    ndf: int = 64  # discriminator width
+    # square power of two >= 16; 64 is the reference (a run copies its data size)
+    height: int = bounded(64, 4096)
+    width: int = bounded(64, 4096)
+    channels: int = bounded(3, 16)  # nc
+    latent_dim: int = bounded(100, 8192)  # nz
+    ngf: int = bounded(64, 4096)  # generator width
+    ndf: int = bounded(64, 4096)  # discriminator width
     loss: DCGANLoss = "bce"  # bce is the original (non-saturating); mse, hinge also work
     d_steps: int = 1  # D steps per G step
 
     def __post_init__(self) -> None:
+        check_bounds(self, "model")
         if self.loss == "wgan-gp":
             raise ValueError("dcgan's discriminator uses batch norm, so no wgan-gp; use --model gan")
         check_choices(self, "loss")

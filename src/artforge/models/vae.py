@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from artforge.config import bounded, check_bounds
 from artforge.losses import kl_normal, recon_loss
 from artforge.models.base import GenerativeModel, Phase
 from artforge.models.blocks import (
@@ -32,12 +33,13 @@ VNorm = Literal["group", "batch", "none"]
 
 @dataclass
 class VAEConfig(TextFields):
-    height: int = 64  # image size; any size >= 8 (a run copies its data size here)
-    width: int = 64
-    channels: int = 3  # image channels
-    latent_dim: int = 128  # size of z
-    base_channels: int = 64  # channels after the encoder's first halving; doubled per halving
-    max_channels: int = 512  # cap on the doubling
+    # bounded(default, max): settings that size memory; checked before anything is built
+    height: int = bounded(64, 4096)  # image size; any size >= 8 (a run copies its data size here)
+    width: int = bounded(64, 4096)
+    channels: int = bounded(3, 16)  # image channels
+    latent_dim: int = bounded(128, 8192)  # size of z
+    base_channels: int = bounded(64, 4096)  # channels after the encoder's first halving; doubled per halving
+    max_channels: int = bounded(512, 4096)  # cap on the doubling
     recon: Recon = "mse"  # mse: Gaussian likelihood with std `sigma`; bce: Bernoulli on (x+1)/2
     sigma: float = 1.0  # std of the Gaussian p(x|z) in [-1, 1] pixel units (mse only); see below
     beta: float = 1.0  # KL weight (beta-VAE); 1 is the evidence lower bound
@@ -53,6 +55,7 @@ class VAEConfig(TextFields):
     # use). Lower it (0.3-0.5) for long runs on larger collections, when sharpness matters more.
 
     def __post_init__(self) -> None:
+        check_bounds(self, "model")
         check_choices(self, "recon", "norm")
         check_text_fields(self)
         check_image_size(self.height, self.width, self.channels)

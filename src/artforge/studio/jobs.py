@@ -89,7 +89,27 @@ def train_argv(spec: dict[str, Any], root: Path, models: list[str]) -> tuple[str
     channels = get_int(spec, "base_channels", None, 4, 512)
     if channels is not None:
         argv.append(f"--model.base_channels={channels}")
+    _check_size(model, size, channels, get_int(spec, "batch_size", None, 1, 4096))
     return name, argv
+
+
+def _check_size(model: str, size: int, channels: int | None, batch_size: int | None) -> None:
+    """The training size guard every entry point shares (runs.check_training_size), here before
+    a job starts, so a model the machine cannot hold is refused on the page, not in a log."""
+    from ..config import DataConfig, RunConfig, TrainConfig
+    from ..runs import check_training_size
+
+    train = TrainConfig() if batch_size is None else TrainConfig(batch_size=batch_size)
+    cfg = RunConfig(
+        family=model,
+        model={} if channels is None else {"base_channels": channels},
+        data=DataConfig(height=size, width=size),
+        train=train,
+    )
+    try:
+        check_training_size(cfg)
+    except ValueError as e:
+        raise BadRequest(str(e)) from None
 
 
 INT_FLAGS = [

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -33,8 +33,11 @@ class TextFields:
     """Model-config fields of text conditioning, shared by the families that support it."""
 
     text_encoder: TextEncoderName = "none"  # none (unconditional) | hash | minilm
-    text_dim: int = 64  # hash: embedding width (minilm: 384, fixed)
-    text_buckets: int = 1 << 13  # hash: feature buckets (the emoji captions have 6,502 features)
+    # upper bounds in the field metadata (artforge.config.bounded, checked by the families'
+    # configs): these size the hash encoder's table, text_buckets x text_dim
+    text_dim: int = field(default=64, metadata={"max": 4096})  # hash: embedding width (minilm: 384, fixed)
+    # hash: feature buckets (the emoji captions have 6,502 features)
+    text_buckets: int = field(default=1 << 13, metadata={"max": 1 << 22})
     cond_drop: float = 0.1  # training: share of captions dropped to "" (classifier-free guidance)
 
 

@@ -11,7 +11,9 @@ before the new one is complete.
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -87,6 +89,15 @@ def _write_failure(run_dir: Path, what: str, e: BaseException) -> str:
     return f"could not write {what} ({reason}{free})"
 
 
+def _save_weights(module: nn.Module, path: Path) -> None:
+    """save_weights, then the usual file mode (0666 less the umask, 0644 by default): the
+    safetensors writer creates its file 0600, unlike every other file of a run."""
+    save_weights(module, path)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def _rng_states() -> dict[str, Any]:
     """Every global RNG the training process may draw from, as weights_only-loadable values."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -138,9 +149,9 @@ def save_checkpoint(
     )
     try:
         tmp.mkdir()
-        save_weights(model, tmp / "model.safetensors")
+        _save_weights(model, tmp / "model.safetensors")
         if ema_model is not None:
-            save_weights(ema_model, tmp / "ema.safetensors")
+            _save_weights(ema_model, tmp / "ema.safetensors")
         trainer_state = {
             "step": state.step,
             "images_seen": state.images_seen,
@@ -171,15 +182,16 @@ def save_checkpoint(
     _pause_for_tests()
     # the weights users sample from
     weights = run_dir / WEIGHTS_NAME
+    had_weights = weights.is_file()
     try:
-        save_weights(ema_model if ema_model is not None else model, weights)
+        _save_weights(ema_model if ema_model is not None else model, weights)
         _fsync_file(weights)
     except (OSError, RuntimeError, SafetensorError) as e:
         (run_dir / (WEIGHTS_NAME + ".tmp")).unlink(missing_ok=True)
         what = f"{weights} for step {state.step}"
+        before = "still holds the previous weights" if had_weights else "was not written yet"
         raise SaveError(
-            f"{_write_failure(run_dir, what, e)}; state/ holds step {state.step} and "
-            f"{WEIGHTS_NAME} still holds the previous weights"
+            f"{_write_failure(run_dir, what, e)}; state/ holds step {state.step} and {WEIGHTS_NAME} {before}"
         ) from e
     _fsync_dir(run_dir)
 
@@ -191,6 +203,80 @@ def state_dir(run_dir: Path) -> Path | None:
         if (d / "trainer.pt").is_file() and (d / "model.safetensors").is_file():
             return d
     return None
+
+
+def missing_state(run_dir: Path) -> str:
+    """What is wrong with a run's checkpoint when ``state_dir`` finds none, in words."""
+    d = run_dir / STATE
+    if d.is_symlink() and not d.is_dir():
+        return f"{d} is a link to {os.readlink(d)}, not a checkpoint folder"
+    if not d.exists():
+        return f"{d}/ (the checkpoint) is missing"
+    if not d.is_dir():
+        return f"{d} is not a folder"
+    gone = [name for name in ("trainer.pt", "model.safetensors") if not (d / name).is_file()]
+    return f"{d}/ is incomplete ({' and '.join(gone)} missing or unreadable)"
+
+
+def results_in(run_dir: Path) -> list[str]:
+    """What a start from step 0 would replace: weights, the log, grids, a checkpoint folder.
+
+    A run killed before its first checkpoint has none of these (only config.json and the data
+    report), so starting it afresh loses nothing."""
+    found = []
+    for name in (WEIGHTS_NAME, "metrics.jsonl", "samples", STATE, STATE + ".old"):
+        p = run_dir / name
+        try:
+            if p.is_symlink() or (p.is_file() and p.stat().st_size) or (p.is_dir() and any(p.iterdir())):
+                found.append(name + ("/" if p.is_dir() else ""))
+        except OSError:  # unreadable: still something a fresh start would replace
+            found.append(name)
+    return found
+
+
+def check_resumable(run_dir: Path) -> bool:
+    """True if ``run_dir`` has a checkpoint to resume; False if it holds nothing a start from
+    step 0 would lose. Otherwise raise ValueError naming what is missing: --resume never
+    replaces a run's weights, log or grids."""
+    if state_dir(run_dir) is not None:
+        return True
+    results = results_in(run_dir)
+    if not results:
+        return False
+    raise ValueError(
+        f"cannot resume {run_dir}: {missing_state(run_dir)}. Nothing was changed ({', '.join(results)} "
+        "kept as they are). To train this run again from step 0, replacing them, use --restart; "
+        "or train into a new --out"
+    )
+
+
+# the trainer state holds tensors, numbers, strings, lists and dicts only; anything that asks
+# to import a name (a class, a function) is a pickle meant to run code, and is never loaded
+_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+def _read_trainer_state(path: Path) -> dict[str, Any]:
+    """torch.load(weights_only) with our own messages: torch's advises retrying with
+    weights_only=False, which would run whatever code the file carries; never say that."""
+    try:
+        ts = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = _UNSAFE_GLOBAL.search(str(e))
+        what = f" ({found.group(1)})" if found else ""
+        raise ValueError(
+            f"{path}: cannot read trainer state: it holds Python objects{what}, not only tensors and "
+            "numbers, so it is not an artforge checkpoint; refused without loading it"
+        ) from None
+    except Exception as e:  # noqa: BLE001 - any other failure means a broken file
+        first = str(e).strip().split(". ")[0].splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"{path}: cannot read trainer state ({first}); the file is damaged or not an artforge checkpoint"
+        ) from None
+    need = {"step": int, "images_seen": int, "elapsed": float | int, "optimizers": dict}
+    need["rng_cpu"] = torch.Tensor
+    if not isinstance(ts, dict) or any(not isinstance(ts.get(k), t) for k, t in need.items()):
+        raise ValueError(f"{path}: cannot read trainer state (not an artforge checkpoint: fields missing)")
+    return ts
 
 
 def load_checkpoint(
@@ -210,10 +296,7 @@ def load_checkpoint(
         ema_path = d / "ema.safetensors"
         src = ema_path if ema_path.is_file() else d / "model.safetensors"
         load_state_into(ema_model, load_weights(src), src)
-    try:
-        ts = torch.load(d / "trainer.pt", map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise ValueError(f"{d / 'trainer.pt'}: cannot read trainer state ({e})") from None
+    ts = _read_trainer_state(d / "trainer.pt")
     missing = sorted(set(optimizers) - set(ts["optimizers"]))
     if missing:
         raise ValueError(f"{d}: no optimiser state for group(s) {missing}")

@@ -75,23 +75,59 @@ class Logbook:
             self._counts.update({k: int(v) for k, v in pending.get("counts", {}).items()})
 
     def truncate_after(self, step: int) -> None:
-        """Drop lines logged after ``step`` (a resumed run rewrites them)."""
+        """Drop lines logged after ``step`` (a resumed run rewrites them).
+
+        The file is cut at its first line logged after ``step`` (steps never decrease in it:
+        a rollback cuts it the same way before logging its event), so the lines before the cut
+        are kept byte for byte, a corrupt one included (it is skipped when read, and named in
+        a warning here). A broken tail after the last whole line (a kill mid-write) goes.
+        """
         if not self.path.exists():
             return
-        keep = [line for line in read_jsonl(self.path) if line.get("step", 0) <= step]
+        lines = self.path.read_bytes().splitlines(keepends=True)
+        keep, bad = 0, []  # keep: lines up to the last good one at or before ``step``
+        for i, raw in enumerate(lines):
+            row = _parse(raw)
+            if row is None:
+                bad.append(i)
+                continue
+            if row["step"] > step:
+                break
+            keep = i + 1
+        bad = [i + 1 for i in bad if i < keep]
+        if bad:
+            log.warning(
+                "%s: line(s) %s are not valid JSON (a damaged file?); kept as they are, skipped when reading",
+                self.path,
+                ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else ""),
+            )
+        body = b"".join(lines[:keep])
+        if body and not body.endswith(b"\n"):
+            body += b"\n"
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        tmp.write_bytes(body)
         os.replace(tmp, self.path)
 
 
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    """One metrics.jsonl line as a dict, or None if it is damaged (bad bytes, cut short, not
+    an object with a numeric step)."""
+    try:
+        row = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    if not isinstance(row, dict) or not isinstance(row.get("step"), int | float):
+        return None
+    return row
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The whole lines of a JSONL file; a damaged line (a crash cut it short, a bad byte) is
+    skipped, never an error."""
     rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a crash
-        if isinstance(row, dict):
+    for line in path.read_bytes().splitlines():
+        row = _parse(line)
+        if row is not None:
             rows.append(row)
     return rows
 

@@ -27,7 +27,14 @@ from ..runs import resolve, write_config
 from ..sample import generate, latents_for_seed, save_grid
 from . import distributed
 from .batches import BatchStream
-from .checkpoint import SaveError, TrainState, load_checkpoint, save_checkpoint, state_dir
+from .checkpoint import (
+    SaveError,
+    TrainState,
+    check_resumable,
+    load_checkpoint,
+    save_checkpoint,
+    state_dir,
+)
 from .logbook import Logbook, plot_losses
 
 log = logging.getLogger(__name__)
@@ -261,10 +268,12 @@ class Trainer:
                 f"{self.run_dir} already holds a run; continue it with --resume, "
                 "or pick another --out (or --overwrite to replace it)"
             )
-        distributed.barrier(self.dist)  # every rank has looked before rank 0 writes anything
-        if resume and state_dir(self.run_dir) is None:  # killed before its first checkpoint
-            log.warning("%s has no checkpoint yet; starting it from step 0", self.run_dir)
+        # without a checkpoint, --resume refuses (naming what is missing) unless the folder
+        # holds nothing a fresh start would replace (a run killed before its first checkpoint)
+        if resume and not check_resumable(self.run_dir):
+            log.warning("%s has no checkpoint and no results yet; starting it from step 0", self.run_dir)
             resume = False
+        distributed.barrier(self.dist)  # every rank has looked before rank 0 writes anything
         if resume:
             self._load_state()
             log.info("resumed %s at step %d", self.run_dir, self.state.step)
@@ -272,7 +281,9 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             for stale in ("metrics.jsonl", "samples", "plots", "state", "state.old", "state.tmp"):
                 p = self.run_dir / stale
-                if p.is_dir():
+                if p.is_symlink():  # a link is removed, never what it points to
+                    p.unlink()
+                elif p.is_dir():
                     shutil.rmtree(p)
                 elif p.exists():
                     p.unlink()
@@ -414,11 +425,17 @@ class Trainer:
                 "--optim.clip=1.0"
             ) from None
         distributed.barrier(self.dist)  # rank 0 has finished writing state/
+        # the cut compounds: it applies to the rates in use now, which carry every earlier
+        # cut, not to the checkpoint's (an earlier rollback to the same checkpoint reloads
+        # the uncut rates); after k rollbacks the rates are factor**k of the configured ones
+        rates = {g: [group["initial_lr"] for group in opt.param_groups] for g, opt in self.optimizers.items()}
         self._load_state()
-        for opt in self.optimizers.values():
-            for group in opt.param_groups:
-                group["lr"] *= t.nan_lr_factor
-                group["initial_lr"] *= t.nan_lr_factor
+        for g, opt in self.optimizers.items():
+            for group, before in zip(opt.param_groups, rates[g], strict=True):
+                cut = before * t.nan_lr_factor
+                decayed = group["lr"] / group["initial_lr"]  # the lr decay's position (1 without)
+                group["lr"] = cut if decayed == 1 else cut * decayed
+                group["initial_lr"] = cut
         lrs = {g: opt.param_groups[0]["lr"] for g, opt in self.optimizers.items()}
         self.rollbacks.append(
             {"at_step": err.step, "to_step": self.state.step, "reason": str(err), "lr": lrs}
