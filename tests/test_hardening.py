@@ -301,6 +301,8 @@ def test_a_huge_config_json_is_refused_before_reading(finished, tmp_path, capsys
         ["train", *TINY, "--train.device=/etc", "--dry-run"],
         ["sample", "RUN", "-n", "2", "--device", "#fff"],
         ["interpolate", "RUN", "--device", "/etc"],
+        ["eval", "RUN", "-n", "4", "--device", "#fff"],
+        ["bench", "--data", "builtin", "--minutes", "0.1", "--out", "/nonexistent/x", "--device", "#fff"],
     ],
 )
 def test_a_bad_device_lists_the_valid_forms(argv, finished, capsys):

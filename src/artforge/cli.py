@@ -970,6 +970,10 @@ def main(argv: list[str] | None = None) -> int:
     from .training import TrainingError
 
     try:
+        if getattr(args, "device", None) is not None:  # sample, eval, studio...: before any work
+            from .config import check_device
+
+            check_device(args.device, "--device")
         if args.command == "train":
             rc = cmd_train(args, extras)
             if int(os.environ.get("WORLD_SIZE", "1")) > 1:
