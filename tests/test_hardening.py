@@ -332,6 +332,16 @@ def test_a_corrupt_byte_in_metrics_jsonl_does_not_block_resume(finished, tmp_pat
     assert (run / "plots" / "losses.png").stat().st_size > 0
 
 
+def test_metrics_jsonl_that_is_not_a_file_is_refused_before_anything_is_written(finished, tmp_path, capsys):
+    run = copy_of(finished, tmp_path)
+    (run / "metrics.jsonl").unlink()
+    (run / "metrics.jsonl").symlink_to("/dev/zero")  # reading it would never end
+    before = snapshot(run)
+    rc, err = run_cli(["train", "--out", str(run), "--resume", "--steps", "12"], capsys)
+    one_line_error(rc, err, f"{run / 'metrics.jsonl'}: not a regular file", "nothing was changed")
+    assert snapshot(run) == before
+
+
 def test_a_pickled_trainer_state_is_refused_without_advice_to_unpickle(finished, tmp_path, capsys):
     run = copy_of(finished, tmp_path)
     marker = tmp_path / "pwned"

@@ -344,7 +344,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             d = json.loads(text)
         else:
             d = tomllib.loads(text.decode("utf-8"))
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+    except ValueError as e:  # JSON, TOML, UTF-8 errors; an integer of more than 4300 digits
         raise ValueError(f"{path}: not valid {path.suffix.lstrip('.').upper() or 'TOML'} ({e})") from None
     except RecursionError:
         raise ValueError(f"{path}: nested too deeply to be a config") from None

@@ -97,7 +97,7 @@ def read_config(run_dir: str | Path) -> RunConfig:
         raise FileNotFoundError(f"{run_dir}: not a run folder (no {CONFIG_NAME})")
     try:
         d = json.loads(read_config_bytes(path).decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except ValueError as e:  # JSON or UTF-8 errors; an integer of more than 4300 digits
         raise ValueError(f"{path}: not valid JSON ({e})") from None
     except RecursionError:
         raise ValueError(f"{path}: nested too deeply to be a run config") from None

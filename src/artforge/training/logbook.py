@@ -84,6 +84,11 @@ class Logbook:
         """
         if not self.path.exists():
             return
+        if not self.path.is_file():  # a FIFO or /dev/zero would never end
+            raise ValueError(
+                f"{self.path}: not a regular file, so the log cannot be continued; move it away "
+                "and resume again (nothing was changed)"
+            )
         lines = self.path.read_bytes().splitlines(keepends=True)
         keep, bad = 0, []  # keep: lines up to the last good one at or before ``step``
         for i, raw in enumerate(lines):
