@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -243,7 +244,8 @@ def check_size(cfg: RunConfig, mcfg: Any, *, training: bool, device: str) -> Non
     if training:
         ema = cfg.train.ema if cfg.train.ema is not None else model_class(cfg.family).ema_default
         c = getattr(mcfg, "channels", 3)
-        batch = 2 * 4 * cfg.train.batch_size * c * cfg.data.height * cfg.data.width
+        per_rank = cfg.train.batch_size // max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))  # torchrun
+        batch = 2 * 4 * per_rank * c * cfg.data.height * cfg.data.width
         need = weights * (3 if ema else 2) + batch
         what = f"weights, gradients{', EMA' if ema else ''} and a batch of {cfg.train.batch_size}"
     checks = [(need, *machine_memory(device))]
