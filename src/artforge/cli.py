@@ -298,7 +298,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         metavar="PATH",
         default=None,
-        help="real images: folder, .zip or builtin[:NAME] (default for a RUN: its training data)",
+        help="real images: folder, .zip or builtin[:NAME] (default for a RUN: its training data); "
+        "with --fake also a run folder (its training data, at its size)",
+    )
+    e.add_argument(
+        "--size",
+        type=parse_size,
+        default=None,
+        help="with --fake: N or WIDTHxHEIGHT to compare at (default: the --data run's size, "
+        "else the most common size of the real images, at most 512 a side)",
     )
     e.add_argument(
         "-n", type=int, default=None, help="images to sample from RUN (default 5000; 500 for a sound run)"
@@ -326,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--fit",
         choices=["crop", "pad", "stretch"],
         default="crop",
-        help="with --fake: how real images are fitted to the fakes' size",
+        help="with --fake: how both sides' images are fitted to the size compared at",
     )
     e.add_argument("--device", default="auto")
     e.add_argument("--truncation", type=float, default=S, help="GAN: scale latents")
@@ -726,11 +734,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
             progress=progress,
             sheet=args.sheet,
             fit=args.fit,
+            size=args.size,  # (height, width)
         )
         source = f"{result['fake']}"
     else:
         if args.n < 4:
             raise CLIError(f"-n must be at least 4, got {args.n}")
+        if args.size is not None:
+            raise CLIError("--size applies to --fake; a RUN is measured at its own size")
         sheet = args.sheet or str(Path(args.run) / "novelty.png")
         result = evaluate_run(
             args.run,
