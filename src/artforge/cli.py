@@ -950,6 +950,12 @@ def cmd_studio(args: argparse.Namespace) -> int:
 # -- main ---------------------------------------------------------------------------------------
 
 
+def _one_line(message: str) -> str:
+    """A message with its control characters escaped: a setting name or path the user typed
+    with a newline or a carriage return in it cannot split (or overwrite) the error line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
@@ -993,7 +999,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(list_models()))
             return 0
     except (CLIError, ValueError, OSError, TrainingError) as e:  # OSError: e.g. a full disk
-        print(f"artforge: error: {e}", file=sys.stderr)
+        print(f"artforge: error: {_one_line(str(e))}", file=sys.stderr)
         return 2 if isinstance(e, CLIError) else 1
     except KeyboardInterrupt:
         print("artforge: interrupted", file=sys.stderr)
