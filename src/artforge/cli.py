@@ -596,6 +596,8 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds)
     if not 2 <= args.frames <= 10_000:
         raise CLIError(f"--frames must be between 2 and 10000, got {args.frames}")
+    if not 0.01 <= args.fps <= 1000:  # a GIF frame lasts 1000 / fps ms, stored in 16 bits
+        raise CLIError(f"--fps must be between 0.01 and 1000, got {args.fps}")
     if args.prompts is not None:
         prompts = [p.strip() for p in args.prompts.split("|")]
         options = {k: v for k, v in _sample_options(args).items() if k != "prompt"}
