@@ -441,7 +441,12 @@ class Worker:
         """The worker's result, or {"hang": True} / {"died": code} (the worker is then restarted)."""
         if self.proc is None:
             self.start()
-        os.write(self.to_worker, (json.dumps(case) + "\n").encode())
+        try:
+            os.write(self.to_worker, (json.dumps(case) + "\n").encode())
+        except BrokenPipeError:  # it died between cases
+            code = self.proc.wait() if self.proc else None
+            self.stop()
+            return {"died": code, "log": self.log.read_text(errors="replace")[-2000:]}
         deadline = time.monotonic() + seconds + (STARTUP_SECONDS if self.fresh else 0.0)
         self.fresh = False
         while b"\n" not in self.buffer:
