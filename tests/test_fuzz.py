@@ -485,6 +485,14 @@ def _tree(root: Path, skip: tuple[str, ...] = ()) -> dict[str, tuple[int, int]]:
     return out
 
 
+def _repo_tree() -> dict[str, tuple[int, int]]:
+    """The repository's own files (not runs/, data or caches other jobs may be writing)."""
+    out = {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in REPO.iterdir() if p.is_file()}
+    for folder in ("src", "tests", "docs", "configs", "scripts"):
+        out |= {f"{folder}/{k}": v for k, v in _tree(REPO / folder, skip=("__pycache__",)).items()}
+    return out
+
+
 class Sandbox:
     """A folder for one fuzz target: home/ (the caches), tmp/, runs/ (pristine runs to copy) and
     one cases/N/ folder per case; checks what each case wrote."""
@@ -496,7 +504,7 @@ class Sandbox:
         self.runs = runs
         self.pristine = {name: _tree(p) for name, p in runs.items()}
         self.worker = Worker(root)
-        self.repo = _tree(REPO, skip=(".git", "__pycache__", ".pytest_cache", ".hypothesis", ".ruff_cache"))
+        self.repo = _repo_tree()
         self.counts: collections.Counter[str] = collections.Counter()
 
     def new_case(self) -> Path:
@@ -526,7 +534,7 @@ class Sandbox:
         self.worker.stop()
         for name, p in self.runs.items():
             assert _tree(p) == self.pristine[name], f"the pristine run {name} was changed"
-        now = _tree(REPO, skip=(".git", "__pycache__", ".pytest_cache", ".hypothesis", ".ruff_cache"))
+        now = _repo_tree()
         changed = sorted(k for k in self.repo.keys() | now.keys() if self.repo.get(k) != now.get(k))
         assert not changed, f"the repository changed during the fuzz: {changed[:5]}"
 
