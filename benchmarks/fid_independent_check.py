@@ -60,12 +60,12 @@ def artforge_side(
     """FIDs of each fake folder against real, and each folder's (names, features)."""
     from artforge.config import DataConfig
     from artforge.data import load_images
-    from artforge.evaluate import image_size
+    from artforge.evaluate import data_size
     from artforge.metrics.fid import fid_from_features
     from artforge.metrics.inception import features
 
     def feats(path: str) -> tuple[list[str], np.ndarray]:
-        h, w = image_size(path)
+        h, w = data_size(path, max_side=4096)  # every image at the folder's own size
         data = load_images(DataConfig(path=path, height=h, width=w, cache="memory"))
         return data.names, features(
             data.images, batch_size, progress=True, desc=f"artforge {Path(path).name}"

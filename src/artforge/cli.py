@@ -310,7 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         metavar="PATH",
         default=None,
-        help="real images: folder, .zip or builtin[:NAME] (default for a RUN: its training data)",
+        help="real images: folder, .zip or builtin[:NAME] (default for a RUN: its training data); "
+        "with --fake also a run folder (its training data, at its size)",
+    )
+    e.add_argument(
+        "--size",
+        type=parse_size,
+        default=None,
+        help="with --fake: N or WIDTHxHEIGHT to compare at (default: the --data run's size, "
+        "else the most common size of the real images, at most 512 a side)",
     )
     e.add_argument(
         "-n", type=int, default=None, help="images to sample from RUN (default 5000; 500 for a sound run)"
@@ -338,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--fit",
         choices=["crop", "pad", "stretch"],
         default="crop",
-        help="with --fake: how real images are fitted to the fakes' size",
+        help="with --fake: how both sides' images are fitted to the size compared at",
     )
     e.add_argument("--device", default="auto")
     e.add_argument("--truncation", type=float, default=S, help="GAN: scale latents")
@@ -605,6 +613,8 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds)
     if not 2 <= args.frames <= 10_000:
         raise CLIError(f"--frames must be between 2 and 10000, got {args.frames}")
+    if not 0.01 <= args.fps <= 1000:  # a GIF frame lasts 1000 / fps ms, stored in 16 bits
+        raise CLIError(f"--fps must be between 0.01 and 1000, got {args.fps}")
     if args.prompts is not None:
         prompts = [p.strip() for p in args.prompts.split("|")]
         options = {k: v for k, v in _sample_options(args).items() if k != "prompt"}
@@ -743,11 +753,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
             progress=progress,
             sheet=args.sheet,
             fit=args.fit,
+            size=args.size,  # (height, width)
         )
         source = f"{result['fake']}"
     else:
         if args.n < 4:
             raise CLIError(f"-n must be at least 4, got {args.n}")
+        if args.size is not None:
+            raise CLIError("--size applies to --fake; a RUN is measured at its own size")
         sheet = args.sheet or str(Path(args.run) / "novelty.png")
         result = evaluate_run(
             args.run,
@@ -956,6 +969,12 @@ def cmd_studio(args: argparse.Namespace) -> int:
 # -- main ---------------------------------------------------------------------------------------
 
 
+def _one_line(message: str) -> str:
+    """A message with its control characters escaped: a setting name or path the user typed
+    with a newline or a carriage return in it cannot split (or overwrite) the error line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
@@ -1003,7 +1022,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(list_models()))
             return 0
     except (CLIError, ValueError, OSError, TrainingError) as e:  # OSError: e.g. a full disk
-        print(f"artforge: error: {e}", file=sys.stderr)
+        print(f"artforge: error: {_one_line(str(e))}", file=sys.stderr)
         return 2 if isinstance(e, CLIError) else 1
     except KeyboardInterrupt:
         print("artforge: interrupted", file=sys.stderr)

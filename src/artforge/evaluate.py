@@ -1,14 +1,16 @@
 """Evaluation glue: a run or a folder of images against real data, and the in-training monitor.
 
 ``evaluate_run`` samples n images from a run (the images ``artforge sample -n N --seed S``
-writes) and ``evaluate_folders`` reads any folder of images; both load the real data through
-``artforge.data.load_images`` at the generated images' size, take Inception features (real
-data's cached by content hash) and return the metrics of ``artforge.metrics.evaluate``.
+writes) and ``evaluate_folders`` reads any folder of images; both load images through
+``artforge.data.load_images`` (the training loader, with its checks and skip reasons) at one
+size that comes from the run or the real data, take Inception features (cached by content
+hash) and return the metrics of ``artforge.metrics.evaluate``.
 ``make_monitor_hook`` is a Trainer hook for a cheap check every N steps.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import logging
@@ -38,6 +40,10 @@ log = logging.getLogger(__name__)
 
 MONITOR_SEED = 4321  # latents of the monitor's samples: the same images at every check
 SHEET_NEIGHBOURS = 3
+# eval --fake reads the real images at their most common size, at most this a side: Inception
+# sees 299 x 299, and N images at a 4000-pixel photo's size would not fit in memory
+MAX_AUTO_SIDE = 512
+SIZE_PROBE = 256  # real images whose headers decide that size
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
@@ -163,30 +169,92 @@ def evaluate_run(
     return {"run": str(run_dir), "data": cfg.path, **result}
 
 
-def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
-    """(height, width) of the first readable image in a folder or zip."""
-    from PIL import Image
+def _probe_order(n: int) -> list[int]:
+    """Indices 0..n-1 in a fixed shuffled order, so a probe of the first few sees all of a folder."""
+    return [int(i) for i in np.random.default_rng(0).permutation(n)]
 
-    from .data.folder import FolderSource, ZipSource
 
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise FileNotFoundError(f"{path}: no such folder or zip of images")
-    source = FolderSource(p) if p.is_dir() else ZipSource(p)
+def data_size(path: str | os.PathLike[str], max_side: int = MAX_AUTO_SIDE) -> tuple[int, int]:
+    """(height, width) to evaluate real images at: the most common size among (up to
+    SIZE_PROBE of) their headers, scaled down to at most ``max_side`` a side.
+
+    Headers are read through the training loader's own checks (``open_image``: format by
+    content, the pixel limit), so a decompression bomb or a broken file is passed over and
+    nothing is decoded. Raises DataError naming the path and the reasons when no file has a
+    usable header. A built-in set has no size of its own: DataConfig's default is used.
+    """
+    from .data import DataError, _check_any, _nothing_found, _open_source
+    from .data.folder import Skip, Spec, probe_size
+
+    path = str(path)
+    cfg = DataConfig(path=path)
+    if path == "builtin" or path.startswith("builtin:"):
+        return cfg.height, cfg.width
+    source = _open_source(cfg)
+    spec = Spec(cfg.height, cfg.width, max_pixels=cfg.max_pixels)
+    sizes: collections.Counter[tuple[int, int]] = collections.Counter()
+    skipped: list[tuple[str, str]] = list(source.listing_skipped)
     try:
-        for i, name in enumerate(source.names):
+        if not source.names:
+            raise DataError(_nothing_found(path, source))
+        for i in _probe_order(len(source.names)):
             try:
-                if isinstance(source, FolderSource):
-                    img = Image.open(p / name)
-                else:
-                    img = Image.open(source.zf.open(source.members[i]))
-                with img:
-                    return img.size[1], img.size[0]
-            except OSError:
+                h, w = probe_size(source, i, spec)  # type: ignore[arg-type]
+            except Skip as e:
+                skipped.append((source.names[i], e.reason))
                 continue
+            sizes[(h, w)] += 1
+            if sum(sizes.values()) >= SIZE_PROBE:
+                break
     finally:
         source.close()
-    raise ValueError(f"{path}: no readable images")
+    if not sizes:
+        _check_any(path, [], sorted(skipped))
+    (h, w), _ = sizes.most_common(1)[0]
+    return fit_side(h, w, max_side)
+
+
+def fit_side(h: int, w: int, max_side: int = MAX_AUTO_SIDE) -> tuple[int, int]:
+    """(h, w) scaled down to at most ``max_side`` a side, each side kept within 8..max_side."""
+    s = min(1.0, max_side / max(h, w))
+    return min(max_side, max(8, round(h * s))), min(max_side, max(8, round(w * s)))
+
+
+def _real_config(
+    data: DataConfig | str | os.PathLike[str], size: tuple[int, int] | None, fit: Fit
+) -> tuple[DataConfig, str]:
+    """The real data's DataConfig at the evaluation size, and where that size came from.
+
+    A DataConfig keeps its own size; a run folder means its training data as it was trained
+    (size, fit, background); a folder, zip or built-in set is read at the most common size of
+    its images (``data_size``). ``size`` (height, width) overrides all three.
+    """
+    if isinstance(data, DataConfig):
+        cfg, why = data, "the given data config"
+    elif (Path(data).expanduser() / "config.json").is_file():
+        from .runs import read_config
+
+        cfg = read_config(Path(data).expanduser()).data
+        if cfg.modality == "audio":
+            raise ValueError(f"{data}: a sound run; eval --fake compares pictures")
+        why = f"the run {data}"
+    else:
+        if size is None:
+            h, w = data_size(data)
+            why = f"the most common size of {data}'s images (at most {MAX_AUTO_SIDE} a side)"
+        else:
+            h, w = size
+        cfg = DataConfig(path=str(data), height=h, width=w, fit=fit)
+    if size is not None:
+        cfg, why = dataclasses.replace(cfg, height=size[0], width=size[1]), "--size"
+    return cfg, why
+
+
+def skip_summary(where: str, kept: int, skipped: list[tuple[str, str]], shown: int = 3) -> str:
+    """One line naming the skipped files and why, e.g. 'fakes: 2 of 43 files skipped: a.png: ...'."""
+    first = "; ".join(f"{f}: {r}" for f, r in skipped[:shown])
+    more = f"; and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    return f"{where}: {len(skipped)} of {kept + len(skipped)} files skipped: {first}{more}"
 
 
 def evaluate_folders(
@@ -200,22 +268,47 @@ def evaluate_folders(
     progress: bool = False,
     sheet: str | os.PathLike[str] | None = None,
     fit: Fit = "crop",
+    size: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """Metrics of a folder (or zip) of generated images against real data at their size.
+    """Metrics of a folder (or zip) of generated images against real data.
 
-    The fakes' size is that of their first image; the real data is loaded at that size with
-    ``fit`` (ignored when ``data`` is a DataConfig). Both sides' features are cached.
+    The evaluation size comes from the real side, never from a generated file: ``size``
+    (height, width), else ``data``'s own (a DataConfig, or a run folder's training data), else
+    the most common size of the real images (``data_size``). Both sides are read by the
+    training loader at that size with one fit: every file is checked (format by content, the
+    pixel limit, decompression bombs) and decoded straight to the evaluation size, files that
+    cannot be used are skipped with a reason (``result["skipped"]``), and a large set goes to
+    a memory-mapped file instead of memory (``cache="auto"``). Both sides' features are cached.
     """
+    from .data import DataError
+
+    if not Path(fake_dir).expanduser().exists():
+        raise FileNotFoundError(f"{fake_dir}: no such folder or zip of generated images")
     dev = _resolve_device(device)
-    h, w = image_size(fake_dir)
-    fake_cfg = DataConfig(path=str(fake_dir), height=h, width=w, fit="stretch", cache="memory")
-    real_cfg = _to_data_config(data, DataConfig(height=h, width=w, fit=fit))
-    fakes = load_images(fake_cfg, progress=progress).images
-    reals = load_images(real_cfg, progress=progress).images
+    real_cfg, why = _real_config(data, size, fit)
+    log.info("evaluating at %dx%d (from %s)", real_cfg.width, real_cfg.height, why)
+    fake_cfg = dataclasses.replace(
+        real_cfg, path=str(fake_dir), hflip=False, captions="auto", holdout=0.0, modality="image"
+    )
+    fake_set = load_images(fake_cfg, progress=progress)
+    if len(fake_set) < 4:
+        raise DataError(
+            f"{fake_dir}: {len(fake_set)} usable images; evaluation needs at least 4"
+            + (f" ({skip_summary('skipped', len(fake_set), fake_set.skipped)})" if fake_set.skipped else "")
+        )
+    real_set = load_images(real_cfg, progress=progress)
+    for name, s in (("generated", fake_set), ("real", real_set)):
+        if s.skipped:
+            log.warning("%s", skip_summary(f"{s.root} ({name})", len(s), s.skipped))
+    fakes, reals = fake_set.images, real_set.images
     kw: dict[str, Any] = {"inception_path": inception, "device": dev}
     real_f = cached_features(reals, batch_size, progress, desc="features: real", **kw)
     fake_f = cached_features(fakes, batch_size, progress, desc="features: generated", **kw)
     result = _finish(reals, fakes, real_f, fake_f, seed, sheet)
+    result["skipped"] = {
+        "fake": [{"file": f, "reason": r} for f, r in fake_set.skipped],
+        "real": [{"file": f, "reason": r} for f, r in real_set.skipped],
+    }
     return {"fake": str(fake_dir), "data": real_cfg.path, **result}
 
 

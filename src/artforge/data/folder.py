@@ -440,3 +440,22 @@ class ZipSource:
 
     def close(self) -> None:
         self.zf.close()
+
+
+def probe_size(source: FolderSource | ZipSource, i: int, spec: Spec) -> tuple[int, int]:
+    """(height, width) of item i as it will be shown (EXIF rotation applied), read from its
+    header through the same checks as loading it, without decoding; raises Skip with the reason.
+    """
+    job = source.open(i, spec)  # functools.partial(_finish_and_close, img, fp, spec)
+    img, fp = job.args[0], job.args[1]  # type: ignore[attr-defined]
+    try:
+        w, h = img.size
+        try:
+            if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # rotated by 90 degrees when loaded
+                w, h = h, w
+        except Exception as e:  # a broken EXIF block: finish() ignores it too
+            log.debug("ignoring unreadable EXIF orientation: %s", e)
+        return h, w
+    finally:
+        img.close()
+        fp.close()
