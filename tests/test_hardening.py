@@ -280,6 +280,18 @@ def test_config_json_nested_200000_deep_is_one_line(finished, tmp_path, capsys):
     one_line_error(rc, err, f"{run / 'config.json'}: nested too deeply")
 
 
+def test_odd_values_in_a_run_config_are_one_line(finished, tmp_path, capsys):
+    """Found by the fuzz: a list as the family (was TypeError: unhashable) and an integer too
+    large for a float (was OverflowError)."""
+    run = copy_of(finished, tmp_path)
+    cfg = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**cfg, "family": ["gan"]}))
+    rc, err = run_cli(["sample", str(run), "-n", "2", "--out", str(tmp_path / "g.png")], capsys)
+    one_line_error(rc, err, "family must be a string, got ['gan']")
+    rc, err = run_cli(["train", *TINY, "--dry-run", "--train.minutes=1" + "0" * 400], capsys)
+    one_line_error(rc, err, "train.minutes is too large: an integer of about 401 digits")
+
+
 def test_a_huge_config_json_is_refused_before_reading(finished, tmp_path, capsys):
     run = copy_of(finished, tmp_path)
     with open(run / "config.json", "r+b") as f:  # sparse: 3 GiB on paper, nothing on the disk

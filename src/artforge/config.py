@@ -288,7 +288,11 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"{where} must be a number, got {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond any float
+            digits = int(value.bit_length() * 0.30103) + 1  # str() refuses over 4300 digits
+            raise ValueError(f"{where} is too large: an integer of about {digits} digits") from None
     if tp is str:
         if not isinstance(value, str):
             raise ValueError(f"{where} must be a string, got {value!r}")

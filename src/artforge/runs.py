@@ -116,8 +116,9 @@ def read_config(run_dir: str | Path) -> RunConfig:
             f"({FORMAT_VERSION}); upgrade artforge to load it"
         )
     model = d.get("model")
-    if isinstance(model, dict):  # a run saved before a setting existed was trained without it
-        for name, value in ADDED_SETTINGS.get(d.get("family"), {}).items():
+    family = d.get("family")
+    if isinstance(model, dict) and isinstance(family, str):  # a run saved before a setting existed
+        for name, value in ADDED_SETTINGS.get(family, {}).items():  # was trained without it
             model.setdefault(name, value)
     try:
         return run_config_from_dict(d)
