@@ -527,3 +527,42 @@ def mix(model: GenerativeModel, z_a: Tensor, z_b: Tensor, at: int, **options: An
     finally:
         for h in handles:
             h.remove()
+
+
+# -- latent files ---------------------------------------------------------------------------
+
+LATENTS_KEY = "latents"
+
+
+def save_latents(latents: Tensor, path: str | os.PathLike[str], meta: dict[str, str]) -> Path:
+    """Write latents (n, ...) as safetensors (key "latents") via a temp name."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        save_file({LATENTS_KEY: latents.detach().float().contiguous().cpu()}, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_latents(path: str | os.PathLike[str], model: GenerativeModel) -> Tensor:
+    """Latents (n, ...) from a file ``save_latents`` wrote, checked against the run's latent shape."""
+    from .models.base import load_weights
+
+    tensors = load_weights(path)  # safetensors only: never unpickles
+    if LATENTS_KEY not in tensors:
+        raise ValueError(f"{path}: no {LATENTS_KEY!r} tensor (write it with artforge project)")
+    z = tensors[LATENTS_KEY]
+    want = tuple(model.sample_latents(1).shape[1:])
+    if z.dim() < 2 or tuple(z.shape[1:]) != want or z.shape[0] < 1:
+        raise ValueError(
+            f"{path}: latents of shape {tuple(z.shape)}; this run's are (n, {', '.join(map(str, want))})"
+        )
+    if not z.is_floating_point() or not bool(torch.isfinite(z).all()):
+        raise ValueError(f"{path}: latents must be finite floating-point numbers")
+    return z.float()
