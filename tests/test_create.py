@@ -293,6 +293,16 @@ def test_bad_inputs_give_one_line_and_write_nothing(gan, mask, tmp_path, capsys,
     assert not out.exists()
 
 
+def test_uploaded_bytes_are_checked_like_files(gan, target):
+    run = artforge.load(gan, device="cpu")
+    from_bytes = run.img2img(target.read_bytes(), 0.0)
+    assert torch.equal(from_bytes, load_image(target, run.config.data))
+    with pytest.raises(ValueError, match=r"^cat\.png: too large"):
+        load_image(_bomb(), run.config.data, name="cat.png")
+    with pytest.raises(ValueError, match=r"^upload: corrupt or truncated"):
+        run.project(b"\x89PNG\r\n\x1a\n" + bytes(40))
+
+
 def test_a_bad_mask_is_named(gan, target, tmp_path, capsys):
     bad = tmp_path / "mask.png"
     bad.write_bytes(_bomb())

@@ -53,40 +53,51 @@ CANDIDATES = 64  # random latents per target; the projection starts from the clo
 # -- inputs ---------------------------------------------------------------------------------
 
 
-def load_image(path: str | os.PathLike[str], data: DataConfig, *, background: str | None = None) -> Tensor:
-    """An image file -> (1, 3, H, W) in [0, 1] at the run's size, fit and background, through
-    the training data's decoder (format by content, pixel-count limit, EXIF orientation).
-    A bad file raises ValueError naming the file and the problem."""
+def load_image(
+    path: str | os.PathLike[str] | bytes,
+    data: DataConfig,
+    *,
+    background: str | None = None,
+    name: str = "upload",
+) -> Tensor:
+    """An image file (or its bytes, e.g. an upload, called ``name`` in messages) -> (1, 3, H, W)
+    in [0, 1] at the run's size, fit and background, through the training data's decoder
+    (format by content, pixel-count limit, EXIF orientation). A bad file raises ValueError
+    naming the file and the problem."""
     from .data.folder import MAX_FILE_BYTES, Skip, Spec, decode, parse_background
 
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: no such image file")
-    size = p.stat().st_size
+    if isinstance(path, bytes):
+        label, size = name, len(path)
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: no such image file")
+        label, size = str(p), p.stat().st_size
     if size > MAX_FILE_BYTES:
-        raise ValueError(f"{p}: too large ({size / 2**20:,.0f} MiB file)")
+        raise ValueError(f"{label}: too large ({size / 2**20:,.0f} MiB file)")
     bg = parse_background(background or data.background)
     spec = Spec(data.height, data.width, data.fit, bg, data.max_pixels)
     try:
-        arr = decode(p, spec)  # (H, W, 3) uint8
+        arr = decode(path if isinstance(path, bytes) else Path(path), spec)  # (H, W, 3) uint8
     except Skip as e:
-        raise ValueError(f"{p}: {e.reason}") from None
+        raise ValueError(f"{label}: {e.reason}") from None
     except OSError as e:
-        raise ValueError(f"{p}: unreadable ({e.strerror or e})") from None
+        raise ValueError(f"{label}: unreadable ({e.strerror or e})") from None
     return torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1)[None].float().div(255)
 
 
-def load_mask(path: str | os.PathLike[str], data: DataConfig) -> Tensor:
-    """A mask file -> (1, 1, H, W) bool, True where to fill (white), False where to keep
-    (black), fitted like the image; padding (fit=pad) counts as keep."""
-    grey = load_image(path, data, background="#000000").mean(1, keepdim=True)  # (1, 1, H, W)
+def load_mask(path: str | os.PathLike[str] | bytes, data: DataConfig, *, name: str = "mask") -> Tensor:
+    """A mask file (or its bytes) -> (1, 1, H, W) bool, True where to fill (white), False where
+    to keep (black), fitted like the image; padding (fit=pad) counts as keep."""
+    grey = load_image(path, data, background="#000000", name=name).mean(1, keepdim=True)  # (1, 1, H, W)
     return grey >= 0.5
 
 
-def as_images(image: Tensor | str | os.PathLike[str], data: DataConfig) -> Tensor:
-    """A path or a (C, H, W) / (B, C, H, W) tensor in [0, 1] -> (B, C, H, W) checked against the run."""
+def as_images(image: Tensor | str | os.PathLike[str] | bytes, data: DataConfig) -> Tensor:
+    """A path, file bytes or a (C, H, W) / (B, C, H, W) tensor in [0, 1] -> (B, C, H, W),
+    checked against the run's size."""
     if not isinstance(image, Tensor):
-        return load_image(image, data)
+        return load_image(image, data)  # a path, or the bytes of an upload
     x = image[None] if image.dim() == 3 else image
     if x.dim() != 4 or tuple(x.shape[1:]) != (3, data.height, data.width):
         raise ValueError(
