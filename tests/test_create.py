@@ -428,3 +428,8 @@ def test_eval_snapshots_writes_table_and_best_loads(root, tmp_path, network, cap
     assert (run / "snapshots.md").is_file() and (run / "plots" / "snapshots.png").is_file()
     best = artforge.load(f"{run}@best", device="cpu")
     assert best.weights == next(r["weights"] for r in table["rows"] if r["step"] == table["best"])
+    # one snapshot at a time: its own eval file in the run folder, no "RUN@3" folder appears
+    assert main(["-q", "eval", f"{run}@3", "-n", "6", "--inception", str(network)]) == 0
+    assert (run / "eval-step-0000003.json").is_file() and (run / "novelty-step-0000003.png").is_file()
+    assert main(["-q", "interpolate", f"{run}@3", "--frames", "3"]) == 0
+    assert (run / "walk.gif").is_file() and not Path(f"{run}@3").exists()

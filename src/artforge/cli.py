@@ -624,7 +624,7 @@ def _write_sounds(run: Any, args: argparse.Namespace, images: Any, names: list[s
     from .audio import write_wav
     from .sample import make_grid, save_image
 
-    out = args.out or str(Path(args.run) / "generated" / label.replace(" ", "").replace(",", "_"))
+    out = args.out or str(run.path / "generated" / label.replace(" ", "").replace(",", "_"))
     if Path(out).suffix.lower() == ".png" and not Path(out).is_dir():
         save_image(make_grid(images, args.nrow), out)
         print(f"wrote a grid of {len(images)} spectrograms ({label}) to {out}; give DIR/ for the sounds")
@@ -666,8 +666,8 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         frames = run.interpolate(seeds, args.frames, loop=not args.no_loop, **_sample_options(args))
         what = f"seeds {seeds}"
     if run.is_audio and (args.out is None or not args.out.lower().endswith((".gif", ".mp4"))):
-        return _write_walk_sound(run, frames, args.out or str(Path(args.run) / "walk.wav"), seeds)
-    out = args.out or str(Path(args.run) / "walk.gif")
+        return _write_walk_sound(run, frames, args.out or str(run.path / "walk.wav"), seeds)
+    out = args.out or str(run.path / "walk.gif")
     save_animation(frames, out, fps=args.fps)
     print(f"wrote {len(frames)} frames through {what} to {out}")
     return 0
@@ -842,6 +842,15 @@ def cmd_img2img_inpaint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_paths(run: str) -> tuple[Path, str]:
+    """Where eval writes for RUN (eval.json) or a snapshot RUN@STEP (eval-step0000500.json)."""
+    from .models.base import WEIGHTS_NAME
+    from .runs import split_ref
+
+    folder, weights = split_ref(run)
+    return folder, "eval.json" if weights == WEIGHTS_NAME else f"eval-{Path(weights).stem}.json"
+
+
 def cmd_eval_snapshots(args: argparse.Namespace) -> int:
     from .snapshots import evaluate_snapshots
 
@@ -977,7 +986,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         if args.n < 4:
             raise CLIError(f"-n must be at least 4, got {args.n}")
-        sheet = args.sheet or str(Path(args.run) / "novelty.png")
+        folder, eval_name = _eval_paths(args.run)
+        sheet = args.sheet or str(folder / eval_name.replace("eval", "novelty").replace(".json", ".png"))
         result = evaluate_run(
             args.run,
             args.data,
@@ -993,7 +1003,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
         result["options"] = _sample_options(args)
         source = f"{args.run} (n={args.n}, seed {args.seed})"
-        write_json(result, Path(args.run) / "eval.json")
+        write_json(result, folder / eval_name)
     if args.json:
         write_json(result, args.json)
     r = result
@@ -1020,7 +1030,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"  {name:<10} {value:<22} {note}".rstrip())
     written = [p for p in (r.get("sheet"), args.json) if p]
     if args.run is not None:
-        written.insert(0, str(Path(args.run) / "eval.json"))
+        written.insert(0, str(Path.joinpath(*_eval_paths(args.run))))
     if written:
         print("  wrote " + ", ".join(written))
     return 0
