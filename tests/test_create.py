@@ -433,3 +433,36 @@ def test_eval_snapshots_writes_table_and_best_loads(root, tmp_path, network, cap
     assert (run / "eval-step-0000003.json").is_file() and (run / "novelty-step-0000003.png").is_file()
     assert main(["-q", "interpolate", f"{run}@3", "--frames", "3"]) == 0
     assert (run / "walk.gif").is_file() and not Path(f"{run}@3").exists()
+
+
+def test_snapshots_of_a_diverged_history_are_replaced_after_rollback(tmp_path):
+    from safetensors.torch import load_file
+
+    from artforge.config import DataConfig, RunConfig, TrainConfig
+    from artforge.training.trainer import Trainer
+
+    cfg = RunConfig(
+        family="vae",
+        model={"base_channels": 8, "latent_dim": 8},
+        data=DataConfig(path="builtin", height=16, width=16, builtin_count=40, cache="memory"),
+        train=TrainConfig(
+            steps=9, batch_size=8, sample_every=0, ckpt_every=4, snapshot_every=1, nan_lr_factor=0.25
+        ),
+    )
+    run = tmp_path / "r"
+    before: dict[str, bytes] = {}
+
+    def poison(trainer, step):  # after step 6: remember snapshot 5, then break a weight once
+        if step == 6 and not before:
+            before["5"] = (run / "snapshots" / "step-0000005.safetensors").read_bytes()
+            with torch.no_grad():
+                next(trainer.model.parameters()).fill_(float("nan"))
+
+    t = Trainer(cfg, run, progress=False, hooks=[poison])
+    t.train()
+    assert [(r["at_step"], r["to_step"]) for r in t.rollbacks] == [(6, 4)]
+    assert [s for s, _ in list_snapshots(run)] == list(range(1, 10))
+    # step 5 was trained again at the lower rate: its snapshot is the new history's
+    assert (run / "snapshots" / "step-0000005.safetensors").read_bytes() != before["5"]
+    for _, p in list_snapshots(run):
+        assert all(bool(torch.isfinite(v).all()) for v in load_file(p).values() if v.is_floating_point())
