@@ -466,3 +466,16 @@ def test_snapshots_of_a_diverged_history_are_replaced_after_rollback(tmp_path):
     assert (run / "snapshots" / "step-0000005.safetensors").read_bytes() != before["5"]
     for _, p in list_snapshots(run):
         assert all(bool(torch.isfinite(v).all()) for v in load_file(p).values() if v.is_floating_point())
+
+
+def test_dcgan_projects_and_mixes(root):
+    out = root / "run-dcgan"
+    args = ["-q", "train", "--data", str(root / "data"), "--model", "dcgan", "--out", str(out)]
+    assert main([*args, *TINY[:4], "--model.ngf=8", "--model.ndf=8", *TINY[5:]]) == 0
+    run = artforge.load(out, device="cpu")
+    proj = run.project(root / "data" / "img_000.png", steps=10, seed=0)
+    randoms = run.sample(32, seed=1)
+    assert float(proj.psnr[0]) > float(psnr(randoms, proj.targets.expand_as(randoms)).mean())
+    from artforge.create import mix_layers
+
+    assert torch.equal(run.mix(1, 2, len(mix_layers(run.model))), run.sample_seeds([1]))
