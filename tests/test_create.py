@@ -151,6 +151,11 @@ def test_project_cli_latents_reload_bit_exactly(gan, target, tmp_path, capsys):
         )
         == 0
     )
+    api_run = artforge.load(gan, device="cpu")
+    assert torch.equal(
+        api_run.decode(api_run.read_latents(out / "latent.safetensors")),
+        api_run.project(target, steps=10).images,
+    )
     # a latent file of another shape is refused with one line
     vae_run = artforge.load(gan, device="cpu")
     from artforge.create import save_latents

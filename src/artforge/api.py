@@ -102,6 +102,13 @@ class Run:
             )
         return generate(self.model, latents.float(), **self._check_options(options))
 
+    def read_latents(self, path: str | Path) -> Tensor:
+        """Latents from a file ``artforge project`` wrote (latent.safetensors), checked against
+        this run's latent shape: ``run.decode(run.read_latents(path))``."""
+        from .create import load_latents
+
+        return load_latents(path, self.model)
+
     def _images(self, image: Any) -> Tensor:
         from .create import as_images
 
