@@ -1,4 +1,5 @@
-"""The ``artforge`` command: train, sample, interpolate, data, models, eval, bench, studio.
+"""The ``artforge`` command: train, sample, interpolate, project, img2img, inpaint, data, models,
+eval, bench, studio.
 
 Every flag maps to a field of RunConfig; any other field is set as ``--section.name=value``
 (e.g. ``--train.log_every=10`` or ``--model.base_channels=32``). Only this module prints.
