@@ -422,7 +422,8 @@ def test_snapshots_of_undone_steps_are_dropped_on_resume(root, tmp_path):
     assert [s for s, _ in list_snapshots(run)] == [3, 6, 9, 12, 15, 18]
 
 
-def test_eval_snapshots_writes_table_and_best_loads(root, tmp_path, network, capsys):
+def test_eval_snapshots_writes_table_and_best_loads(root, tmp_path, network, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the feature cache stays in tmp
     run = tmp_path / "e"
     args = ["-q", "train", "--data", str(root / "data"), "--out", str(run), *TINY[:-2], "--steps", "9"]
     assert main([*args, "--snapshot-every", "3", "--snapshot-keep", "3"]) == 0
