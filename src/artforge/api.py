@@ -13,7 +13,7 @@ from torch import Tensor
 
 from .config import RunConfig, check_device, from_dict
 from .models.base import WEIGHTS_NAME, GenerativeModel
-from .runs import load_model
+from .runs import load_model, split_ref
 from .sample import generate, interpolation_path, latents_for_seed, latents_per_seed
 
 
@@ -24,6 +24,7 @@ class Run:
         self.path = path
         self.config = config
         self.model = model
+        self.weights = WEIGHTS_NAME  # or snapshots/step-N.safetensors for RUN@STEP
 
     def __repr__(self) -> str:
         c = self.config
@@ -87,6 +88,67 @@ class Run:
         z = z.expand(frames, *z.shape[1:]).contiguous()
         return generate(self.model, z, cond=cond, source=str(self.path), **self._check_options(options))
 
+    # -- start from an image, latents, mixing (create.py; docs/create.md) ------------------------
+    def latent(self, seed: int | list[int]) -> Tensor:
+        """The latent of a seed, (1, ...), or one per seed: what sample_seeds draws (CPU)."""
+        seeds = [seed] if isinstance(seed, int) else list(seed)
+        return latents_per_seed(self.model, seeds)
+
+    def decode(self, latents: Tensor, **options: Any) -> Tensor:
+        """Images (n, 3, H, W) in [0, 1] of latents (n, ...): for latent arithmetic, e.g.
+        ``run.decode(run.latent(1) - run.latent(2) + run.latent(3))``."""
+        if latents.dim() < 2 or tuple(latents.shape[1:]) != tuple(self.model.sample_latents(1).shape[1:]):
+            raise ValueError(
+                f"latents must be (n, {', '.join(map(str, self.model.sample_latents(1).shape[1:]))}) "
+                f"for this run, got {tuple(latents.shape)}"
+            )
+        return generate(self.model, latents.float(), **self._check_options(options))
+
+    def read_latents(self, path: str | Path) -> Tensor:
+        """Latents from a file ``artforge project`` wrote (latent.safetensors), checked against
+        this run's latent shape: ``run.decode(run.read_latents(path))``."""
+        from .create import load_latents
+
+        return load_latents(path, self.model)
+
+    def _images(self, image: Any) -> Tensor:
+        from .create import as_images
+
+        if self.is_audio:
+            raise ValueError(f"{self.path}: a sound run; project, img2img and inpaint take pictures")
+        return as_images(image, self.config.data)
+
+    def project(
+        self, image: Any, *, steps: int = 200, seed: int = 0, prompt: str | None = None, frames: int = 0
+    ) -> Any:
+        """The latent that reproduces an image (a path, or (B, 3, H, W) in [0, 1]); GAN, DCGAN,
+        VAE. Returns a create.Projection (latents, images, targets, distance, psnr, frames)."""
+        from .create import project
+
+        return project(self.model, self._images(image), steps=steps, seed=seed, prompt=prompt, frames=frames)
+
+    def img2img(self, image: Any, strength: float, n: int = 1, *, seed: int = 0, **options: Any) -> Tensor:
+        """n variations (n, 3, H, W) in [0, 1] of an image: strength 0 gives it back, 1 ignores
+        it (diffusion: SDEdit; GAN/VAE: projection, then slerp toward random latents)."""
+        from .create import img2img
+
+        return img2img(self.model, self._images(image), strength, n, seed=seed, **options)
+
+    def inpaint(self, image: Any, mask: Any, n: int = 1, *, seed: int = 0, **options: Any) -> Tensor:
+        """n fills of the mask's white part (a path, or (1, 1, H, W) bool, True = fill); the
+        black part keeps the image's pixels exactly."""
+        from .create import inpaint, load_mask
+
+        fill = load_mask(mask, self.config.data) if not isinstance(mask, Tensor) else mask
+        return inpaint(self.model, self._images(image), fill, n, seed=seed, **options)
+
+    def mix(self, seed_a: int | list[int], seed_b: int | list[int], at: int, **options: Any) -> Tensor:
+        """Coarse from A, fine from B: A's layout with B's per-channel feature statistics from
+        generator layer ``at`` on (GAN, DCGAN, VAE; create.mix explains why not per-layer z)."""
+        from .create import mix
+
+        return mix(self.model, self.latent(seed_a), self.latent(seed_b), at, **self._check_options(options))
+
     # -- sound (runs trained on audio data; docs/audio.md) ---------------------------------------
     @property
     def is_audio(self) -> bool:
@@ -119,16 +181,19 @@ class Run:
 
 
 def load(path: str | Path, *, device: str = "auto", weights: str = WEIGHTS_NAME) -> Run:
-    """Load a run folder (or a snapshot with the same layout). Never unpickles anything."""
+    """Load a run folder, or one of its weight snapshots as ``RUN@STEP`` / ``RUN@best`` /
+    ``RUN@last`` (snapshots.py). Never unpickles anything."""
     from .training.trainer import resolve_device
 
-    path = Path(path)
+    path, weights = split_ref(path, weights)
     check_device(device)
     cfg, model = load_model(path, weights, device)  # after the size guard for ``device``
     model = model.to(resolve_device(device))
     if cfg.train.channels_last:  # as trained; sampling 1,000 images was 1.2-3.8x faster on a CPU
         model = model.to(memory_format=torch.channels_last)
-    return Run(path, cfg, model)
+    run = Run(path, cfg, model)
+    run.weights = weights
+    return run
 
 
 def train(

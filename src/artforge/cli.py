@@ -1,4 +1,5 @@
-"""The ``artforge`` command: train, sample, interpolate, data, models, eval, bench, studio.
+"""The ``artforge`` command: train, sample, interpolate, project, img2img, inpaint, data, models,
+eval, bench, studio.
 
 Every flag maps to a field of RunConfig; any other field is set as ``--section.name=value``
 (e.g. ``--train.log_every=10`` or ``--model.base_channels=32``). Only this module prints.
@@ -54,6 +55,8 @@ TRAIN_FLAGS: dict[str, str] = {
     "monitor_every": "train.monitor_every",
     "monitor_n": "train.monitor_n",
     "monitor_fid": "train.monitor_fid",
+    "snapshot_every": "train.snapshot_every",
+    "snapshot_keep": "train.snapshot_keep",
     "optimizer": "optim.name",
     "lr": "optim.lr",
     "betas": "optim.betas",
@@ -98,6 +101,8 @@ RESUMABLE = {
     "on_save_error",
     "nan_retries",
     "nan_lr_factor",
+    "snapshot_every",
+    "snapshot_keep",
 }
 
 
@@ -220,6 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--monitor-every", type=int, default=S, help="steps between diversity/copy-rate checks")
     t.add_argument("--monitor-n", type=int, default=S, help="samples per monitor check (default 256)")
     t.add_argument("--monitor-fid", action=argparse.BooleanOptionalAction, default=S, help="monitor FID too")
+    t.add_argument(
+        "--snapshot-every",
+        type=int,
+        default=S,
+        help="steps between weight snapshots in snapshots/ (0 = none)",
+    )
+    t.add_argument("--snapshot-keep", type=int, default=S, help="at most this many snapshots (default 20)")
     t.add_argument("--out", metavar="DIR", default=S, help="run folder (default runs/DATA-MODEL)")
     t.add_argument(
         "--resume",
@@ -238,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
     s = sub.add_parser("sample", help="generate images from a run", allow_abbrev=False)
-    s.add_argument("run", metavar="RUN", help="run folder")
+    s.add_argument("run", metavar="RUN", help="run folder, or RUN@STEP / RUN@best for a snapshot")
     s.add_argument("-n", type=int, default=16, help="number of images (default 16)")
     s.add_argument("--seed", type=int, default=None, help="seed for all n images (default: random)")
     s.add_argument("--seeds", default=None, help="one image per seed, e.g. 0-35 or 1,5,9")
@@ -255,11 +267,19 @@ def build_parser() -> argparse.ArgumentParser:
         "same noise in every row (a .txt beside the grid names the rows)",
     )
     s.add_argument("--guidance", type=float, default=S, help="text runs: guidance scale (default 3)")
+    s.add_argument(
+        "--latents", metavar="FILE", default=None, help="decode these latents (artforge project's)"
+    )
+    s.add_argument("--mix", metavar="A,B", default=None, help="GAN/VAE: A's layout, B's style (with --at)")
+    s.add_argument("--at", type=int, default=None, help="with --mix: the layer B's statistics start at")
     s.add_argument("--device", default="auto")
 
     i = sub.add_parser("interpolate", help="animate a walk through latent space", allow_abbrev=False)
     i.add_argument("run", metavar="RUN")
-    i.add_argument("--seeds", default="1,2,3", help="key frames, e.g. 1,2,3 (default)")
+    i.add_argument("--seeds", default=None, help="key frames, e.g. 1,2,3 (default; after --latents' ones)")
+    i.add_argument(
+        "--latents", metavar="FILE[,FILE]", default=None, help="key frames from latent files first"
+    )
     i.add_argument("--frames", type=int, default=60, help="frames in all (default 60)")
     i.add_argument("--fps", type=float, default=20)
     i.add_argument("--no-loop", action="store_true", help="stop at the last seed")
@@ -296,6 +316,45 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the model families")
 
+    # -- create (begin) --
+    for name, text in (
+        ("project", "find the latent that reproduces an image (GAN, DCGAN, VAE)"),
+        ("img2img", "variations of an image: strength 0 returns it, 1 ignores it"),
+        ("inpaint", "fill the white part of a mask, keep the black part exactly"),
+    ):
+        c = sub.add_parser(name, help=text, description=text + "; docs/create.md.", allow_abbrev=False)
+        c.add_argument("run", metavar="RUN", help="run folder, or RUN@STEP / RUN@best for a snapshot")
+        c.add_argument(
+            "--image", required=True, metavar="FILE", help="the input image (any size: fitted like the data)"
+        )
+        c.add_argument(
+            "--out", metavar="DIR", default=None, help="output folder (default RUN/create/COMMAND-IMAGE)"
+        )
+        c.add_argument("--seed", type=int, default=0)
+        c.add_argument("--prompt", default=None, help="text runs: what to draw")
+        c.add_argument("--device", default="auto")
+        if name == "project":
+            c.add_argument(
+                "--steps",
+                type=int,
+                default=200,
+                help="optimisation steps (default 200; VAE 0 = encoder only)",
+            )
+            c.add_argument("--gif", action="store_true", help="also write progress.gif")
+            continue
+        c.add_argument("-n", type=int, default=4, help="outputs (default 4)")
+        c.add_argument("--steps", type=int, default=None, help="diffusion: DDIM steps (default the run's)")
+        c.add_argument("--guidance", type=float, default=None, help="diffusion text runs: guidance scale")
+        c.add_argument(
+            "--project-steps", type=int, default=200, help="GAN/VAE: projection steps (default 200)"
+        )
+        if name == "img2img":
+            c.add_argument("--strength", type=float, required=True, help="0 = the input, 1 = ignore it")
+        else:
+            c.add_argument("--mask", required=True, metavar="FILE", help="white = fill, black = keep")
+            c.add_argument("--resample", type=int, default=1, help="diffusion: RePaint resampling per step")
+    # -- create (end) --
+
     # -- eval (begin) --
     e = sub.add_parser(
         "eval",
@@ -305,6 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     e.add_argument("run", metavar="RUN", nargs="?", default=None, help="run folder to sample from")
+    e.add_argument(
+        "--snapshots",
+        action="store_true",
+        help="score each weight snapshot (FID, -n default 500): snapshots.json",
+    )
     e.add_argument("--fake", metavar="DIR", default=None, help="a folder or .zip of generated images instead")
     e.add_argument(
         "--data",
@@ -527,6 +591,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise CLIError(f"-n must be between 1 and {MAX_IMAGES:,}, got {args.n}")
     run = load(args.run, device=args.device)
     options = _sample_options(args)
+    if args.latents is not None or args.mix is not None:
+        return _sample_latents_or_mix(args, run, options)
     prompts = _prompt_rows(args, run)
     rows = [{"prompt": p} for p in prompts] or [{}]  # --prompts: the same noise once per prompt
     if args.seeds is not None:
@@ -546,7 +612,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         label += f" {len(prompts)} prompts"
     if run.is_audio:
         return _write_sounds(run, args, images, names, label)
-    out = args.out or str(Path(args.run) / "generated" / f"{label.replace(' ', '').replace(',', '_')}.png")
+    out = args.out or str(run.path / "generated" / f"{label.replace(' ', '').replace(',', '_')}.png")
     if out.endswith(("/", "\\")) or Path(out).is_dir() or not Path(out).suffix:
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
@@ -584,7 +650,7 @@ def _write_sounds(run: Any, args: argparse.Namespace, images: Any, names: list[s
     from .audio import write_wav
     from .sample import make_grid, save_image
 
-    out = args.out or str(Path(args.run) / "generated" / label.replace(" ", "").replace(",", "_"))
+    out = args.out or str(run.path / "generated" / label.replace(" ", "").replace(",", "_"))
     if Path(out).suffix.lower() == ".png" and not Path(out).is_dir():
         save_image(make_grid(images, args.nrow), out)
         print(f"wrote a grid of {len(images)} spectrograms ({label}) to {out}; give DIR/ for the sounds")
@@ -610,7 +676,9 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from .sample import parse_seeds, save_animation
 
     run = load(args.run, device=args.device)
-    seeds = parse_seeds(args.seeds)
+    seeds = (
+        parse_seeds(args.seeds or ("" if args.latents else "1,2,3")) if args.seeds or not args.latents else []
+    )
     if not 2 <= args.frames <= 10_000:
         raise CLIError(f"--frames must be between 2 and 10000, got {args.frames}")
     if not 0.01 <= args.fps <= 1000:  # a GIF frame lasts 1000 / fps ms, stored in 16 bits
@@ -620,12 +688,14 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         options = {k: v for k, v in _sample_options(args).items() if k != "prompt"}
         frames = run.interpolate_prompts(prompts, args.frames, seed=seeds[0], **options)
         what = f"prompts {prompts} (seed {seeds[0]})"
+    elif args.latents is not None:
+        frames, what = _walk_latents(args, run, seeds)
     else:
         frames = run.interpolate(seeds, args.frames, loop=not args.no_loop, **_sample_options(args))
         what = f"seeds {seeds}"
     if run.is_audio and (args.out is None or not args.out.lower().endswith((".gif", ".mp4"))):
-        return _write_walk_sound(run, frames, args.out or str(Path(args.run) / "walk.wav"), seeds)
-    out = args.out or str(Path(args.run) / "walk.gif")
+        return _write_walk_sound(run, frames, args.out or str(run.path / "walk.wav"), seeds)
+    out = args.out or str(run.path / "walk.gif")
     save_animation(frames, out, fps=args.fps)
     print(f"wrote {len(frames)} frames through {what} to {out}")
     return 0
@@ -648,6 +718,190 @@ def _write_walk_sound(run: Any, frames: Any, out: str, seeds: list[int]) -> int:
     for k, wave in enumerate(waves):
         write_wav(wave, Path(out) / f"frame{k:04d}.wav", run.sample_rate)
     print(f"wrote {len(waves)} frames through seeds {seeds} as WAVs to {out}/")
+    return 0
+
+
+# -- create: project, img2img, inpaint, latents, mixing, snapshots (docs/create.md) -----------------
+
+
+def _sample_latents_or_mix(args: argparse.Namespace, run: Any, options: dict[str, Any]) -> int:
+    """sample --latents FILE (decode them) or --mix A,B --at LAYER (one mixed image)."""
+    from .create import load_latents
+    from .sample import make_grid, parse_seeds, save_image
+
+    if args.seeds is not None or args.seed is not None or args.prompts is not None:
+        raise CLIError("--latents and --mix take no --seed, --seeds or --prompts")
+    if args.latents is not None and args.mix is not None:
+        raise CLIError("give --latents or --mix, not both")
+    if args.latents is not None:
+        images = run.decode(load_latents(args.latents, run.model), **options)
+        label, stem = f"latents of {args.latents}", "latent"
+    else:
+        pair = parse_seeds(args.mix)
+        if len(pair) != 2 or args.at is None:
+            raise CLIError(
+                "--mix takes two seeds, A,B, and --at LAYER (0 = B's statistics from the first layer)"
+            )
+        images = run.mix(pair[0], pair[1], args.at, **options)
+        label, stem = (
+            f"seed {pair[0]} mixed with seed {pair[1]} at layer {args.at}",
+            f"mix{pair[0]}-{pair[1]}-at{args.at}",
+        )
+    out = args.out or str(run.path / "generated" / f"{stem}.png")
+    if out.endswith(("/", "\\")) or Path(out).is_dir() or not Path(out).suffix:
+        for k, img in enumerate(images):
+            save_image(img, Path(out) / f"{stem}{k:04d}.png")
+        print(f"wrote {len(images)} images ({label}) to {out}/")
+    else:
+        save_image(make_grid(images, args.nrow), out)
+        print(f"wrote {len(images)} images ({label}) to {out}")
+    return 0
+
+
+def _walk_latents(args: argparse.Namespace, run: Any, seeds: list[int]) -> tuple[Any, str]:
+    """interpolate --latents F[,F]: key frames from latent files, then any --seeds."""
+    import torch
+
+    from .create import load_latents
+    from .sample import generate, interpolation_path
+
+    files = [f for f in args.latents.split(",") if f]
+    keys = [load_latents(f, run.model) for f in files]
+    if seeds:
+        keys.append(run.latent(seeds))
+    path = interpolation_path(torch.cat(keys), args.frames, not args.no_loop)
+    options = run._check_options(_sample_options(args))
+    return generate(run.model, path, **options), f"latents {files}" + (f" and seeds {seeds}" if seeds else "")
+
+
+def _create_inputs(args: argparse.Namespace) -> tuple[Any, Any, Path]:
+    """Load the run and the input image (checked like training data) before anything is written."""
+    from .api import load
+    from .create import load_image
+
+    run = load(args.run, device=args.device)
+    if run.is_audio:
+        raise CLIError(f"{args.run}: a sound run; {args.command} takes pictures")
+    image = load_image(args.image, run.config.data)
+    out = Path(args.out) if args.out else run.path / "create" / f"{args.command}-{Path(args.image).stem}"
+    return run, image, out
+
+
+def cmd_project(args: argparse.Namespace) -> int:
+    from .create import save_latents
+    from .sample import save_animation, save_image
+
+    run, image, out = _create_inputs(args)
+    frames = 40 if args.gif else 0
+    proj = run.project(image, steps=args.steps, seed=args.seed, prompt=args.prompt, frames=frames)
+    meta = {
+        "kind": "artforge-latents",
+        "family": run.config.family,
+        "run": str(args.run),
+        "image": str(args.image),
+    }
+    save_latents(proj.latents, out / "latent.safetensors", meta)
+    save_image(proj.images[0], out / "reconstruction.png")
+    save_image(proj.targets[0], out / "target.png")
+    written = ["latent.safetensors", "reconstruction.png", "target.png"]
+    if args.gif and proj.frames:
+        save_animation(torch_cat_frames(proj.frames), out / "progress.gif", fps=10)
+        written.append("progress.gif")
+    from .models.base import write_json
+
+    psnr, dist = float(proj.psnr[0]), float(proj.distance[0])
+    write_json(
+        {
+            "image": str(args.image),
+            "steps": args.steps,
+            "seed": args.seed,
+            "psnr": round(psnr, 3),
+            "distance": round(dist, 6),
+        },
+        out / "project.json",
+    )
+    written.append("project.json")
+    print(f"projected {args.image}: PSNR {psnr:.2f} dB, distance {dist:.4f} after {args.steps} steps")
+    print(
+        f"  wrote {', '.join(written)} to {out}/ "
+        f"(sample and interpolate take --latents {out / 'latent.safetensors'})"
+    )
+    return 0
+
+
+def torch_cat_frames(frames: list[Any]) -> Any:
+    """Progress snapshots [(1, C, H, W)] -> (F, C, H, W) of the first image."""
+    import torch
+
+    return torch.cat([f[:1] for f in frames])
+
+
+def cmd_img2img_inpaint(args: argparse.Namespace) -> int:
+    from .create import load_mask
+    from .sample import make_grid, save_image
+
+    run, image, out = _create_inputs(args)
+    options: dict[str, Any] = {"seed": args.seed, "prompt": args.prompt}
+    if run.config.family == "diffusion":
+        options.update(steps=args.steps, guidance=args.guidance)
+    elif args.steps is not None or args.guidance is not None:
+        raise CLIError("--steps and --guidance apply to diffusion runs; GAN/VAE take --project-steps")
+    else:
+        options["project_steps"] = args.project_steps
+    if args.n < 1 or args.n > 1024:
+        raise CLIError(f"-n must be between 1 and 1024, got {args.n}")
+    if args.command == "img2img":
+        images = run.img2img(image, args.strength, args.n, **options)
+        stem = f"img2img-s{args.strength:.2f}-seed{args.seed}"
+    else:
+        mask = load_mask(args.mask, run.config.data)
+        if run.config.family == "diffusion":
+            options["resample"] = args.resample
+        elif args.resample != 1:
+            raise CLIError("--resample applies to diffusion runs")
+        images = run.inpaint(image, mask, args.n, **options)
+        stem = f"inpaint-seed{args.seed}"
+    for k, img in enumerate(images):
+        save_image(img, out / f"{stem}-{k:04d}.png")
+    import torch
+
+    save_image(make_grid(torch.cat([image, images])), out / f"{stem}-grid.png")
+    print(f"wrote {len(images)} images and {stem}-grid.png (the input first) to {out}/")
+    return 0
+
+
+def _eval_paths(run: str) -> tuple[Path, str]:
+    """Where eval writes for RUN (eval.json) or a snapshot RUN@STEP (eval-step0000500.json)."""
+    from .models.base import WEIGHTS_NAME
+    from .runs import split_ref
+
+    folder, weights = split_ref(run)
+    return folder, "eval.json" if weights == WEIGHTS_NAME else f"eval-{Path(weights).stem}.json"
+
+
+def cmd_eval_snapshots(args: argparse.Namespace) -> int:
+    from .snapshots import evaluate_snapshots
+
+    if args.run is None or args.fake is not None:
+        raise CLIError("--snapshots scores a RUN's snapshots; give the run folder (no --fake)")
+    n = 500 if args.n is None else args.n
+    table = evaluate_snapshots(
+        args.run,
+        n,
+        args.seed,
+        args.data,
+        batch_size=args.batch_size,
+        inception=args.inception,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    for r in table["rows"]:
+        mark = "  <- best" if r["step"] == table["best"] else ""
+        print(f"  step {r['step']!s:>8}  FID {r['fid']:8.2f}{mark}")
+    print(
+        f"  wrote {Path(args.run) / 'snapshots.json'}, snapshots.md, plots/snapshots.png; "
+        f"load the best as {args.run}@best"
+    )
     return 0
 
 
@@ -730,6 +984,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_folders, evaluate_run, write_json
 
     progress = not args.quiet
+    if args.snapshots:
+        return cmd_eval_snapshots(args)
     if (args.run is None) == (args.fake is None):
         raise CLIError("give a RUN folder or --fake DIR (one of them)")
     if args.run is not None and _is_sound_run(args.run):
@@ -761,7 +1017,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise CLIError(f"-n must be at least 4, got {args.n}")
         if args.size is not None:
             raise CLIError("--size applies to --fake; a RUN is measured at its own size")
-        sheet = args.sheet or str(Path(args.run) / "novelty.png")
+        folder, eval_name = _eval_paths(args.run)
+        sheet = args.sheet or str(folder / eval_name.replace("eval", "novelty").replace(".json", ".png"))
         result = evaluate_run(
             args.run,
             args.data,
@@ -777,7 +1034,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
         result["options"] = _sample_options(args)
         source = f"{args.run} (n={args.n}, seed {args.seed})"
-        write_json(result, Path(args.run) / "eval.json")
+        write_json(result, folder / eval_name)
     if args.json:
         write_json(result, args.json)
     r = result
@@ -804,7 +1061,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"  {name:<10} {value:<22} {note}".rstrip())
     written = [p for p in (r.get("sheet"), args.json) if p]
     if args.run is not None:
-        written.insert(0, str(Path(args.run) / "eval.json"))
+        written.insert(0, str(Path.joinpath(*_eval_paths(args.run))))
     if written:
         print("  wrote " + ", ".join(written))
     return 0
@@ -1012,6 +1269,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_data(args)
         if args.command == "eval":
             return cmd_eval(args)
+        if args.command == "project":
+            return cmd_project(args)
+        if args.command in ("img2img", "inpaint"):
+            return cmd_img2img_inpaint(args)
         if args.command == "bench":
             return cmd_bench(args, extras)
         if args.command == "studio":

@@ -186,6 +186,8 @@ class TrainConfig:
     on_save_error: OnSaveError = "stop"  # a checkpoint write fails (full disk): stop, or warn and go on
     nan_retries: int = 3  # a NaN/Inf loss, gradient or weight rolls back to the last checkpoint this often
     nan_lr_factor: float = 0.5  # ... and multiplies every learning rate by this each time
+    snapshot_every: int = 0  # steps between weight snapshots in snapshots/ (0 = none); snapshots.py
+    snapshot_keep: int = 20  # at most this many snapshots; older ones are thinned evenly
 
     def __post_init__(self) -> None:
         check_bounds(self, "train")
@@ -209,7 +211,9 @@ class TrainConfig:
         for name, least in (("log_every", 1), ("grid_n", 1), ("monitor_n", 1), ("sample_every", 0)):
             if getattr(self, name) < least:
                 raise ValueError(f"train.{name} must be at least {least}, got {getattr(self, name)}")
-        for name in ("ckpt_every", "monitor_every", "ema_half_life"):
+        if self.snapshot_keep < 3:  # the first, the newest and the best are never thinned
+            raise ValueError(f"train.snapshot_keep must be at least 3, got {self.snapshot_keep}")
+        for name in ("ckpt_every", "monitor_every", "ema_half_life", "snapshot_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be 0 or more, got {getattr(self, name)}")
         if not 0 <= self.seed < 2**32:  # data-order seeds are seed * 1_000_003 + epoch, in 64 bits

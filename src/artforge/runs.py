@@ -134,6 +134,23 @@ def build_from_config(cfg: RunConfig, device: str = "cpu") -> GenerativeModel:
     return cls(mcfg)
 
 
+def split_ref(ref: str | Path, weights: str = WEIGHTS_NAME) -> tuple[Path, str]:
+    """A run reference -> (run folder, weights file inside it). ``RUN@STEP``, ``RUN@best`` and
+    ``RUN@last`` name a snapshot (snapshots.py); a path that exists as given is a plain run
+    folder even when its name holds an "@"."""
+    path = Path(ref)
+    text = str(ref)
+    if path.exists() or "@" not in text:
+        return path, weights
+    folder, _, which = text.rpartition("@")
+    from .snapshots import resolve_weights
+
+    run_dir = Path(folder)
+    if not (run_dir / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"{folder}: not a run folder (no {CONFIG_NAME})")
+    return run_dir, resolve_weights(run_dir, which)
+
+
 def load_model(
     run_dir: str | Path, weights: str = WEIGHTS_NAME, device: str = "cpu"
 ) -> tuple[RunConfig, GenerativeModel]:

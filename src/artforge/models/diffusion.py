@@ -334,21 +334,55 @@ class Diffusion(GenerativeModel):
         ts = ddim_timesteps(self.config.timesteps, steps)
         c = self.config
         x = latents.reshape(latents.shape[0], c.channels, c.height, c.width).to(self.device)
+        cond, g = self.guided_condition(x.shape[0], prompt, guidance, cond)
+        return self.denoise(x, ts, cond, g)
+
+    def guided_condition(
+        self,
+        n: int,
+        prompt: str | list[str] | None = None,
+        guidance: float | None = None,
+        cond: Tensor | None = None,
+    ) -> tuple[Tensor | None, float]:
+        """The condition vectors (n, text_dim) or None and the guidance scale to sample with:
+        the config's scale unless given, 1 (none) when there is no prompt to push towards."""
         if cond is None:
-            cond = self.condition(prompt, x.shape[0])
+            cond = self.condition(prompt, n)
         elif self.text is None:
             raise ValueError("this run was trained without captions, so it takes no condition")
-        g = c.guidance if guidance is None else float(guidance)
+        g = self.config.guidance if guidance is None else float(guidance)
         if not 0 <= g <= 30:
             raise ValueError(f"guidance must be in [0, 30], got {g}")
         if cond is not None:
             cond = cond.to(self.device)
             if not (prompt or cond.abs().sum() > 0):
                 g = 1.0  # no prompt: guidance has nothing to push towards
+        return cond, g
+
+    def add_noise(self, x0: Tensor, t: int, eps: Tensor) -> Tensor:
+        """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps: an image noised to timestep t."""
+        abar = self.alpha_bar[t]
+        return abar.sqrt() * x0 + (1 - abar).sqrt() * eps
+
+    def predict(
+        self, x_t: Tensor, t: int, cond: Tensor | None = None, guidance: float = 1.0
+    ) -> tuple[Tensor, Tensor]:
+        """The model's (x0, eps) at timestep t (x0 clipped to [-1, 1], eps re-derived from it)."""
+        return self._predict_x0_eps(x_t, t, cond, guidance)
+
+    def ddim_step(self, x0: Tensor, eps: Tensor, t_next: int) -> Tensor:
+        """Deterministic DDIM (eta = 0): the x_{t_next} of a prediction (x0, eps)."""
+        abar_next = self.alpha_bar[t_next]
+        return abar_next.sqrt() * x0 + (1 - abar_next).sqrt() * eps
+
+    def denoise(
+        self, x: Tensor, timesteps: list[int], cond: Tensor | None = None, guidance: float = 1.0
+    ) -> Tensor:
+        """DDIM from x at timesteps[0] through the given (decreasing) timesteps -> x0 in [-1, 1].
+        ``decode`` starts from pure noise at T-1; img2img (SDEdit) starts lower."""
         x0 = x
-        for i, t in enumerate(ts):
-            x0, eps = self._predict_x0_eps(x, t, cond, g)
-            if i + 1 < len(ts):
-                abar_next = self.alpha_bar[ts[i + 1]]
-                x = abar_next.sqrt() * x0 + (1 - abar_next).sqrt() * eps
+        for i, t in enumerate(timesteps):
+            x0, eps = self._predict_x0_eps(x, t, cond, guidance)
+            if i + 1 < len(timesteps):
+                x = self.ddim_step(x0, eps, timesteps[i + 1])
         return x0

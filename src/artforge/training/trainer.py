@@ -218,6 +218,10 @@ class Trainer:
             from ..evaluate import make_monitor_hook
 
             self.hooks.append(make_monitor_hook(t.monitor_every, t.monitor_n, fid=t.monitor_fid))
+        if t.snapshot_every > 0:  # numbered copies of the sampling weights (snapshots.py)
+            from ..snapshots import make_snapshot_hook
+
+            self.hooks.append(make_snapshot_hook(t.snapshot_every, t.snapshot_keep))
         self.state = TrainState()
         self.logbook = Logbook(self.run_dir / "metrics.jsonl")
         self.saved_step: int | None = None  # step of the last checkpoint written (the rollback target)

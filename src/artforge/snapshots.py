@@ -1,0 +1,294 @@
+"""Weight snapshots: keep numbered copies of the sampling weights during training, score them,
+and load a chosen one as ``RUN@STEP`` or ``RUN@best``.
+
+A GAN run oscillates: on emoji the default's 15-minute FID lands anywhere in 74-84 depending
+on where the clock stops, while ``model.safetensors`` only holds the latest weights. With
+``--snapshot-every N`` the Trainer's snapshot hook writes ``snapshots/step-0000500.safetensors``
+(the sampling weights, EMA where used, with the step in the file's metadata) every N steps;
+``--snapshot-keep K`` bounds their number by thinning the older ones evenly (never the first,
+the newest or the best scored). ``artforge eval RUN --snapshots`` scores each one (FID at a
+small n against the cached real features) into ``snapshots.json`` / ``snapshots.md`` and
+``plots/snapshots.png``; ``RUN@best`` is that table's best row.
+
+Resume and rollback: a snapshot newer than the step training continues from belongs to a
+history that was undone (the steps after the last checkpoint of a killed run, or the steps
+after a rollback's checkpoint, which diverged), so the hook deletes such snapshots the first
+time it runs after the jump back; they are replaced as training goes over those steps again.
+Snapshots are only written when every weight is finite.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import save_file
+
+from .models.base import WEIGHTS_NAME, write_json
+
+if TYPE_CHECKING:
+    from .training.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_DIR = "snapshots"
+TABLE_NAME = "snapshots.json"
+_NAME = re.compile(r"^step-(\d{7,})\.safetensors$")
+
+
+def snapshot_name(step: int) -> str:
+    return f"step-{step:07d}.safetensors"
+
+
+def list_snapshots(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
+    """(step, path) of every snapshot in the run folder, oldest first."""
+    folder = Path(run_dir) / SNAPSHOT_DIR
+    if not folder.is_dir():
+        return []
+    found = [(int(m[1]), p) for p in folder.iterdir() if (m := _NAME.match(p.name)) and p.is_file()]
+    return sorted(found)
+
+
+def save_snapshot(model: torch.nn.Module, run_dir: Path, step: int, meta: dict[str, str]) -> Path:
+    """Write the model's weights as snapshots/step-N.safetensors via a temp name; returns the path."""
+    folder = run_dir / SNAPSHOT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / snapshot_name(step)
+    tmp = path.with_name(path.name + ".tmp")
+    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    try:
+        save_file(sd, str(tmp), metadata={"format": "pt", "step": str(step), **meta})
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def to_remove(steps: list[int], keep: int, protect: set[int]) -> list[int]:
+    """Which steps to delete so that at most ``keep`` remain.
+
+    The first and the newest step and those in ``protect`` (the best scored) stay. Each
+    removal takes the step whose neighbours are closest together (the densest spot), the
+    oldest on ties: snapshots taken at a constant interval thin out from the old end, their
+    spacing doubling there first, so the kept ones cover the whole run with the recent
+    part finer.
+    """
+    kept = sorted(steps)
+    removed: list[int] = []
+    while len(kept) > keep:
+        candidates = [
+            (kept[i + 1] - kept[i - 1], kept[i]) for i in range(1, len(kept) - 1) if kept[i] not in protect
+        ]
+        if not candidates:
+            break
+        _, step = min(candidates)
+        kept.remove(step)
+        removed.append(step)
+    return removed
+
+
+def read_table(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The eval table (snapshots.json) of a run, or None when there is none or it is unreadable."""
+    path = Path(run_dir) / TABLE_NAME
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return table if isinstance(table, dict) else None
+
+
+def best_step(run_dir: str | os.PathLike[str]) -> int | None:
+    """The best scored snapshot's step from snapshots.json (None when not scored, or "final")."""
+    table = read_table(run_dir)
+    best = table.get("best") if table else None
+    return best if isinstance(best, int) else None
+
+
+def _drop_after(run_dir: Path, step: int) -> None:
+    """Delete snapshots of steps after ``step`` (an undone history) and the stale eval table."""
+    dropped = [(s, p) for s, p in list_snapshots(run_dir) if s > step]
+    for _, p in dropped:
+        p.unlink(missing_ok=True)
+    if dropped:
+        log.info(
+            "removed snapshots of steps %s: after step %d (resume/rollback)", [s for s, _ in dropped], step
+        )
+        (run_dir / TABLE_NAME).unlink(missing_ok=True)
+
+
+def make_snapshot_hook(every: int, keep: int) -> Callable[[Trainer, int], None]:
+    """A Trainer hook (main process): every ``every`` steps, snapshot the sampling weights,
+    then thin the snapshots to at most ``keep``."""
+    if every < 1 or keep < 3:
+        raise ValueError(f"snapshots need every >= 1 and keep >= 3, got every={every}, keep={keep}")
+    state = {"last": -1}
+
+    def hook(trainer: Trainer, step: int) -> None:
+        run_dir = trainer.run_dir
+        if step <= state["last"] or state["last"] < 0:  # first call, or training jumped back
+            _drop_after(run_dir, step - 1)
+        state["last"] = step
+        if step % every:
+            return
+        model = trainer.sampling_model
+        if any(
+            v.is_floating_point() and not bool(torch.isfinite(v).all()) for v in model.state_dict().values()
+        ):
+            log.warning("step %d: non-finite weights, no snapshot", step)
+            return
+        meta = {"family": trainer.cfg.family, "images_seen": str(trainer.state.images_seen)}
+        try:
+            save_snapshot(model, run_dir, step, meta)
+        except OSError as e:  # a full disk: snapshots are extras, the checkpoint decides
+            log.warning("could not write snapshot of step %d (%s)", step, e.strerror or e)
+            return
+        steps = [s for s, _ in list_snapshots(run_dir)]
+        best = best_step(run_dir)
+        for s in to_remove(steps, keep, {best} if best is not None else set()):
+            (run_dir / SNAPSHOT_DIR / snapshot_name(s)).unlink(missing_ok=True)
+
+    return hook
+
+
+# -- RUN@STEP -------------------------------------------------------------------------------------
+
+
+def resolve_weights(run_dir: Path, ref: str) -> str:
+    """The weights file (relative to the run folder) for ``ref``: a step number, "best" (the
+    eval table's best; needs ``artforge eval RUN --snapshots``) or "last" (the newest snapshot)."""
+    snaps = list_snapshots(run_dir)
+    have = ", ".join(str(s) for s, _ in snaps[-8:]) or "none"
+    if ref == "best":
+        table = read_table(run_dir)
+        if table is None or "best" not in table:
+            raise ValueError(
+                f"{run_dir}@best: no scored snapshots; run 'artforge eval {run_dir} --snapshots' first"
+            )
+        if table["best"] == "final":
+            return WEIGHTS_NAME
+        ref = str(table["best"])
+    if ref == "last":
+        if not snaps:
+            raise ValueError(f"{run_dir}@last: this run has no snapshots (train with --snapshot-every N)")
+        return f"{SNAPSHOT_DIR}/{snapshot_name(snaps[-1][0])}"
+    if not ref.isdigit():
+        raise ValueError(f"{run_dir}@{ref}: use RUN@STEP (a number), RUN@best or RUN@last")
+    step = int(ref)
+    if not any(s == step for s, _ in snaps):
+        raise ValueError(f"{run_dir}@{step}: no snapshot of step {step} (latest snapshots: {have})")
+    return f"{SNAPSHOT_DIR}/{snapshot_name(step)}"
+
+
+# -- scoring --------------------------------------------------------------------------------------
+
+
+def evaluate_snapshots(
+    run_dir: str | os.PathLike[str],
+    n: int = 500,
+    seed: int = 0,
+    data: str | None = None,
+    *,
+    batch_size: int = 50,
+    inception: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """FID of ``n`` samples (latents of ``seed``) from each snapshot and the final weights
+    against the run's data (its Inception features cached on disk): writes snapshots.json,
+    snapshots.md and plots/snapshots.png, and returns the table. At a small n FID is biased
+    upward; compare the rows with each other, not with FIDs at another n."""
+    from .api import load
+    from .data import load_images
+    from .evaluate import data_prompts, generate_uint8
+    from .metrics.cache import cached_features
+    from .metrics.fid import fid_from_features
+    from .metrics.inception import features
+
+    run_dir = Path(run_dir)
+    snaps = list_snapshots(run_dir)
+    if not snaps:
+        raise ValueError(f"{run_dir}: no snapshots to score; train with --snapshot-every N")
+    if n < 4:
+        raise ValueError(f"scoring snapshots needs n >= 4 generated images, got {n}")
+    final = load(run_dir, device=device)
+    if final.is_audio:
+        raise ValueError(f"{run_dir}: scoring snapshots measures pictures; this is a sound run")
+    cfg = final.config.data if data is None else _data_like(final.config.data, data)
+    real = load_images(cfg, progress=progress)
+    dev = final.device
+    real_f = cached_features(real.images, batch_size, progress, inception_path=inception, device=dev)
+    options: dict[str, Any] = {}
+    if getattr(final.model, "conditional", False):
+        options["prompt"], _ = data_prompts(cfg.path, real.names, n, seed)
+    rows = []
+    entries = [(s, f"{SNAPSHOT_DIR}/{p.name}") for s, p in snaps] + [(None, WEIGHTS_NAME)]
+    for step, weights in entries:
+        run = final if step is None else load(run_dir, device=device, weights=weights)
+        fakes = generate_uint8(run.model, n, seed, **options)
+        fake_f = features(fakes, batch_size, inception=inception, device=dev)
+        fid = round(float(fid_from_features(real_f, fake_f)), 4)
+        rows.append({"step": "final" if step is None else step, "weights": weights, "fid": fid})
+        log.info("%s: FID %.2f (n=%d)", weights, fid, n)
+    best = min(rows, key=lambda r: r["fid"])
+    table = {"run": str(run_dir), "data": cfg.path, "n": n, "seed": seed, "rows": rows, "best": best["step"]}
+    write_json(table, run_dir / TABLE_NAME)
+    _write_markdown(table, run_dir / "snapshots.md")
+    plot_table(table, run_dir / "plots" / "snapshots.png")
+    return table
+
+
+def _data_like(like: Any, path: str) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(like, path=path)
+
+
+def _write_markdown(table: dict[str, Any], path: Path) -> None:
+    lines = [
+        f"# Snapshots of {table['run']}",
+        "",
+        f"FID of {table['n']} samples (seed {table['seed']}) against {table['data']}; lower is better. "
+        "At a small n FID is biased upward: compare rows with each other.",
+        "",
+        "| step | FID | |",
+        "|---:|---:|---|",
+    ]
+    for r in table["rows"]:
+        mark = "best" if r["step"] == table["best"] else ""
+        lines.append(f"| {r['step']} | {r['fid']:.2f} | {mark} |")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+
+
+def plot_table(table: dict[str, Any], out: Path) -> Path:
+    """FID against step, the best snapshot marked, the final weights as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .training.logbook import save_figure
+
+    pts = [(r["step"], r["fid"]) for r in table["rows"] if isinstance(r["step"], int)]
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, lw=1.2, label="snapshot")
+    final = [r["fid"] for r in table["rows"] if r["step"] == "final"]
+    if final:
+        ax.axhline(final[0], color="grey", ls="--", lw=0.8, label="final weights")
+    best = next(r for r in table["rows"] if r["step"] == table["best"])
+    if isinstance(best["step"], int):
+        ax.plot([best["step"]], [best["fid"]], marker="*", ms=14, color="tab:red", ls="", label="best")
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"FID (n={table['n']})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, out)
+    return out
