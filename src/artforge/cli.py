@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -772,6 +773,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
     for name, value, note in rows:
         print(f"  {name:<10} {value:<22} {note}".rstrip())
+    for caveat in r.get("caveats", []):
+        print(f"  note: {caveat}")
     written = [p for p in (r.get("sheet"), args.json) if p]
     if args.run is not None:
         written.insert(0, str(Path(args.run) / "eval.json"))
@@ -939,6 +942,22 @@ def cmd_studio(args: argparse.Namespace) -> int:
 # -- main ---------------------------------------------------------------------------------------
 
 
+class SayOnce(logging.Filter):
+    """Drop a message identical to one of the last few printed: a line said by two layers (the
+    data loader and the trainer both summarise the data) reaches the user once."""
+
+    def __init__(self, memory: int = 4) -> None:
+        super().__init__()
+        self.recent: deque[str] = deque(maxlen=memory)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in self.recent:
+            return False
+        self.recent.append(message)
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
@@ -950,6 +969,9 @@ def main(argv: list[str] | None = None) -> int:
         format="artforge: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, SayOnce) for f in handler.filters):
+            handler.addFilter(SayOnce())
     from .training import TrainingError
 
     try:
