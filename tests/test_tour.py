@@ -133,7 +133,15 @@ def test_readme_tour_runs_in_order_on_a_fresh_folder(tmp_path, network):
         )
         assert p.returncode == 0, f"`artforge {shlex.join(small)}` failed:\n{p.stderr[-3000:]}"
     # what the tour says each line writes is there
-    for path in ("grid.png", "safe.png", "vae.png", "diff.png", "walk.gif", "eval.json", "bench/emoji32/bench.md"):
+    for path in (
+        "grid.png",
+        "safe.png",
+        "vae.png",
+        "diff.png",
+        "walk.gif",
+        "eval.json",
+        "bench/emoji32/bench.md",
+    ):
         assert (tmp_path / path).is_file(), path
     assert len(list((tmp_path / "picks").glob("*.png"))) == 4
     assert (tmp_path / "runs/shapes-vae/model.safetensors").is_file()
