@@ -382,6 +382,19 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
     st.add_argument("--max-models", type=int, default=4, help="loaded models kept in memory (default 4)")
     st.add_argument("--device", default="auto", help="device for generation (default auto)")
+    st.add_argument(
+        "--data-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder whose data the Train page may use (repeatable; RUNS_DIR always is)",
+    )
+    st.add_argument(
+        "--max-jobs",
+        type=int,
+        default=None,
+        help="trainings at once; more wait in a queue (default: one per GPU, one without)",
+    )
     # -- studio (end) --
     return p
 
@@ -903,6 +916,11 @@ def cmd_studio(args: argparse.Namespace) -> int:
         raise CLIError(f"--port must be between 0 and 65535, got {args.port}")
     if not 1 <= args.max_models <= 64:
         raise CLIError(f"--max-models must be between 1 and 64, got {args.max_models}")
+    if args.max_jobs is not None and not 1 <= args.max_jobs <= 64:
+        raise CLIError(f"--max-jobs must be between 1 and 64, got {args.max_jobs}")
+    for d in args.data_root:
+        if not Path(d).expanduser().is_dir():
+            raise CLIError(f"--data-root {d}: no such folder")
     root = Path(args.runs_dir)
     if not root.exists():
         root.mkdir(parents=True)
@@ -925,7 +943,14 @@ def cmd_studio(args: argparse.Namespace) -> int:
         raise CLIError(
             f"cannot listen on {args.host}:{args.port} ({e.strerror}); try another --port"
         ) from None
-    app = create_app(root, host=args.host, max_models=args.max_models, device=args.device)
+    app = create_app(
+        root,
+        host=args.host,
+        max_models=args.max_models,
+        device=args.device,
+        data_roots=args.data_root,
+        max_jobs=args.max_jobs,
+    )
     port = sock.getsockname()[1]
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"artforge studio: {root.resolve()} on http://{shown}:{port}/  (Ctrl-C to stop)", flush=True)
