@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -150,3 +151,39 @@ def test_interpolate_writes_a_readable_mp4(tmp_path):
     assert video.std() > 5  # pictures, not a blank video
     # the same frames, lossily compressed (H.264 halves the colour resolution of 16-px frames)
     assert np.corrcoef(video.ravel(), gif.ravel())[0, 1] > 0.8
+
+
+# -- 6. time left ----------------------------------------------------------------------------------
+
+
+def test_progress_bar_shows_the_time_left_of_a_minutes_budget(tmp_path):
+    p = artforge(
+        "train", "--data", "builtin", "--builtin-count", "32", *TINY, "--minutes", "0.05", "--log-every", "1",
+        "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    bar = p.stderr.replace("\r", "\n")
+    assert "gan 16x16 (0.05 min)" in bar
+    assert re.search(r"img/s \d+:\d\d left", bar), bar[-1500:]
+
+
+def test_a_minutes_budget_keeps_room_for_the_final_grid():
+    """Diffusion at the defaults: the final grid (64 images x 25 DDIM steps) costs about 8
+    training steps, so training stops that much before the minutes are up."""
+    from artforge.config import DataConfig, RunConfig, TrainConfig
+    from artforge.training.trainer import Trainer
+
+    cfg = RunConfig(
+        family="diffusion",
+        model={"base_channels": 8},
+        data=DataConfig(path="builtin", height=16, width=16, builtin_count=16),
+        train=TrainConfig(minutes=1.0, batch_size=64, grid_n=64),
+    )
+    trainer = Trainer(cfg, "unused", progress=False)
+    trainer.state.step = 10
+    step_s = 3.0  # 10 steps in 30 s
+    cost = trainer._finish_cost(10 * step_s)
+    assert cost == pytest.approx(step_s * (1 + 64 * 25 / (3 * 64)))
+    assert not trainer._out_of_time(60 - cost - 1) and trainer._out_of_time(60 - cost + 1)
+    trainer.cfg.train.grid_n = 4  # a smaller grid leaves more of the budget to training
+    assert trainer._finish_cost(30.0) < cost / 4
