@@ -455,7 +455,7 @@ async function trainView(view) {
   const jobs = h("div", { id: "job-list" });
   const form = h("form", { id: "train-form", class: "form" },
     field("run name", h("input", { name: "out", required: true, pattern: "[A-Za-z0-9_][A-Za-z0-9._\\-]{0,63}", value: `run-${new Date().toISOString().slice(0, 16).replace(/[-:T]/g, "")}` }), "a new folder in the studio's folder"),
-    field("data", h("input", { name: "data", value: "builtin", required: true }), "image folder, .zip, or builtin[:NAME]"),
+    field("data", h("input", { name: "data", value: "builtin", required: true }), "image folder or .zip inside the studio's folder (or a --data-root), or builtin[:NAME]"),
     field("model", h("select", { name: "model" }, models.map((m) => h("option", { value: m, selected: m === "gan" }, m)))),
     field("size", num("size", 32, 8, 512), "pixels (square)"),
     field("steps", h("input", { type: "number", name: "steps", value: 500, min: 1 }), "budget in steps; blank for none"),
