@@ -994,9 +994,11 @@ def main(argv: list[str] | None = None) -> int:
         format="artforge: %(message)s",
         stream=sys.stderr,
     )
+    once = SayOnce()  # a fresh memory per command (main() runs many times in one test process)
     for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, SayOnce) for f in handler.filters):
-            handler.addFilter(SayOnce())
+        for f in [f for f in handler.filters if isinstance(f, SayOnce)]:
+            handler.removeFilter(f)
+        handler.addFilter(once)
     from .training import TrainingError
 
     try:
