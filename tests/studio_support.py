@@ -62,6 +62,32 @@ def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def sound_run(root: Path) -> Path:
+    """RUNS_DIR/sound: a tiny real VAE on 8 tones (WAV/FLAC/OGG), trained once per session."""
+    run = root / "sound"
+    if not (run / "model.safetensors").is_file():
+        from artforge.cli import main
+        from test_audio import write_tones
+
+        data = root.parent / "studio-tones"
+        write_tones(data, 8)
+        audio = ["--size", "32", "--model.base_channels=8", "--latent-dim", "8", "--batch-size", "4"]
+        rc = main(
+            ["-q", "train", "--data", str(data), "--model", "vae", "--out", str(run), *audio, "--steps", "2",
+             "--train.grid_n=4", "--data.cache=memory"]
+        )  # fmt: skip
+        assert rc == 0, "training the sound run failed"
+    return run
+
+
+def diffusion_run(root: Path) -> Path:
+    """RUNS_DIR/diff: a tiny real diffusion run, trained once per session (the slow requests)."""
+    run = root / "diff"
+    if not (run / "model.safetensors").is_file():
+        train(run, "--model", "diffusion", "--data", "builtin", "--builtin-count", "32", "--steps", "2")
+    return run
+
+
 @dataclass
 class Server:
     url: str

@@ -225,7 +225,10 @@ def test_broken_files_skipped_with_reasons(tmp_path: Path) -> None:
     assert reasons["bomb.png"].startswith("too large (")
     assert reasons["huge.png"] == "too large (12000 x 10000 pixels > 100,000,000)"
     kinds = "2 corrupt, 2 not an image, 2 too large, 1 empty"
-    assert s.summary() == f"1 image from {folder} (7 skipped: {kinds})"
+    assert s.summary().startswith(f"1 image from {folder} (7 skipped: {kinds}: bomb.png: too large (")
+    named = "; empty.png: empty file (0 bytes); huge.png: too large (12000 x 10000 pixels > 100,000,000)"
+    assert named + "; and 4 more; " in s.summary()
+    assert s.summary().endswith("; 1 degenerate but kept: good.png: flat (every pixel the same colour))")
     s.write_report(tmp_path / "report.json")
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["root"] == str(folder) and report["n_images"] == 1

@@ -119,6 +119,7 @@ def test_live_training_started_from_the_page(page, server, runs_dir):
     page.wait_for_function("() => document.querySelector('#live-grid').naturalWidth > 0", timeout=60_000)
     assert "training" in page.inner_text("#live-status")
     assert page.inner_text("#live-stats").startswith("step ")
+    page.wait_for_function("() => document.querySelector('#live-stats').innerText.endsWith(' left')")
     before = page.inner_text("#live-stats")
     page.wait_for_function(  # updating without a reload
         "before => document.querySelector('#live-stats').innerText !== before", arg=before, timeout=60_000
@@ -137,3 +138,41 @@ def test_every_view_renders_without_errors(page, server, view):
     page.wait_for_function("() => !document.querySelector('#view').innerText.includes('Loading')")
     if view == "#/run/nope":
         assert "no run 'nope'" in page.inner_text("#view")
+
+
+def test_sound_run_plays_and_downloads_wav_files(page, server, runs_dir):
+    """Generating from a sound run gives an audio player and a WAV download per sound; the
+    novelty view (pictures only) is not offered; the run's eval.json is shown."""
+    import json
+
+    from studio_support import sound_run
+
+    run = sound_run(runs_dir)
+    (run / "eval.json").write_text(json.dumps({"classifier_accuracy_held_out": 0.75, "sc_roundtrip": 0.125}))
+    page.goto(server.url + "#/create/generate?run=sound")
+    page.wait_for_selector("#gen-form")
+    assert page.locator("#tab-novelty").count() == 0 and page.locator("#tab-interpolate").count() == 1
+    page.fill("#gen-form input[name=n]", "3")
+    page.click("#gen-button")
+    page.wait_for_function("() => document.querySelectorAll('#gen-sounds audio').length === 3")
+    hrefs = page.eval_on_selector_all("#gen-sounds a.wav", "els => els.map(e => e.getAttribute('href'))")
+    assert [h.rsplit("/", 1)[1] for h in hrefs] == [f"seed7-{k:04d}.wav" for k in range(3)]
+    assert page.eval_on_selector_all("#gen-sounds a.wav", "els => els.every(e => e.hasAttribute('download'))")
+    duration = page.evaluate(
+        """async () => {
+          const a = document.querySelector('#gen-sounds audio');
+          a.preload = 'metadata';
+          const ready = new Promise((ok, bad) => { a.onloadedmetadata = ok; a.onerror = bad; });
+          a.load();
+          await ready;
+          return a.duration;
+        }"""
+    )
+    assert abs(duration - 32 * 256 / 16000) < 0.01  # the chromium decoded the WAV: 0.512 s
+    assert page.inner_text("#gen-results h2") == "3 sounds"
+    # the run's page: no Novelty button, and the sound eval.json in a table
+    page.goto(server.url + "#/run/sound")
+    page.wait_for_selector("table.evals")
+    assert "sc_roundtrip" in page.inner_text("table.evals") and "0.125" in page.inner_text("table.evals")
+    assert page.locator("a.button", has_text="Novelty").count() == 0
+    assert page.locator("a.button", has_text="Generate").count() == 1

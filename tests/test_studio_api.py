@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -24,7 +25,8 @@ from PIL import Image
 
 import artforge
 from artforge.studio.jobs import JobManager
-from artforge.studio.worker import Busy, Lane
+from artforge.studio.worker import Busy, Cancelled, Lane
+from conftest import write_tiny_images
 from studio_support import Server, start_server, stop_server
 
 
@@ -464,3 +466,196 @@ def test_jobs_that_ended_unseen_are_judged_by_their_run(tmp_path, runs_dir):
     jobs = {j["id"]: j for j in JobManager(root).list()}
     assert jobs["a"]["status"] == "finished" and jobs["b"]["status"] == "lost"
     assert jobs["a"]["returncode"] is None  # not our child: its exit status is unknown
+
+
+# -- a fair queue ------------------------------------------------------------------------------
+
+
+def _info(server: Server) -> dict:
+    return server.get("/api/info")
+
+
+def _send_and_leave(server: Server, body: dict) -> socket.socket:
+    """Send a POST /api/generate and keep the connection open without reading (the caller
+    closes it: a client that went away)."""
+    payload = json.dumps(body).encode()
+    sock = socket.create_connection((server.host, server.port), timeout=10)
+    head = (
+        f"POST /api/generate HTTP/1.1\r\nHost: {server.host}:{server.port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    )
+    sock.sendall(head.encode() + payload)
+    return sock
+
+
+def _wait(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_small_request_is_answered_while_a_long_one_runs_and_a_gone_client_frees_the_worker(
+    server, runs_dir
+):
+    """diffusion n=64 steps=250 (the largest request in range) does not hold up a 1-image GAN
+    request; the queue counts both; when the long request's client leaves, its work stops
+    and nothing is written."""
+    from studio_support import diffusion_run
+
+    diffusion_run(runs_dir)
+    outputs = runs_dir / "diff" / "generated" / "studio"
+    before = set(outputs.iterdir()) if outputs.exists() else set()
+    _wait(lambda: _info(server)["queue"]["generation"] == 0, 60, "an idle generation lane")
+    long = _send_and_leave(server, {"run": "diff", "n": 64, "steps": 250, "seed": 1})
+    try:
+        _wait(lambda: _info(server)["running"]["generation"] == 1, 30, "the long request to start")
+        t0 = time.perf_counter()
+        status, small = server.post("/api/generate", {"run": "gan", "n": 1, "seed": 5})
+        small_s = time.perf_counter() - t0
+        assert status == 200 and len(small["images"]) == 1, small
+        info = _info(server)
+        # the long one is still being worked on, and the queue says so
+        assert info["running"]["generation"] == 1 and info["queue"]["generation"] == 1, info
+        print(f"1-image GAN request answered in {small_s:.2f} s while diffusion n=64 steps=250 ran")
+    finally:
+        long.close()  # the client goes away
+    t1 = time.perf_counter()
+    _wait(lambda: _info(server)["queue"]["generation"] == 0, 30, "the cancelled request to free the worker")
+    print(f"cancelled request left the lane after {time.perf_counter() - t1:.2f} s")
+    after = set(outputs.iterdir()) if outputs.exists() else set()
+    assert after == before  # the cancelled request wrote nothing
+    status, again = server.post("/api/generate", {"run": "gan", "n": 1, "seed": 5})
+    assert status == 200
+
+
+def test_lane_round_robin_and_cancel():
+    """Chunked work is interleaved between requests; a cancelled one stops at its next turn."""
+    lane = Lane("test", maxsize=8)
+    order: list[str] = []
+    gate = threading.Event()
+
+    def work(name: str, chunks: int):  # type: ignore[no-untyped-def]
+        def steps():  # type: ignore[no-untyped-def]
+            for k in range(chunks):
+                yield
+                gate.wait(5)
+                time.sleep(0.02)  # a chunk of work
+                order.append(f"{name}{k}")
+            return name
+
+        return steps
+
+    long = lane.submit(work("L", 50))
+    time.sleep(0.05)
+    short = lane.submit(work("s", 2))
+    doomed = lane.submit(work("d", 50))
+    gate.set()
+    assert short.result(5) == "s"
+    lane.cancel(doomed)
+    assert long.result(10) == "L"
+    with pytest.raises(Cancelled):
+        doomed.result(5)
+    assert order.index("s1") < 6  # answered after a few chunks of the long request, not 50
+    assert sum(x.startswith("d") for x in order) < 10
+    assert lane.pending == 0
+    lane.close()
+
+
+# -- sound runs --------------------------------------------------------------------------------
+
+
+def test_sound_run_generates_wav_files_and_offers_no_novelty(server, runs_dir):
+    import soundfile as sf
+
+    from studio_support import sound_run
+
+    run = sound_run(runs_dir)
+    summary = {r["id"]: r for r in server.get("/api/runs")["runs"]}["sound"]
+    assert summary["modality"] == "audio" and summary["family"] == "vae"
+    status, out = server.post("/api/generate", {"run": "sound", "n": 3, "seed": 2})
+    assert status == 200, out
+    assert [u.rsplit("/", 1)[1] for u in out["sounds"]] == [f"seed2-{k:04d}.wav" for k in range(3)]
+    rate = out["sample_rate"]
+    want, want_rate = artforge.load(run).sample_audio(3, seed=2)
+    for i, url in enumerate(out["sounds"]):
+        status, body, headers = server.request("GET", url)
+        assert status == 200 and headers["content-type"] in ("audio/wav", "audio/x-wav"), headers
+        wave, got_rate = sf.read(io.BytesIO(body))
+        assert got_rate == rate == want_rate and wave.shape == (want.shape[1],)
+        np.testing.assert_allclose(wave, want[i].numpy(), atol=2 / 32768)  # 16-bit PCM of the same sound
+    names = zipfile.ZipFile(io.BytesIO(server.request("GET", out["zip"])[1])).namelist()
+    assert {"seed2-0000.wav", "seed2-0000.png"} <= set(names)
+    status, out = server.post("/api/novelty", {"run": "sound", "seeds": "0-1"})
+    assert status == 409 and "sound run" in out["error"]
+
+
+def test_sound_eval_json_is_shown(server, runs_dir):
+    from studio_support import sound_run
+
+    run = sound_run(runs_dir)
+    # the keys `artforge eval RUN` writes for a sound run (cli._eval_sound)
+    result = {"classifier_accuracy_held_out": 0.8, "family_tv_distance": 0.2, "fd_generated": 12.5,
+              "sc_roundtrip": 0.1, "n": 8, "generated": {"confidence": 0.5}}  # fmt: skip
+    (run / "eval.json").write_text(json.dumps(result))
+    evals = server.get("/api/runs/sound")["evals"]
+    assert evals == [{"file": "eval.json", **{k: v for k, v in result.items() if k != "generated"}}]
+
+
+# -- training jobs: a cap, a queue, and data only from allowed folders ---------------------------
+
+
+def test_jobs_beyond_the_cap_wait_and_data_stays_inside_the_allowed_folders(tmp_path):
+    root, allowed = tmp_path / "runs", tmp_path / "shared-data"
+    write_tiny_images(allowed / "imgs", n=8)
+    write_tiny_images(tmp_path / "elsewhere", n=8)
+    (root / "mine").mkdir(parents=True)
+    write_tiny_images(root / "mine", n=8)
+    s = start_server(root, "--data-root", str(allowed), "--max-jobs", "1")
+    try:
+        assert _info(s)["jobs"]["max_running"] == 1
+        for data in ("/etc", str(tmp_path / "elsewhere"), str(root / ".." / "elsewhere")):
+            status, out = s.post("/api/jobs", {**JOB, "out": "x", "data": data})
+            assert status == 403 and "outside the folders the studio may read" in out["error"], out
+        assert not (root / "x").exists()
+        status, first = s.post("/api/jobs", {**JOB, "out": "one", "data": str(allowed / "imgs")})
+        assert status == 201 and first["status"] == "running", first
+        status, second = s.post("/api/jobs", {**JOB, "out": "two", "data": str(root / "mine")})
+        assert status == 201 and second["status"] == "queued" and second["pid"] == 0, second
+        time.sleep(1)
+        assert s.get(f"/api/jobs/{second['id']}")["status"] == "queued"  # still waiting its turn
+        s.post(f"/api/jobs/{first['id']}/stop", {})
+        _wait(
+            lambda: s.get(f"/api/jobs/{second['id']}")["status"] == "running", 60, "the queued job to start"
+        )
+        assert s.get(f"/api/jobs/{first['id']}")["status"] == "stopped"
+        s.post(f"/api/jobs/{second['id']}/stop", {})
+        _wait(lambda: s.get(f"/api/jobs/{second['id']}")["status"] == "stopped", 60, "the second job to stop")
+        # a queued job can be cancelled before it starts
+        s.post("/api/jobs", {**JOB, "out": "three"})
+        status, fourth = s.post("/api/jobs", {**JOB, "out": "four"})
+        assert fourth["status"] == "queued"
+        status, cancelled = s.post(f"/api/jobs/{fourth['id']}/stop", {})
+        assert status == 200 and cancelled["status"] == "stopped" and cancelled["pid"] == 0
+        for job in s.get("/api/jobs")["jobs"]:
+            if job["status"] == "running":
+                s.post(f"/api/jobs/{job['id']}/stop", {})
+        _wait(lambda: all(j["status"] != "running" for j in s.get("/api/jobs")["jobs"]), 60, "jobs to stop")
+        assert not (root / "four").exists()
+    finally:
+        stop_server(s)
+
+
+def test_the_studios_own_records_are_never_served(server, runs_dir):
+    (runs_dir / ".studio").mkdir(exist_ok=True)
+    (runs_dir / ".studio" / "jobs.json").touch()
+    link = runs_dir / "gan" / "jobs-link.json"
+    if not link.exists():
+        link.symlink_to(runs_dir / ".studio" / "jobs.json")
+    (runs_dir / "gan" / ".hidden.png").write_bytes(b"x")
+    for path in ("/files/.studio/jobs.json", "/files/gan/jobs-link.json", "/files/gan/.hidden.png"):
+        status, body, _ = server.request("GET", path)
+        assert status == 404, (path, status)

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -465,6 +466,19 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
     st.add_argument("--max-models", type=int, default=4, help="loaded models kept in memory (default 4)")
     st.add_argument("--device", default="auto", help="device for generation (default auto)")
+    st.add_argument(
+        "--data-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder whose data the Train page may use (repeatable; RUNS_DIR always is)",
+    )
+    st.add_argument(
+        "--max-jobs",
+        type=int,
+        default=None,
+        help="trainings at once; more wait in a queue (default: one per GPU, one without)",
+    )
     # -- studio (end) --
     return p
 
@@ -1059,6 +1073,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
     for name, value, note in rows:
         print(f"  {name:<10} {value:<22} {note}".rstrip())
+    for caveat in r.get("caveats", []):
+        print(f"  note: {caveat}")
     written = [p for p in (r.get("sheet"), args.json) if p]
     if args.run is not None:
         written.insert(0, str(Path.joinpath(*_eval_paths(args.run))))
@@ -1187,6 +1203,11 @@ def cmd_studio(args: argparse.Namespace) -> int:
         raise CLIError(f"--port must be between 0 and 65535, got {args.port}")
     if not 1 <= args.max_models <= 64:
         raise CLIError(f"--max-models must be between 1 and 64, got {args.max_models}")
+    if args.max_jobs is not None and not 1 <= args.max_jobs <= 64:
+        raise CLIError(f"--max-jobs must be between 1 and 64, got {args.max_jobs}")
+    for d in args.data_root:
+        if not Path(d).expanduser().is_dir():
+            raise CLIError(f"--data-root {d}: no such folder")
     root = Path(args.runs_dir)
     if not root.exists():
         root.mkdir(parents=True)
@@ -1209,7 +1230,14 @@ def cmd_studio(args: argparse.Namespace) -> int:
         raise CLIError(
             f"cannot listen on {args.host}:{args.port} ({e.strerror}); try another --port"
         ) from None
-    app = create_app(root, host=args.host, max_models=args.max_models, device=args.device)
+    app = create_app(
+        root,
+        host=args.host,
+        max_models=args.max_models,
+        device=args.device,
+        data_roots=args.data_root,
+        max_jobs=args.max_jobs,
+    )
     port = sock.getsockname()[1]
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"artforge studio: {root.resolve()} on http://{shown}:{port}/  (Ctrl-C to stop)", flush=True)
@@ -1232,6 +1260,22 @@ def _one_line(message: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
 
 
+class SayOnce(logging.Filter):
+    """Drop a message identical to one of the last few printed: a line said by two layers (the
+    data loader and the trainer both summarise the data) reaches the user once."""
+
+    def __init__(self, memory: int = 4) -> None:
+        super().__init__()
+        self.recent: deque[str] = deque(maxlen=memory)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in self.recent:
+            return False
+        self.recent.append(message)
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
@@ -1243,6 +1287,11 @@ def main(argv: list[str] | None = None) -> int:
         format="artforge: %(message)s",
         stream=sys.stderr,
     )
+    once = SayOnce()  # a fresh memory per command (main() runs many times in one test process)
+    for handler in logging.getLogger().handlers:
+        for f in [f for f in handler.filters if isinstance(f, SayOnce)]:
+            handler.removeFilter(f)
+        handler.addFilter(once)
     from .training import TrainingError
 
     try:

@@ -83,7 +83,31 @@ def _finish(
     result["seed"] = seed
     result["size"] = [int(fake_u8.shape[3]), int(fake_u8.shape[2])]  # width, height
     result["inception_sha1"] = INCEPTION_SHA1
+    result["caveats"] = caveats(result["n_fake"], result["n_real"])
     return result
+
+
+FID_MIN_N = 2000  # below this FID's upward bias dominates differences between models
+KID_MIN_N = 500  # below this KID's spread across subsets is as large as typical gaps
+
+
+def caveats(n_fake: int, n_real: int) -> list[str]:
+    """Why a score of this evaluation should not be read alone (empty when nothing to say).
+
+    FID is biased upward at small n (the covariance of 2048 features is estimated from n
+    images), so a FID at n=60 is far above the same model's FID at n=5000 and is comparable
+    only with FIDs at the same n. KID is unbiased but noisy at small n: read it with kid_std.
+    """
+    n = min(n_fake, n_real)
+    out = []
+    if n < FID_MIN_N:
+        out.append(
+            f"small sample: FID at n={n} (< {FID_MIN_N}) is biased upward and comparable only with "
+            f"FIDs at the same n; use -n 5000 and at least {FID_MIN_N} real images for a number to quote"
+        )
+    if n < KID_MIN_N:
+        out.append(f"small sample: KID at n={n} (< {KID_MIN_N}) varies by about its kid_std between draws")
+    return out
 
 
 @torch.no_grad()

@@ -118,6 +118,22 @@ def balanced_accuracy(pred: Tensor, true: Tensor) -> float:
     return sum(recalls) / len(recalls)
 
 
+def _check_classes(root: str | Path, key: str, classes: list[str], held: set[str | None]) -> None:
+    """Refuse a score that cannot mean anything: with one label every image, drawn or real,
+    gets it, so any model (even one drawing noise) scores 1.0 / 1.0."""
+    if len(classes) < 2:
+        raise ValueError(
+            f"{root}: every labelled image has the same {key!r} ({classes[0]!r}), so prompt faithfulness "
+            f"cannot mean anything (one class: any image is classified right); evaluate on data with "
+            f"at least two {key!r} values, or choose another --faithfulness key"
+        )
+    if len(held) < 2:
+        raise ValueError(
+            f"{root}: the held-out images all have the same {key!r} ({next(iter(held))!r}), so prompt "
+            "faithfulness cannot mean anything (one class); evaluate on a larger data set"
+        )
+
+
 def prompt_faithfulness(
     run: Any,
     images: Tensor,
@@ -145,6 +161,7 @@ def prompt_faithfulness(
     train = [i for i, n in enumerate(names) if not is_held_out(n, share) and labels[i] is not None]
     if len(held) < 2 or len(train) < 2:
         raise ValueError(f"{root}: too few labelled images to hold out {share:.0%} (found {len(names)})")
+    _check_classes(root, label_key, classes, {labels[i] for i in held})
     y = torch.tensor([index[lab] if lab is not None else -1 for lab in labels])
     net = train_classifier(images[train], y[train], len(classes), epochs=epochs, seed=seed)
     real_acc = balanced_accuracy(predict(net, images[held]), y[held])

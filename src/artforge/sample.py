@@ -190,11 +190,16 @@ def save_animation(frames: Tensor, path: str | Path, fps: float = 20) -> Path:
     if suffix == ".gif":
         iio.imwrite(tmp, arr, extension=".gif", duration=1000 / fps, loop=0)
     elif suffix == ".mp4":
+        # H.264 in yuv420p needs even sizes: repeat the last row/column of an odd-sized frame
+        # instead of letting imageio rescale every frame to a multiple of 16
+        pad_h, pad_w = arr.shape[1] % 2, arr.shape[2] % 2
+        arr = np.pad(arr, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
         try:
-            iio.imwrite(tmp, arr, extension=".mp4", fps=fps)
+            iio.imwrite(tmp, arr, extension=".mp4", fps=fps, macro_block_size=1)
         except Exception as e:  # noqa: BLE001 - imageio raises various errors without ffmpeg
             raise ValueError(
-                f"{path}: writing MP4 needs imageio-ffmpeg (pip install imageio-ffmpeg): {e}"
+                f"{path}: writing MP4 needs imageio-ffmpeg, which setup installs "
+                f"(pip install imageio-ffmpeg; or write a .gif): {e}"
             ) from None
     else:
         raise ValueError(f"{path}: animation output must end in .gif or .mp4")

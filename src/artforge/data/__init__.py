@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from ..config import DataConfig
 from .captions import CaptionFile, Captions, read_caption_file, read_captions
-from .folder import IMAGE_EXTENSIONS, FolderSource, Skip, Spec, ZipSource, parse_background
+from .folder import IMAGE_EXTENSIONS, Flagged, FolderSource, Skip, Spec, ZipSource, parse_background
 from .procedural import BuiltinSource, builtin_names, parse_builtin
 
 __all__ = [
@@ -43,9 +43,22 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump when decoding changes, so old disk caches are not reused
+CACHE_VERSION = (
+    2  # 2: warnings about degenerate images; bump when decoding changes, so old disk caches are not reused
+)
 AUTO_RAM_FRACTION = 0.25  # cache="auto" keeps data in memory below this share of RAM
 _SHORT_REASON = {"corrupt or truncated": "corrupt", "empty file": "empty", "could not decode": "failed"}
+
+
+SUMMARY_EXAMPLES = 3  # skipped files named in the one-line summary
+
+
+def _examples(items: list[tuple[str, str]], k: int) -> str:
+    """': a.png: corrupt (...); b.txt: not an image; and 4 more' for the first ``k`` items."""
+    if k <= 0 or not items:
+        return ""
+    more = f"; and {len(items) - k:,} more" if len(items) > k else ""
+    return ": " + "; ".join(f"{f}: {r}" for f, r in items[:k]) + more
 
 
 class DataError(ValueError):
@@ -60,34 +73,57 @@ class ImageSet:
     names: list[str]  # "rel/path.png", "archive.zip:member" or "builtin:shapes/000123"
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
     root: str = ""  # the data path as given
+    # (file, why): degenerate images that were kept (tiny, extreme aspect ratio, flat)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+    held_out: list[str] = field(default_factory=list)  # names left out by subset() (data.holdout)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
     def subset(self, keep: list[bool]) -> ImageSet:
-        """The images where ``keep`` is true (an in-memory copy), same root and skip list."""
+        """The images where ``keep`` is true (an in-memory copy), same root and skip list; the
+        others are listed as held out."""
         idx = torch.tensor([i for i, k in enumerate(keep) if k], dtype=torch.long)
         names = [n for n, k in zip(self.names, keep, strict=True) if k]
-        return ImageSet(self.images[idx].contiguous(), names, list(self.skipped), self.root)
+        out = [n for n, k in zip(self.names, keep, strict=True) if not k]
+        kept = set(names)
+        warnings = [(f, r) for f, r in self.warnings if f in kept]
+        return ImageSet(
+            self.images[idx].contiguous(), names, list(self.skipped), self.root, warnings, self.held_out + out
+        )
 
-    def summary(self) -> str:
-        """One line, e.g. '1,234 images from data/emoji (3 skipped: 2 corrupt, 1 too large)'."""
+    def summary(self, examples: int = SUMMARY_EXAMPLES) -> str:
+        """One line, e.g. '1,234 images from data/emoji (3 skipped: 2 corrupt, 1 too large: a.png:
+        corrupt or truncated (...); ...)', naming the first ``examples`` skipped files and warnings
+        (data_report.json lists them all)."""
         n = len(self)
         text = f"{n:,} image{'' if n == 1 else 's'} from {self.root}"
+        extra = []
+        if self.held_out:
+            extra.append(f"{len(self.held_out):,} held out")
         if self.skipped:
             kinds = Counter(_reason_kind(r) for _, r in self.skipped)
             parts = ", ".join(f"{c} {k}" for k, c in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
-            text += f" ({len(self.skipped):,} skipped: {parts})"
-        return text
+            extra.append(f"{len(self.skipped):,} skipped: {parts}{_examples(self.skipped, examples)}")
+        if self.warnings:
+            extra.append(f"{len(self.warnings):,} degenerate but kept{_examples(self.warnings, examples)}")
+        return text + (f" ({'; '.join(extra)})" if extra else "")
 
     def write_report(self, path: str | os.PathLike[str]) -> None:
-        """Write {"root", "n_images", "skipped": [{"file", "reason"}]} as JSON, atomically."""
+        """Write {"root", "n_images", "images", "skipped": [{"file", "reason"}], "warnings":
+        [{"file", "reason"}], "held_out"} as JSON, atomically; say where when a file was left
+        out or kept with a warning."""
         report = {
             "root": self.root,
             "n_images": len(self),
+            "images": list(self.names),
             "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
+            "warnings": [{"file": f, "reason": r} for f, r in self.warnings],
+            "held_out": list(self.held_out),
         }
         _write_json(Path(path), report)
+        if self.skipped or self.warnings:
+            log.info("every image used, skipped or kept with a warning is listed in %s", path)
 
 
 def load_images(cfg: DataConfig, *, progress: bool = False) -> ImageSet:
@@ -114,16 +150,16 @@ def load_images(cfg: DataConfig, *, progress: bool = False) -> ImageSet:
             mode = "memory" if n_max * item < AUTO_RAM_FRACTION * total_ram_bytes() else "disk"
             log.debug("cache=auto: %s for %d x %d bytes", mode, n_max, item)
         if mode == "disk":
-            images, names, skipped = _load_disk(cfg, source, spec, progress)
+            images, names, skipped, warnings = _load_disk(cfg, source, spec, progress)
         else:
             buf = np.empty((n_max, 3, spec.height, spec.width), dtype=np.uint8)  # (N, 3, H, W)
-            names, skipped = _decode_into(source, spec, buf, progress, cfg.path)
+            names, skipped, warnings = _decode_into(source, spec, buf, progress, cfg.path)
             _check_any(cfg.path, names, skipped)
             k = len(names)
             images = buf[:k] if k >= 0.9 * n_max else buf[:k].copy()
     finally:
         source.close()
-    result = ImageSet(torch.from_numpy(images), names, skipped, cfg.path)
+    result = ImageSet(torch.from_numpy(images), names, skipped, cfg.path, warnings)
     log.info("%s", result.summary())
     return result
 
@@ -196,10 +232,12 @@ def _n_workers() -> int:
 
 def _decode_into(
     source: _Source, spec: Spec, out: np.ndarray, progress: bool, desc: str
-) -> tuple[list[str], list[tuple[str, str]]]:
-    """Decode every source item in order into out[0..k); return (names, skipped)."""
+) -> tuple[list[str], list[tuple[str, str]], list[tuple[str, str]]]:
+    """Decode every source item in order into out[0..k); return (names, skipped, warnings):
+    warnings name the degenerate images that were kept (folder.degenerate)."""
     names: list[str] = []
     skipped = list(source.listing_skipped)
+    warnings: list[tuple[str, str]] = []
     n = len(source.names)
     workers = _n_workers()
     pending: deque[tuple[int, Future[np.ndarray] | None, str | None]] = deque()
@@ -216,6 +254,8 @@ def _decode_into(
                     arr = fut.result()  # (H, W, 3)
                     out[len(names)] = arr.transpose(2, 0, 1)  # (3, H, W)
                     names.append(source.names[i])
+                    if isinstance(arr, Flagged):
+                        warnings.append((source.names[i], arr.warning))
                 except Skip as e:
                     reason = e.reason
                 except Exception as e:
@@ -237,7 +277,7 @@ def _decode_into(
     skipped.sort()
     for f, r in skipped:
         log.debug("skipped %s: %s", f, r)
-    return names, skipped
+    return names, skipped, warnings
 
 
 # -- disk cache ----------------------------------------------------------------------------
@@ -262,7 +302,7 @@ def _cache_key(source: _Source, spec: Spec) -> str:
 
 def _load_disk(
     cfg: DataConfig, source: _Source, spec: Spec, progress: bool
-) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
+) -> tuple[np.ndarray, list[str], list[tuple[str, str]], list[tuple[str, str]]]:
     """Reuse the memory-mapped cache for this exact data and spec, or decode and write it."""
     folder = cache_dir(cfg)
     key = _cache_key(source, spec)
@@ -286,7 +326,7 @@ def _load_disk(
             "set data.cache_dir to a writable folder or use data.cache='memory'"
         ) from None
     try:
-        names, skipped = _decode_into(source, spec, mm, progress, cfg.path)
+        names, skipped, warnings = _decode_into(source, spec, mm, progress, cfg.path)
         mm.flush()
         del mm
         _check_any(cfg.path, names, skipped)
@@ -302,16 +342,17 @@ def _load_disk(
         "shape": [len(names), *item],
         "names": names,
         "skipped": [list(s) for s in skipped],
+        "warnings": [list(w) for w in warnings],
     }
     _write_json(meta_path, meta)  # written last: its presence means the data file is complete
     log.info("wrote data cache %s", data_path)
     images = np.memmap(data_path, dtype=np.uint8, mode="c", shape=(len(names), *item))
-    return images, names, skipped
+    return images, names, skipped, warnings
 
 
 def _read_cache(
     data_path: Path, meta_path: Path, key: str, item: tuple[int, int, int]
-) -> tuple[np.ndarray, list[str], list[tuple[str, str]]] | None:
+) -> tuple[np.ndarray, list[str], list[tuple[str, str]], list[tuple[str, str]]] | None:
     try:
         meta = json.loads(meta_path.read_text())
         shape = tuple(meta["shape"])
@@ -322,7 +363,8 @@ def _read_cache(
     if not ok or shape[0] == 0:
         return None
     images = np.memmap(data_path, dtype=np.uint8, mode="c", shape=shape)  # copy-on-write
-    return images, list(meta["names"]), [(f, r) for f, r in meta["skipped"]]
+    skipped = [(f, r) for f, r in meta["skipped"]]
+    return images, list(meta["names"]), skipped, [(f, r) for f, r in meta.get("warnings", [])]
 
 
 def _write_json(path: Path, obj: object) -> None:

@@ -114,7 +114,10 @@ class Captions:
     texts: list[str]  # one per image, "" where there is none
     source: str  # "jsonl", "sidecar" or "filename"
     uncaptioned: list[str] = field(default_factory=list)  # image names without a caption
-    orphans: list[str] = field(default_factory=list)  # caption entries naming no loaded image
+    orphans: list[str] = field(default_factory=list)  # caption entries naming no image in the data
+    # caption entries whose image is in the data folder but not among the training images: held
+    # out (--data.holdout, kept for eval) or skipped by the loader (data_report.json says why)
+    held_out: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # "captions.jsonl line 7: not JSON", ...
 
     def summary(self) -> str:
@@ -123,6 +126,8 @@ class Captions:
         extra = []
         if self.uncaptioned:
             extra.append(f"{len(self.uncaptioned):,} without a caption")
+        if self.held_out:
+            extra.append(f"{len(self.held_out):,} for images held out or skipped")
         if self.orphans:
             extra.append(f"{len(self.orphans):,} naming missing images")
         if self.problems:
@@ -135,6 +140,7 @@ class Captions:
             "n_captioned": len(self.texts) - len(self.uncaptioned),
             "uncaptioned": self.uncaptioned,
             "orphans": self.orphans,
+            "held_out": self.held_out,
             "problems": self.problems,
         }
 
@@ -191,6 +197,7 @@ def read_captions(root: str, names: list[str], mode: CaptionMode = "auto") -> Ca
     uncaptioned: list[str] = []
     problems: list[str] = []
     orphans: list[str] = []
+    held_out: list[str] = []
     if mode == "jsonl":
         path = folder / CAPTIONS_FILE
         if not path.is_file():
@@ -198,7 +205,9 @@ def read_captions(root: str, names: list[str], mode: CaptionMode = "auto") -> Ca
         found, problems = read_jsonl(path)
         for name in names:
             texts.append(found.get(name, ""))
-        orphans = sorted(set(found) - set(names))
+        unused = sorted(set(found) - set(names))
+        held_out = [f for f in unused if _in_folder(folder, f)]
+        orphans = [f for f in unused if not _in_folder(folder, f)]
     elif mode == "sidecar":
         for name in names:
             member = _folder_member(name)
@@ -215,4 +224,13 @@ def read_captions(root: str, names: list[str], mode: CaptionMode = "auto") -> Ca
     else:
         raise ValueError(f"--captions must be one of auto, jsonl, sidecar, filename; got {mode!r}")
     uncaptioned = [n for n, t in zip(names, texts, strict=True) if not t]
-    return Captions(texts, mode, uncaptioned, orphans, problems)
+    return Captions(texts, mode, uncaptioned, orphans, problems=problems, held_out=held_out)
+
+
+def _in_folder(folder: Path, name: str) -> bool:
+    """Is ``name`` (a captions.jsonl "file") a file inside ``folder``? Names that climb out are not."""
+    try:
+        path = (folder / name).resolve()
+        return path.is_relative_to(folder.resolve()) and path.is_file()
+    except (OSError, ValueError):
+        return False

@@ -50,6 +50,30 @@ _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 Job = Callable[[], np.ndarray]  # runs in a worker thread; returns (H, W, 3) uint8 or raises Skip
 
 
+# Degenerate images are kept (an odd image is still the user's image, and a flat one may be a
+# real blank background or, under eval --fake, a collapsed generator's honest output) but each
+# is named with a warning in the summary and in data_report.json, so none is accepted silently.
+MIN_SIDE = 8  # pixels: below this an image has almost nothing to resize from
+MAX_ASPECT = 8.0  # longer side / shorter side: beyond this a crop keeps a sliver, a pad is mostly padding
+
+
+class Flagged(np.ndarray):
+    """A decoded (H, W, 3) array that carries a ``warning`` (why the image is degenerate)."""
+
+    warning: str
+
+
+def degenerate(w: int, h: int, arr: np.ndarray) -> str | None:
+    """Why an image of ``w`` x ``h`` source pixels decoded to ``arr`` is degenerate, or None."""
+    if min(w, h) < MIN_SIDE:
+        return f"tiny ({w} x {h} pixels, under {MIN_SIDE} a side)"
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        return f"extreme aspect ratio ({w} x {h} pixels)"
+    if (arr == arr[:1, :1]).all():
+        return "flat (every pixel the same colour)"
+    return None
+
+
 class Skip(Exception):  # noqa: N818 - a control-flow signal, not an error
     """This file cannot be used; ``reason`` is a short human sentence."""
 
@@ -178,6 +202,10 @@ def finish(img: Image.Image, spec: Spec) -> np.ndarray:
     out = resize(rgb, spec)
     arr = np.asarray(out, dtype=np.uint8)  # (H, W, 3)
     assert arr.shape == (spec.height, spec.width, 3), arr.shape
+    warning = degenerate(img.size[0], img.size[1], arr)
+    if warning is not None:
+        arr = arr.view(Flagged)
+        arr.warning = warning
     return arr
 
 

@@ -77,17 +77,27 @@ class HostCheck:
 class Studio:
     """The state behind the routes: RUNS_DIR, the worker lanes, the model cache and the jobs."""
 
-    def __init__(self, root: Path, *, max_models: int = 4, queue_size: int = 128, device: str = "auto"):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        max_models: int = 4,
+        queue_size: int = 128,
+        device: str = "auto",
+        data_roots: list[Path] | None = None,
+        max_jobs: int | None = None,
+    ):
         self.root = root.resolve()
         self.models = worker.ModelCache(max_models, device)
         self.fast = worker.Lane("generation", queue_size)
         self.slow = worker.Lane("novelty", max(4, queue_size // 8))
         self.novelty_data = worker.NoveltyData()
-        self.jobs = JobManager(self.root)
+        self.jobs = JobManager(self.root, data_roots=data_roots, max_running=max_jobs)
 
     def close(self) -> None:
         self.fast.close()
         self.slow.close()
+        self.jobs.close()
 
     def output_urls(self, result: dict[str, Any], *keys: str) -> dict[str, Any]:
         """Turn a worker result's file names into /files URLs under its output folder."""
@@ -150,8 +160,22 @@ def run_size(run_path: Path) -> tuple[int, int]:
     return h, w
 
 
-async def run_in(lane: worker.Lane, fn: Any) -> Any:
-    return await asyncio.wrap_future(lane.submit(fn))
+DISCONNECT_POLL_S = 0.25  # how often a waiting request checks that its client is still there
+
+
+async def run_in(request: Request, lane: worker.Lane, fn: Any) -> Any:
+    """Run ``fn`` on ``lane`` and wait for it; if the client goes away meanwhile (a closed tab,
+    a timed-out script), cancel the work so it frees the worker for the requests still waiting."""
+    future = lane.submit(fn)
+    waiter = asyncio.wrap_future(future)
+    while True:
+        done, _ = await asyncio.wait({waiter}, timeout=DISCONNECT_POLL_S)
+        if done:
+            return waiter.result()
+        if await request.is_disconnected():
+            lane.cancel(future)
+            log.info("%s %s: client went away, request cancelled", request.method, request.url.path)
+            raise worker.Cancelled("cancelled: the client went away")
 
 
 # -- routes ---------------------------------------------------------------------------------
@@ -182,7 +206,11 @@ async def info(request: Request) -> Response:
                 "novelty": safety.MAX_NOVELTY,
                 "neighbours": safety.MAX_NEIGHBOURS,
             },
-            "queue": {"generation": s.fast.waiting, "novelty": s.slow.waiting},
+            # requests accepted and not answered yet (waiting or being worked on), and of those
+            # the ones started: the generation lane works on several in turn (worker.Lane)
+            "queue": {"generation": s.fast.pending, "novelty": s.slow.pending},
+            "running": {"generation": s.fast.running, "novelty": s.slow.running},
+            "jobs": {"max_running": s.jobs.max_running, "data_roots": [str(p) for p in s.jobs.data_roots]},
             "models_cached": len(s.models),
         }
     )
@@ -219,8 +247,13 @@ async def generate(request: Request) -> Response:
     seed = safety.get_int(body, "seed", 0, 0, safety.MAX_SEED)
     n = len(seeds) if seeds is not None else safety.get_int(body, "n", 16, 1, safety.MAX_COUNT)
     safety.check_pixels(n, h, w)  # type: ignore[arg-type]
-    result = await run_in(s.fast, lambda: worker.generate(s.models, path, seeds, seed, n, options))  # type: ignore[arg-type]
-    return JSONResponse(s.output_urls(result, "images", "grid", "zip"))
+    result = await run_in(
+        request,
+        s.fast,
+        lambda: worker.generate(s.models, path, seeds, seed, n, options),  # type: ignore[arg-type]
+    )
+    keys = ("images", "grid", "zip", "sounds") if "sounds" in result else ("images", "grid", "zip")
+    return JSONResponse(s.output_urls(result, *keys))
 
 
 async def interpolate(request: Request) -> Response:
@@ -237,6 +270,7 @@ async def interpolate(request: Request) -> Response:
     loop = safety.get_bool(body, "loop", True)
     safety.check_pixels(frames, h, w, "frames")  # type: ignore[arg-type]
     result = await run_in(
+        request,
         s.fast,
         lambda: worker.interpolate(s.models, path, seeds, frames, fps, loop, options),  # type: ignore[arg-type]
     )
@@ -249,10 +283,16 @@ async def novelty(request: Request) -> Response:
     path = safety.run_dir(s.root, body.get("run"))
     h, w = run_size(path)
     options = sample_options(body)
+    if gallery.modality(gallery.read_json(path / "config.json") or {}) == "audio":
+        raise safety.Conflict(
+            "the novelty view compares pictures by the FID network's features; a sound run has none "
+            "(artforge eval RUN measures a sound run: docs/audio.md)"
+        )
     seeds = safety.seed_list(body.get("seeds", "0-3"), limit=safety.MAX_NOVELTY)
     k = safety.get_int(body, "k", 3, 1, safety.MAX_NEIGHBOURS)
     safety.check_pixels(len(seeds) * (1 + k), h, w)  # type: ignore[operator]
     result = await run_in(
+        request,
         s.slow,
         lambda: worker.novelty(s.models, s.novelty_data, path, seeds, k, options),  # type: ignore[arg-type]
     )
@@ -330,12 +370,23 @@ def create_app(
     max_models: int = 4,
     queue_size: int = 128,
     device: str = "auto",
+    data_roots: list[str | Path] | None = None,
+    max_jobs: int | None = None,
 ) -> Starlette:
-    """The studio for ``runs_dir``; ``host`` is the address served (for the Host check)."""
+    """The studio for ``runs_dir``; ``host`` is the address served (for the Host check).
+    Training jobs read data only under ``runs_dir`` and ``data_roots``; at most ``max_jobs``
+    train at once (default: one per GPU, one on a machine without)."""
     root = Path(runs_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"{runs_dir}: no such folder")
-    state = Studio(root, max_models=max_models, queue_size=queue_size, device=device)
+    roots = []
+    for d in data_roots or []:
+        if not Path(d).expanduser().is_dir():
+            raise FileNotFoundError(f"--data-root {d}: no such folder")
+        roots.append(Path(d).expanduser().resolve())
+    state = Studio(
+        root, max_models=max_models, queue_size=queue_size, device=device, data_roots=roots, max_jobs=max_jobs
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]

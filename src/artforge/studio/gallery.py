@@ -131,6 +131,29 @@ def progress(cfg: dict[str, Any], last: dict[str, Any] | None) -> float | None:
     return min(1.0, max(parts)) if parts else None
 
 
+def time_left(cfg: dict[str, Any], last: dict[str, Any] | None) -> float | None:
+    """Seconds of training left by the budget that ends first: a minutes budget's own clock, a
+    steps or epochs budget at the speed so far. None before the first row or without a budget."""
+    if not last or not isinstance(last.get("elapsed"), int | float) or last["elapsed"] <= 0:
+        return None
+    train = cfg.get("train") or {}
+    elapsed = float(last["elapsed"])
+    left = []
+    if isinstance(train.get("minutes"), int | float) and train["minutes"] > 0:
+        left.append(60 * train["minutes"] - elapsed)
+    for budget, done in (("steps", last.get("step")), ("epochs", last.get("epoch"))):
+        total = train.get(budget)
+        if isinstance(total, int | float) and total > 0 and isinstance(done, int | float) and done > 0:
+            left.append((total - done) * elapsed / done)
+    return round(max(0.0, min(left)), 1) if left else None
+
+
+def modality(cfg: dict[str, Any]) -> str:
+    """ "audio" for a run trained on sound (its samples are spectrograms, its outputs WAVs)."""
+    data = cfg.get("data") if isinstance(cfg, dict) else None
+    return "audio" if isinstance(data, dict) and data.get("modality") == "audio" else "image"
+
+
 def _training_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows of the training loop (they carry img_per_s); the monitor's rows are interleaved."""
     return [r for r in rows if "img_per_s" in r]
@@ -178,15 +201,19 @@ def plots(run_id: str, path: Path) -> list[dict[str, str]]:
 
 
 def evals(path: Path) -> list[dict[str, Any]]:
-    """Evaluation results in the run folder: eval.json (written by ``artforge eval RUN``) and any
-    other top-level JSON holding a FID (``--json FILE`` saved into the run)."""
+    """Evaluation results in the run folder: eval.json (written by ``artforge eval RUN``, for a
+    picture run or a sound run) and any other top-level JSON holding a FID (``--json FILE``
+    saved into the run). Numbers and text are kept, and the ``caveats`` list (small samples)."""
     out = []
     for p in sorted(path.glob("*.json")):
         if p.name in SKIP_FILES:
             continue
         d = read_json(p)
-        if isinstance(d, dict) and "fid" in d:
-            out.append({"file": p.name, **{k: v for k, v in d.items() if not isinstance(v, dict | list)}})
+        if isinstance(d, dict) and ("fid" in d or p.name == "eval.json"):
+            row = {"file": p.name, **{k: v for k, v in d.items() if not isinstance(v, dict | list)}}
+            if isinstance(d.get("caveats"), list):
+                row["caveats"] = [str(c) for c in d["caveats"]]
+            out.append(row)
     return out
 
 
@@ -216,6 +243,8 @@ def summary(root: Path, run_id: str, jobs: dict[str, str]) -> dict[str, Any]:
         "evals": evals(path),
         "sample_options": sample_options(family, cfg),
         "conditioning": conditioning(cfg),
+        "modality": modality(cfg),
+        "time_left_s": time_left(cfg, last),
         "error": None if raw is not None else "config.json is unreadable",
         "modified": _mtime(path / "metrics.jsonl") or _mtime(path / "config.json"),
     }
@@ -257,6 +286,7 @@ def live(root: Path, run_id: str, since: int, jobs: dict[str, str]) -> dict[str,
         "reset": reset,
         "status": status(path, cfg, rows, jobs.get(run_id)),
         "progress": progress(cfg, last),
+        "time_left_s": time_left(cfg, last),
         "last": last,
         "latest_sample": latest_sample(run_id, path),
         "plots": plots(run_id, path),

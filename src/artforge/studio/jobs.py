@@ -6,6 +6,13 @@ a restart of the studio (a job still running is found again by its pid, checked 
 command line so a recycled pid is not mistaken for it). Stopping sends SIGINT, the same as
 Ctrl-C in a terminal: the trainer writes a checkpoint and exits, so the run can be resumed.
 Jobs run in their own session, so a Ctrl-C meant for the studio does not stop training.
+
+At most ``max_running`` jobs train at once (default: one per GPU, one on a machine without:
+two trainings on the same cores each run at half speed or worse); the others are ``queued``
+and start, oldest first, when one ends (checked every ``POLL_S`` seconds). A job's data must
+be ``builtin`` or a folder/zip under RUNS_DIR or one of the ``data_roots`` the studio was
+started with, so a page (or a script) cannot make the studio read, and list in a run's
+data report, files from anywhere on the machine.
 """
 
 from __future__ import annotations
@@ -24,10 +31,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .safety import BadRequest, Conflict, NotFound, get_float, get_int, new_name
+from .safety import BadRequest, Conflict, NotFound, StudioError, get_float, get_int, new_name
 
 STATE_DIR = ".studio"
 LOG_TAIL = 4000  # characters of a job's log sent to the page
+POLL_S = 2.0  # how often ended jobs are noticed and queued ones started
+
+
+def default_max_running() -> int:
+    """One training per GPU; one on a machine without."""
+    import torch
+
+    return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
 
 
 @dataclass
@@ -38,7 +53,8 @@ class Job:
     pid: int
     log: str  # path relative to RUNS_DIR
     started: float
-    # running | finished | failed | stopped | lost (ended unseen, budget not spent: killed or crashed)
+    # queued (waiting for a free slot) | running | finished | failed | stopped
+    # | lost (ended unseen, budget not spent: killed or crashed)
     status: str = "running"
     returncode: int | None = None
     ended: float | None = None
@@ -46,11 +62,14 @@ class Job:
     spec: dict[str, Any] = field(default_factory=dict)
 
 
-def train_argv(spec: dict[str, Any], root: Path, models: list[str]) -> tuple[str, list[str]]:
+def train_argv(
+    spec: dict[str, Any], root: Path, models: list[str], data_roots: list[Path] | None = None
+) -> tuple[str, list[str]]:
     """Check the page's training form and turn it into ``artforge train`` arguments.
 
-    Only known fields are taken, each bounded; the data path must exist (or be builtin), the
-    run name is one new folder inside RUNS_DIR. Returns (run name, argv after ``artforge``).
+    Only known fields are taken, each bounded; the data path must exist (or be builtin) inside
+    RUNS_DIR or one of ``data_roots``, the run name is one new folder inside RUNS_DIR. Returns
+    (run name, argv after ``artforge``).
     """
     if not isinstance(spec, dict):
         raise BadRequest("expected a JSON object")
@@ -71,6 +90,13 @@ def train_argv(spec: dict[str, Any], root: Path, models: list[str]) -> tuple[str
         path = Path(data).expanduser()
         if not path.exists():
             raise BadRequest(f"data {data!r}: no such folder or zip on the studio's machine")
+        allowed = [root.resolve(), *(data_roots or [])]
+        if not any(path.resolve().is_relative_to(r) for r in allowed):
+            raise StudioError(
+                f"data {data!r} is outside the folders the studio may read ({', '.join(map(str, allowed))}); "
+                "move it into the studio's folder or start the studio with --data-root FOLDER",
+                403,
+            )
         data = str(path.resolve())  # config.json then names it wherever the studio was started
     size = get_int(spec, "size", 32, 8, 512)
     steps = get_int(spec, "steps", None, 1, 10_000_000)
@@ -134,13 +160,34 @@ TRAIN_FIELDS = {
 class JobManager:
     """Starts, stops and remembers the studio's training processes."""
 
-    def __init__(self, root: Path, python: str = sys.executable):
+    def __init__(
+        self,
+        root: Path,
+        python: str = sys.executable,
+        *,
+        data_roots: list[Path] | None = None,
+        max_running: int | None = None,
+        poll: bool = True,
+    ):
         self.root = root
         self.python = python
+        self.data_roots = list(data_roots or [])
+        self.max_running = max_running or default_max_running()
         self.state_dir = root / STATE_DIR
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
         self.jobs: dict[str, Job] = self._load()
+        self._stop = threading.Event()
+        if poll:  # queued jobs start when a slot frees even while no page is open
+            threading.Thread(target=self._poll, name="studio-jobs", daemon=True).start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(POLL_S):
+            with self._lock:
+                self._refresh()
+
+    def close(self) -> None:
+        self._stop.set()
 
     # -- persistence ----------------------------------------------------------------------
     def _load(self) -> dict[str, Job]:
@@ -159,32 +206,55 @@ class JobManager:
 
     # -- life cycle -----------------------------------------------------------------------
     def start(self, spec: dict[str, Any]) -> Job:
+        """Check ``spec`` and start the training, or queue it while ``max_running`` train."""
         from ..models import list_models
 
         with self._lock:
             self._refresh()
-            name, argv = train_argv(spec, self.root, list_models())
-            if any(j.run == name and j.status == "running" for j in self.jobs.values()):
+            name, argv = train_argv(spec, self.root, list_models(), self.data_roots)
+            if any(j.run == name and j.status in ("running", "queued") for j in self.jobs.values()):
                 raise Conflict(f"a job is already training {name!r}")
             job_id = uuid.uuid4().hex[:10]
-            self.state_dir.mkdir(parents=True, exist_ok=True)
             log_rel = f"{STATE_DIR}/job-{job_id}.log"
             full = [self.python, "-m", "artforge", "-q", *argv]
-            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-            with open(self.root / log_rel, "wb") as log_file:
+            job = Job(job_id, name, full, 0, log_rel, time.time(), status="queued", spec=dict(spec))
+            self.jobs[job_id] = job
+            self._start_queued()
+            self._save()
+            return job
+
+    def _launch(self, job: Job) -> None:
+        """Start a queued job's process (it writes its log under .studio/)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        try:
+            with open(self.root / job.log, "wb") as log_file:
                 proc = subprocess.Popen(
-                    full,
+                    job.argv,
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,
                     env=env,
                 )
-            self._procs[job_id] = proc
-            job = Job(job_id, name, full, proc.pid, log_rel, time.time(), spec=dict(spec))
-            self.jobs[job_id] = job
-            self._save()
-            return job
+        except OSError as e:
+            job.status, job.ended = "failed", time.time()
+            with contextlib.suppress(OSError):
+                (self.root / job.log).write_text(f"could not start: {e}\n")
+            return
+        self._procs[job.id] = proc
+        job.pid, job.status, job.started = proc.pid, "running", time.time()
+
+    def _start_queued(self) -> bool:
+        """Start queued jobs, oldest first, while fewer than ``max_running`` run."""
+        started = False
+        queued = sorted((j for j in self.jobs.values() if j.status == "queued"), key=lambda j: j.started)
+        for job in queued:
+            if sum(j.status == "running" for j in self.jobs.values()) >= self.max_running:
+                break
+            self._launch(job)
+            started = True
+        return started
 
     def stop(self, job_id: str) -> Job:
         """SIGINT: the trainer checkpoints and exits (continue later with --resume)."""
@@ -193,7 +263,10 @@ class JobManager:
             job = self.jobs.get(job_id)
             if job is None:
                 raise NotFound(f"no job {job_id!r}")
-            if job.status == "running":
+            if job.status == "queued":  # never started: nothing to checkpoint
+                job.status, job.stop_requested, job.ended = "stopped", True, time.time()
+                self._save()
+            elif job.status == "running":
                 job.stop_requested = True
                 with contextlib.suppress(ProcessLookupError):  # it has just ended
                     os.kill(job.pid, signal.SIGINT)
@@ -255,6 +328,8 @@ class JobManager:
                 job.status = "finished" if self._budget_spent(job.run) else "lost"
             else:
                 job.status = "finished" if rc == 0 else "failed"
+        if self._start_queued():
+            changed = True
         if changed:
             self._save()
 

@@ -84,8 +84,17 @@ def inside(root: Path, rel: str) -> Path:
 
 
 def file_inside(root: Path, rel: str) -> Path:
-    """A regular file inside ``root`` (see ``inside``); NotFound otherwise."""
+    """A regular file inside ``root`` (see ``inside``), not hidden; NotFound otherwise.
+
+    Hidden files and folders (a name starting with '.', as given or after following links)
+    are the studio's own records (``.studio/jobs.json``: job command lines with absolute
+    paths, and the jobs' logs) and half-written temporary files: never served.
+    """
     target = inside(root, rel)
+    if any(p.startswith(".") for p in check_relative(rel)) or any(
+        p.startswith(".") for p in target.relative_to(root.resolve()).parts
+    ):
+        raise NotFound("not found")
     if not target.is_file():
         raise NotFound("not found")
     return target

@@ -8,20 +8,28 @@ interpolation share the fast lane; the novelty view has its own lane because its
 on a data set computes Inception features of every training image (minutes on a CPU), which
 must not hold up everybody's samples. Models are kept in a small LRU cache keyed by the
 weights file's mtime, so a run that is still training is reloaded when it writes new weights.
+
+Why the lane is fair: one request in range (diffusion, 64 images, 250 steps) is minutes of
+work on a CPU, and a 1-image request behind it must not wait for all of it. Generation work
+is a generator that samples in chunks of bounded cost (``chunk_size``) and yields between
+them; the lane runs the started requests round robin, one chunk each, and starts a waiting
+request before the next turn, so a small request is answered after at most one chunk of
+each request ahead of it. A request can be cancelled (its client went away): it is dropped
+at its next turn, before any file is written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import threading
+import time
 import uuid
 import zipfile
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -36,49 +44,166 @@ log = logging.getLogger(__name__)
 OUTPUT_DIR = "generated/studio"  # inside a run folder, beside the CLI's RUN/generated/
 
 
+CHUNK_COST = 2**16  # pixels x network passes in the first chunk of a request
+TURN_S = 0.5  # later chunks are sized to take about this long (measured on the chunks so far)
+MAX_STARTED = 8  # requests worked on round robin at once (each holds its partial images)
+_turn = threading.local()  # .task: the Task whose turn it is on this lane's thread
+
+
 class Busy(StudioError):
     status = 503
 
 
-class Lane:
-    """One worker thread running submitted calls in order, with at most ``maxsize`` waiting."""
+class Cancelled(StudioError):
+    """The request's client went away before its answer was ready."""
 
-    def __init__(self, name: str, maxsize: int):
+    status = 499
+
+
+@dataclass
+class Task:
+    work: Callable[[], Any]  # returns the result, or a generator that yields between chunks
+    future: Future[Any] = field(default_factory=Future)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    steps: Iterator[None] | None = None  # the generator, once started
+
+
+class Lane:
+    """One worker thread shared fairly by the requests submitted to it (see the module doc).
+
+    ``work`` that returns a plain value runs to completion in one turn; ``work`` that returns
+    a generator gets one turn per chunk. At most ``maxsize`` requests wait beside the one
+    being worked on; more are refused (Busy).
+    """
+
+    def __init__(self, name: str, maxsize: int, max_started: int = MAX_STARTED):
         self.name = name
-        self._queue: queue.Queue[tuple[Future[Any], Callable[[], Any]] | None] = queue.Queue(maxsize)
+        self.maxsize = maxsize
+        self.max_started = max_started
+        self._cond = threading.Condition()
+        self._waiting: deque[Task] = deque()  # not started yet, first come first served
+        self._started: deque[Task] = deque()  # round robin
+        self._current: Task | None = None  # the task in its turn now
+        self._closed = False
+        self._tasks: dict[int, Task] = {}  # id(future) -> task, for cancel()
         self._thread = threading.Thread(target=self._loop, name=f"studio-{name}", daemon=True)
         self._thread.start()
 
     def submit(self, fn: Callable[[], Any]) -> Future[Any]:
-        fut: Future[Any] = Future()
-        try:
-            self._queue.put_nowait((fut, fn))
-        except queue.Full:
-            raise Busy(
-                f"the {self.name} queue is full ({self._queue.maxsize} waiting); try again shortly"
-            ) from None
-        return fut
+        task = Task(fn)
+        with self._cond:
+            if self.pending >= self.maxsize + 1:
+                raise Busy(f"the {self.name} queue is full ({self.maxsize} waiting); try again shortly")
+            self._waiting.append(task)
+            self._tasks[id(task.future)] = task
+            self._cond.notify()
+        return task.future
+
+    def cancel(self, future: Future[Any]) -> None:
+        """Drop the request of ``future``: at once if it has not started, else at its next turn."""
+        with self._cond:
+            task = self._tasks.get(id(future))
+            if task is None:
+                return
+            task.cancelled.set()
+            if task in self._waiting:
+                self._waiting.remove(task)
+                self._end(task, error=Cancelled("cancelled: the client went away"))
+
+    @property
+    def pending(self) -> int:
+        """Requests accepted and not answered yet: waiting, started, or in their turn now."""
+        return len(self._waiting) + len(self._started) + (self._current is not None)
 
     @property
     def waiting(self) -> int:
-        return self._queue.qsize()
+        """Requests not started yet (kept for callers of the first API; see ``pending``)."""
+        return len(self._waiting)
+
+    @property
+    def running(self) -> int:
+        """Requests started and not finished (one has its turn, the others wait for theirs)."""
+        return len(self._started) + (self._current is not None)
+
+    def _next(self) -> Task | None:
+        """The task for the next turn: a waiting one first while there is room, else round robin."""
+        with self._cond:
+            while not self._closed and not self._waiting and not self._started:
+                self._cond.wait()
+            if self._closed:
+                return None
+            if self._waiting and (len(self._started) < self.max_started or not self._started):
+                task = self._waiting.popleft()
+            else:
+                task = self._started.popleft()
+            self._current = task
+            return task
 
     def _loop(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
+            task = self._next()
+            if task is None:
                 return
-            fut, fn = item
-            if not fut.set_running_or_notify_cancel():
-                continue
-            try:
-                fut.set_result(fn())
-            except BaseException as e:  # noqa: BLE001 - handed to the waiting request
-                fut.set_exception(e)
+            if task.cancelled.is_set():
+                self._end(task, error=Cancelled("cancelled: the client went away"))
+            else:
+                self._turn(task)
+
+    def _turn(self, task: Task) -> None:
+        """Start ``task`` or advance it by one chunk; put it back in the round if not done."""
+        _turn.task = task
+        try:
+            if task.steps is None:
+                if not task.future.set_running_or_notify_cancel():
+                    self._end(task)
+                    return
+                out = task.work()
+                if not isinstance(out, Generator):
+                    self._end(task, result=out)
+                    return
+                task.steps = out
+            next(task.steps)
+        except StopIteration as stop:
+            self._end(task, result=stop.value)
+            return
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting request
+            self._end(task, error=e)
+            return
+        finally:
+            _turn.task = None
+        with self._cond:
+            self._started.append(task)
+            self._current = None
+
+    def _end(self, task: Task, result: Any = None, error: BaseException | None = None) -> None:
+        if task.steps is not None:
+            with contextlib.suppress(Exception):
+                task.steps.close()  # a cancelled generator: nothing after its last yield runs
+        with self._cond:  # counted out before its answer is out, so the queue length is never stale
+            self._tasks.pop(id(task.future), None)
+            if self._current is task:
+                self._current = None
+        if task.future.done():
+            return
+        if not task.future.running():
+            task.future.set_running_or_notify_cancel()
+        if error is not None:
+            task.future.set_exception(error)
+        else:
+            task.future.set_result(result)
 
     def close(self) -> None:
-        with contextlib.suppress(queue.Full):  # then it is a daemon thread that ends with the process
-            self._queue.put_nowait(None)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+def _stop_if_cancelled(module: torch.nn.Module, args: Any) -> None:
+    """A forward pre-hook on a studio model's networks: a request cancelled in the middle of a
+    chunk (a diffusion image is hundreds of network calls) stops at the next call."""
+    task = getattr(_turn, "task", None)
+    if task is not None and task.cancelled.is_set():
+        raise Cancelled("cancelled: the client went away")
 
 
 class ModelCache:
@@ -105,6 +230,8 @@ class ModelCache:
                 self._items.move_to_end(key)
                 return self._items[key]
         run = load(run_path, device=self.device)  # outside the lock: loads can be slow
+        for net in run.model.children():
+            net.register_forward_pre_hook(_stop_if_cancelled)
         with self._lock:
             for k in [k for k in self._items if k[0] == key[0]]:
                 del self._items[k]  # an older version of the same run's weights
@@ -151,39 +278,94 @@ def new_output_dir(run_path: Path, kind: str) -> Path:
     return out
 
 
+def chunk_size(run: Any, opts: dict[str, Any]) -> int:
+    """Images per turn of the lane: CHUNK_COST over one image's pixels x network passes (a
+    diffusion image takes one pass per DDIM step, two with guidance)."""
+    passes = 1
+    if "steps" in run.model.sample_options:
+        passes = int(opts.get("steps") or getattr(run.model.config, "sample_steps", 25))
+        passes *= 2 if opts.get("guidance") else 1
+    h, w = run.config.data.height, run.config.data.width
+    return max(1, CHUNK_COST // (h * w * passes))
+
+
+def sample_chunks(run: Any, z: torch.Tensor, opts: dict[str, Any]) -> Generator[None, None, torch.Tensor]:
+    """The images of latents ``z`` (n, ...), one chunk per turn of the lane (yielding between
+    chunks); the same images as one call (``artforge sample``) since each depends on its latent only."""
+    from ..sample import generate as decode
+    from ..sample import options_slice
+
+    n = int(z.shape[0])
+    k = chunk_size(run, opts)
+    parts: list[torch.Tensor] = []
+    i = 0
+    while i < n:
+        yield
+        t0 = time.perf_counter()
+        parts.append(decode(run.model, z[i : i + k], **options_slice(opts, n, i, i + k)))
+        i += k
+        per_image = (time.perf_counter() - t0) / len(parts[-1])
+        k = max(1, min(2 * k, int(TURN_S / max(per_image, 1e-6))))  # the next turn: about TURN_S
+    return torch.cat(parts)
+
+
 def generate(
     cache: ModelCache, run_path: Path, seeds: list[int] | None, seed: int, n: int, options: Options
-) -> dict[str, Any]:
+) -> Generator[None, None, dict[str, Any]]:
     """PNGs (one per image), a grid and a zip of them: ``seeds`` gives one image per seed,
-    else ``n`` images from ``seed`` (the images ``artforge sample`` writes for the same call)."""
-    from ..sample import make_grid, save_image
+    else ``n`` images from ``seed`` (the images ``artforge sample`` writes for the same call).
+    A sound run also gets a WAV per image (its spectrogram turned back into sound), in the zip
+    too. Worked in chunks (a generator for Lane); files are written only when all are ready."""
+    from ..sample import latents_for_seed, latents_per_seed, make_grid, save_image
 
     run = cache.get(run_path)
     opts = options.check(run)
     if seeds is not None:
-        images = run.sample_seeds(seeds, **opts)
+        z = latents_per_seed(run.model, seeds)
         names = [f"seed{s:04d}.png" for s in seeds]
     else:
-        images = run.sample(n, seed=seed, **opts)
+        z = latents_for_seed(run.model, n, seed)
         names = [f"seed{seed}-{k:04d}.png" for k in range(n)]
+    images = yield from sample_chunks(run, z, opts)
+    waves = None
+    if run.is_audio:
+        chunk = []
+        for i in range(0, len(images), 8):  # Griffin-Lim: a turn per 8 sounds
+            yield
+            chunk.append(run.to_audio(images[i : i + 8]))
+        waves = torch.cat(chunk)
     out = new_output_dir(run_path, "sample")
     for img, name in zip(images, names, strict=True):
         save_image(img, out / name)
     save_image(make_grid(images), out / "grid.png")
+    sounds = []
+    if waves is not None:
+        from ..audio import write_wav
+
+        for wave, name in zip(waves, names, strict=True):
+            sounds.append(Path(name).with_suffix(".wav").name)
+            write_wav(wave, out / sounds[-1], run.sample_rate)
     with zipfile.ZipFile(out / "images.zip", "w", zipfile.ZIP_STORED) as zf:
-        for name in names:
+        for name in [*sounds, *names]:
             zf.write(out / name, name)
-    return {"folder": out, "images": names, "grid": "grid.png", "zip": "images.zip"}
+    result: dict[str, Any] = {"folder": out, "images": names, "grid": "grid.png", "zip": "images.zip"}
+    if waves is not None:
+        result["sounds"] = sounds
+        result["sample_rate"] = run.sample_rate
+    return result
 
 
 def interpolate(
     cache: ModelCache, run_path: Path, seeds: list[int], frames: int, fps: float, loop: bool, options: Options
-) -> dict[str, Any]:
-    """An animated GIF walking through the latents of ``seeds`` (``artforge interpolate``)."""
-    from ..sample import save_animation
+) -> Generator[None, None, dict[str, Any]]:
+    """An animated GIF walking through the latents of ``seeds`` (``artforge interpolate``),
+    worked in chunks like ``generate``."""
+    from ..sample import interpolation_path, latents_per_seed, save_animation
 
     run = cache.get(run_path)
-    walk = run.interpolate(seeds, frames, loop=loop, **options.check(run))
+    opts = options.check(run)
+    path = interpolation_path(latents_per_seed(run.model, seeds), frames, loop)
+    walk = yield from sample_chunks(run, path, opts)
     out = new_output_dir(run_path, "walk")
     save_animation(walk, out / "walk.gif", fps=fps)
     return {"folder": out, "gif": "walk.gif", "frames": int(walk.shape[0])}

@@ -258,8 +258,26 @@ class Trainer:
         return min(max(parts), 1.0)
 
     def _out_of_time(self, elapsed: float) -> bool:
+        """A --minutes budget covers the final grid and checkpoint too: training stops when the
+        time left is what they will take (``_finish_cost``), so the command ends in its minutes."""
         m = self.cfg.train.minutes
-        return m is not None and elapsed >= m * 60
+        return m is not None and elapsed + self._finish_cost(elapsed) >= m * 60
+
+    def _finish_cost(self, elapsed: float) -> float:
+        """Seconds the final grid and checkpoint will take, from the training speed so far (so
+        every rank computes the same number from the shared clock; nothing extra is run).
+
+        A training step is about 3 network passes (forward and backward) per image of the
+        batch; the grid is ``grid_n`` images of one pass each, or of one pass per DDIM step
+        (diffusion); the checkpoint is counted as one more step. Diffusion at the defaults
+        (batch 64, grid 64, 25 steps): a grid costs about 8 training steps."""
+        step = self.state.step
+        if step < 1:
+            return 0.0
+        t = self.cfg.train
+        passes = getattr(self.model.config, "sample_steps", 1) if "steps" in self.model.sample_options else 1
+        step_s = elapsed / step
+        return step_s * (1 + t.grid_n * passes / (3 * t.batch_size))
 
     # -- the loop ------------------------------------------------------------------------
     def train(self, resume: bool = False, overwrite: bool = False) -> Path:
@@ -389,7 +407,8 @@ class Trainer:
         return {"cuda_peak_mib": round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)}
 
     def _finish(self) -> None:
-        if self.main:
+        grid = self.run_dir / "samples" / f"step-{self.state.step:07d}.png"
+        if self.main and not grid.is_file():  # a sample_every grid at this step is the same grid
             self.save_samples()
         if self.saved_step != self.state.step:  # a --minutes budget ends between checkpoints
             self.checkpoint()
@@ -627,13 +646,35 @@ class Trainer:
         from tqdm.auto import tqdm
 
         desc = f"{self.cfg.family} {self.cfg.data.width}x{self.cfg.data.height}"
+        if total is None and self.cfg.train.minutes is not None:  # the postfix shows the time left
+            desc += f" ({self.cfg.train.minutes:g} min)"
         return tqdm(total=total, initial=self.state.step, desc=desc, unit="step", dynamic_ncols=True)
 
-    @staticmethod
-    def _postfix(row: dict) -> str:  # type: ignore[type-arg]
+    def _postfix(self, row: dict) -> str:  # type: ignore[type-arg]
+        """Losses, speed and the time left to the budget that ends first (a --minutes budget's
+        own clock; steps and epochs at the speed so far)."""
         parts = [f"{k}={v:.3g}" for k, v in row.items() if k.endswith("/loss")]
         parts.append(f"{row['img_per_s']:.0f} img/s")
+        left = self._time_left(row.get("step", 0), row.get("elapsed", 0.0))
+        if left is not None:
+            parts.append(f"{_clock(left)} left")
         return " ".join(parts)
+
+    def _time_left(self, step: int, elapsed: float) -> float | None:
+        m, total = self.cfg.train.minutes, self.total_steps()
+        left = []
+        if m is not None:
+            left.append(m * 60 - elapsed)
+        if total is not None and step > 0 and elapsed > 0:
+            left.append((total - step) * elapsed / step)
+        return max(0.0, min(left)) if left else None
+
+
+def _clock(seconds: float) -> str:
+    """1:05:09, 4:07 or 0:09 (h:mm:ss or m:ss, like tqdm)."""
+    s = round(seconds)
+    h, rest = divmod(s, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
 def decayed_lr_factor(progress: float, decay: float) -> float:

@@ -184,7 +184,7 @@ async function runView(view, id) {
       h("span", { class: "spacer" }),
       run.has_model ? h("a", { class: "button", href: `#/create/generate?run=${encodeURIComponent(run.id)}` }, "Generate") : null,
       run.has_model ? h("a", { class: "button", href: `#/create/interpolate?run=${encodeURIComponent(run.id)}` }, "Interpolate") : null,
-      run.has_model ? h("a", { class: "button", href: `#/create/novelty?run=${encodeURIComponent(run.id)}` }, "Novelty") : null,
+      run.has_model && run.modality !== "audio" ? h("a", { class: "button", href: `#/create/novelty?run=${encodeURIComponent(run.id)}` }, "Novelty") : null,
     ),
     h("div", { class: "muted" }, `${run.family} · ${run.size[0]}×${run.size[1]} · data ${run.data ?? "?"} · budget `
       + Object.entries(run.budget).filter(([, v]) => v != null).map(([k, v]) => `${v} ${k}`).join(", ")),
@@ -214,6 +214,7 @@ async function runView(view, id) {
     const l = live.last;
     stats.textContent = l
       ? `step ${l.step} · ${l.images?.toLocaleString() ?? "?"} images · epoch ${fmtNum(l.epoch)} · ${fmtNum(l.img_per_s)} img/s · ${fmtNum(l.elapsed / 60, 2)} min`
+        + (live.status === "training" && live.time_left_s != null ? ` · ${fmtLeft(live.time_left_s)} left` : "")
       : "waiting for the first log line…";
     if (live.latest_sample) {
       if (gridImg.getAttribute("src") !== live.latest_sample.url) gridImg.src = live.latest_sample.url;
@@ -247,11 +248,27 @@ async function runView(view, id) {
   schedule();
 }
 
+// picture runs' measures first (docs/eval.md), then any other number (sound runs: docs/audio.md)
+const EVAL_KEYS = ["fid", "kid", "precision", "recall", "diversity", "copy_rate", "n_fake", "n_real", "seed"];
+const EVAL_SKIP = new Set(["file", "caveats", "inception_sha1", "sheet", "run", "data", "fake", "prompts"]);
+
 function evalTable(evals) {
-  const keys = ["fid", "kid", "precision", "recall", "diversity", "copy_rate", "n_fake", "n_real", "seed"];
-  return h("table", { class: "evals" },
-    h("tr", {}, h("th", {}, "file"), keys.map((k) => h("th", {}, k))),
-    evals.map((e) => h("tr", {}, h("td", {}, e.file), keys.map((k) => h("td", {}, fmtNum(e[k], 4))))));
+  const present = new Set(evals.flatMap((e) => Object.keys(e)));
+  const others = [...present].filter((k) => !EVAL_KEYS.includes(k) && !EVAL_SKIP.has(k)
+    && evals.some((e) => typeof e[k] === "number")).sort();
+  const keys = [...EVAL_KEYS.filter((k) => present.has(k)), ...others];
+  const caveats = [...new Set(evals.flatMap((e) => e.caveats || []))];
+  return h("div", {},
+    h("table", { class: "evals" },
+      h("tr", {}, h("th", {}, "file"), keys.map((k) => h("th", {}, k))),
+      evals.map((e) => h("tr", {}, h("td", {}, e.file), keys.map((k) => h("td", {}, fmtNum(e[k], 4)))))),
+    caveats.map((c) => h("p", { class: "muted small caveat" }, `note: ${c}`)));
+}
+
+function fmtLeft(seconds) {
+  const s = Math.round(seconds);
+  return s >= 3600 ? `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`
+    : s >= 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s} s`;
 }
 
 // -- create: generate, interpolate, novelty -----------------------------------------------
@@ -317,7 +334,10 @@ async function createView(view, tab, runId) {
   const go = (t, id) => (location.hash = `#/create/${t}?run=${encodeURIComponent(id)}`);
   const select = h("select", { id: "create-run", onchange: (e) => go(tab, e.target.value) },
     usable.map((r) => h("option", { value: r.id, selected: r.id === run.id }, `${r.id} (${r.family} ${r.size[0]}×${r.size[1]})`)));
-  const tabs = h("div", { class: "tabs" }, ["generate", "interpolate", "novelty"].map((t) =>
+  // the novelty view compares pictures by the FID network's features: not offered for sound
+  const tabNames = run.modality === "audio" ? ["generate", "interpolate"] : ["generate", "interpolate", "novelty"];
+  if (!tabNames.includes(tab)) tab = "generate";
+  const tabs = h("div", { class: "tabs" }, tabNames.map((t) =>
     h("a", { href: `#/create/${t}?run=${encodeURIComponent(run.id)}`, class: t === tab ? "active" : "", id: `tab-${t}` }, t[0].toUpperCase() + t.slice(1))));
   const panel = h("div", { class: "panel" });
   fill(view, 
@@ -355,10 +375,15 @@ function generatePanel(panel, run) {
     const out = await busy(form.querySelector("button"), () => api("/api/generate", { run: run.id, ...body }));
     if (!out) return;
     fill(results, 
-      h("div", { class: "title-row" }, h("h2", {}, `${out.images.length} images`),
-        h("a", { class: "button", href: out.zip, download: `${run.name}-images.zip`, id: "gen-zip" }, "Download all (.zip)"),
+      h("div", { class: "title-row" }, h("h2", {}, out.sounds ? `${out.sounds.length} sounds` : `${out.images.length} images`),
+        h("a", { class: "button", href: out.zip, download: `${run.name}-${out.sounds ? "sounds" : "images"}.zip`, id: "gen-zip" }, "Download all (.zip)"),
         h("a", { class: "button", href: out.grid, download: `${run.name}-grid.png` }, "Grid PNG")),
-      h("div", { class: "gallery-images" }, out.images.map((url) => {
+      out.sounds ? h("div", { class: "sounds", id: "gen-sounds" }, out.sounds.map((url, i) => {
+        const name = decodeURIComponent(url.split("/").pop());
+        return h("figure", { class: "sound" }, img(out.images[i], `spectrogram of ${name}`, "pix gen"),
+          h("audio", { controls: true, preload: "none", src: url }),
+          h("figcaption", {}, h("a", { href: url, download: name, class: "wav" }, `${name} (download)`)));
+      })) : h("div", { class: "gallery-images" }, out.images.map((url) => {
         const name = decodeURIComponent(url.split("/").pop());
         return h("figure", {}, h("a", { href: url, download: name }, img(url, name, "pix gen")), h("figcaption", {}, name));
       })),
@@ -430,7 +455,7 @@ async function trainView(view) {
   const jobs = h("div", { id: "job-list" });
   const form = h("form", { id: "train-form", class: "form" },
     field("run name", h("input", { name: "out", required: true, pattern: "[A-Za-z0-9_][A-Za-z0-9._\\-]{0,63}", value: `run-${new Date().toISOString().slice(0, 16).replace(/[-:T]/g, "")}` }), "a new folder in the studio's folder"),
-    field("data", h("input", { name: "data", value: "builtin", required: true }), "image folder, .zip, or builtin[:NAME]"),
+    field("data", h("input", { name: "data", value: "builtin", required: true }), "image folder or .zip inside the studio's folder (or a --data-root), or builtin[:NAME]"),
     field("model", h("select", { name: "model" }, models.map((m) => h("option", { value: m, selected: m === "gan" }, m)))),
     field("size", num("size", 32, 8, 512), "pixels (square)"),
     field("steps", h("input", { type: "number", name: "steps", value: 500, min: 1 }), "budget in steps; blank for none"),
@@ -457,11 +482,12 @@ async function trainView(view) {
       h("div", { class: "title-row" }, h("strong", {}, j.run), h("span", { class: `badge ${j.status}` }, j.status),
         h("span", { class: "spacer" }),
         h("a", { class: "button", href: runHref(j.run) }, "Live view"),
-        j.status === "running" ? h("button", { class: "stop", onclick: async (e) => {
+        j.status === "running" || j.status === "queued" ? h("button", { class: "stop", onclick: async (e) => {
           await busy(e.target, () => api(`/api/jobs/${j.id}/stop`, {}));
           await refresh();
-        } }, "Stop") : null),
-      h("div", { class: "muted small" }, `started ${new Date(j.started * 1000).toLocaleTimeString()}`,
+        } }, j.status === "queued" ? "Cancel" : "Stop") : null),
+      h("div", { class: "muted small" }, j.status === "queued" ? "waiting for a free slot (one training at a time by default: --max-jobs)"
+        : `started ${new Date(j.started * 1000).toLocaleTimeString()}`,
         j.returncode != null ? ` · exit ${j.returncode}` : ""),
       j.log_tail ? h("pre", { class: "log" }, j.log_tail.split("\n").slice(-8).join("\n")) : null)));
   };
