@@ -292,6 +292,34 @@ def test_odd_values_in_a_run_config_are_one_line(finished, tmp_path, capsys):
     one_line_error(rc, err, "train.minutes is too large: an integer of about 401 digits")
 
 
+def test_long_fuzz_findings_are_one_line(finished, tmp_path, capsys):
+    """Found by the 10,000-case fuzz: a value nested 500 deep inside optim_groups parsed, then
+    overflowed the stack in dataclasses.asdict; --nrow below 1 was a negative-size tensor and a
+    huge one a 4 GB grid of empty cells."""
+    run = copy_of(finished, tmp_path)
+    cfg = json.loads((run / "config.json").read_text())
+    deep: object = 0.5
+    for _ in range(500):
+        deep = [deep]
+    next(iter(cfg["optim_groups"].values()))["betas"] = [deep, 0.999]
+    (run / "config.json").write_text(json.dumps(cfg))
+    rc, err = run_cli(["train", "--out", str(run), "--resume", "--dry-run"], capsys)
+    one_line_error(rc, err, f"{run / 'config.json'}: nested too deeply to be a config")
+    for nrow in ("-1", "0"):
+        rc, err = run_cli(
+            ["sample", str(finished), "-n", "4", "--nrow", nrow, "--out", str(tmp_path / "g.png")], capsys
+        )
+        one_line_error(rc, err, "--nrow must be at least 1")
+    assert not (tmp_path / "g.png").exists()
+    rc = cli_main(
+        ["-q", "sample", str(finished), "-n", "4", "--nrow", "1039633", "--out", str(tmp_path / "w.png")]
+    )
+    assert rc == 0
+    from PIL import Image
+
+    assert Image.open(tmp_path / "w.png").size[0] < 200  # 4 columns, not a million
+
+
 def test_a_huge_config_json_is_refused_before_reading(finished, tmp_path, capsys):
     run = copy_of(finished, tmp_path)
     with open(run / "config.json", "r+b") as f:  # sparse: 3 GiB on paper, nothing on the disk

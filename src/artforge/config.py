@@ -343,6 +343,23 @@ def read_config_bytes(path: Path) -> bytes:
     return data
 
 
+MAX_CONFIG_DEPTH = 16  # a run config nests 3 deep; deeper values would recurse in dataclasses.asdict
+
+
+def check_depth(d: Any, path: str | Path, limit: int = MAX_CONFIG_DEPTH) -> None:
+    """Refuse a parsed config whose tables/lists nest deeper than ``limit`` (iteratively: a value
+    nested a few hundred deep parses, then overflows the stack wherever it is copied)."""
+    stack = [(d, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            raise ValueError(f"{path}: nested too deeply to be a config (more than {limit} levels)")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend((v, depth + 1) for v in value)
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML or JSON config file into a dict, with a one-line error naming the file."""
     path = Path(path)
@@ -358,6 +375,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: nested too deeply to be a config") from None
     if not isinstance(d, dict):
         raise ValueError(f"{path}: the top level must be a table/object")
+    check_depth(d, path)
     return d
 
 

@@ -17,7 +17,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from . import __version__
-from .config import RunConfig, read_config_bytes, run_config_from_dict
+from .config import RunConfig, check_depth, read_config_bytes, run_config_from_dict
 from .models import make_model_config, model_class
 from .models.base import (
     CONFIG_NAME,
@@ -104,6 +104,7 @@ def read_config(run_dir: str | Path) -> RunConfig:
         raise ValueError(f"{path}: nested too deeply to be a run config") from None
     if not isinstance(d, dict):
         raise ValueError(f"{path}: expected a JSON object")
+    check_depth(d, path)
     version = d.get("format_version", FORMAT_VERSION)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ValueError(

@@ -113,7 +113,9 @@ def latents_per_seed(model: GenerativeModel, seeds: Iterable[int]) -> Tensor:
 def make_grid(images: Tensor, nrow: int | None = None, pad: int = 2, pad_value: float = 1.0) -> Tensor:
     """(n, C, H, W) -> one (C, rows*(H+pad)+pad, cols*(W+pad)+pad) image."""
     n, c, h, w = images.shape
-    cols = nrow or max(1, math.ceil(math.sqrt(n)))
+    if nrow is not None and nrow < 1:
+        raise ValueError(f"--nrow must be at least 1, got {nrow}")
+    cols = min(nrow, n) if nrow else max(1, math.ceil(math.sqrt(n)))  # wider than n is empty space
     rows = math.ceil(n / cols)
     grid = torch.full((c, rows * (h + pad) + pad, cols * (w + pad) + pad), pad_value)
     for i in range(n):
