@@ -58,15 +58,22 @@ def generate(model: GenerativeModel, latents: Tensor, *, chunk: int | None = Non
 
     The default chunk is 64 images on a CPU (where larger chunks spill out of the caches:
     diffusion sampling at 32x32 took 118 s per 1,000 images in chunks of 256 and ~50 s in
-    chunks of 32-64) and 256 on a GPU.
+    chunks of 32-64) and 1,024 on a GPU, where the chunks stay on the device and come back
+    in one copy at the end: the host never waits for the device between chunks.
     """
     if chunk is None:
-        chunk = 256 if model.device.type == "cuda" else 64
-    outs = []
+        chunk = 1024 if model.device.type == "cuda" else 64
+    done: list[Tensor] = []  # on the CPU
+    outs: list[Tensor] = []  # on the device until the end, or until they pass 1 GiB
+    held = 0
     for i in range(0, latents.shape[0], chunk):
-        z = latents[i : i + chunk].to(model.device)
-        outs.append(to_unit(model.decode(z, **options_slice(options, latents.shape[0], i, i + chunk))).cpu())
-    return torch.cat(outs)
+        z = latents[i : i + chunk].to(model.device, non_blocking=True)
+        outs.append(to_unit(model.decode(z, **options_slice(options, latents.shape[0], i, i + chunk))))
+        held += outs[-1].numel() * outs[-1].element_size()
+        if held > 2**30:
+            done.append(torch.cat(outs).cpu())
+            outs, held = [], 0
+    return torch.cat(done + ([torch.cat(outs).cpu()] if outs else []))
 
 
 def options_slice(options: dict[str, Any], n: int, lo: int, hi: int) -> dict[str, Any]:

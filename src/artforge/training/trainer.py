@@ -100,7 +100,7 @@ class CompileFailures(logging.Filter):
             self.reported = len(self.reasons)
 
 
-def compile_networks(model: nn.Module) -> CompileFailures:
+def compile_networks(model: nn.Module, mode: str = "default") -> CompileFailures:
     """``torch.compile`` each network of the model in place (parameter names, and so the
     checkpoints, are unchanged). If compilation fails (e.g. no C++ compiler on the machine),
     the networks run eagerly: ``suppress_errors`` makes dynamo fall back instead of raising.
@@ -115,7 +115,7 @@ def compile_networks(model: nn.Module) -> CompileFailures:
         if not any(True for _ in net.parameters()):
             continue
         try:
-            net.compile()
+            net.compile(mode=None if mode == "default" else mode)
         except Exception as e:  # noqa: BLE001 - any failure means: stay eager
             failures.reasons.append(f"{name}: {e}")
     return failures
@@ -191,7 +191,8 @@ class Trainer:
         ema_names = {names[id(p)] for g in self.model.ema_groups for p in self.groups[g]}
         self.ema = EMA(self.model, ema_names, t.ema_half_life) if t.ema else None
         # after the EMA copy, which stays eager: it only samples
-        self.compile_failures = compile_networks(self.model) if t.compile else None
+        self.graphs = False  # CUDA graphs replayed by torch.compile (compile_mode reduce-overhead)
+        self.compile_failures = self._compile(t) if t.compile or t.compile_mode != "default" else None
         # CPUs: bf16 autocast only (oneDNN's bf16 kernels; no fp16 grad scaling off CUDA)
         amp = t.amp if self.device.type == "cuda" or t.amp == "bf16" else "off"
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
@@ -223,6 +224,25 @@ class Trainer:
         # first non-finite loss/gradient since the last check, kept on the device (_watch)
         self._first_bad: torch.Tensor | None = None
         self._bad_loss: torch.Tensor | None = None
+
+    def _compile(self, t: TrainConfig) -> CompileFailures | None:
+        """torch.compile the networks in ``t.compile_mode``. CUDA graphs need a CUDA device and
+        fixed shapes: elsewhere the networks run eagerly, and one line says why."""
+        if t.compile_mode == "reduce-overhead" and self.device.type != "cuda":
+            log.warning(
+                "--compile-mode reduce-overhead replays CUDA graphs, which need a CUDA device; "
+                "the networks run eagerly on %s",
+                self.device,
+            )
+            return None
+        if t.compile_mode == "reduce-overhead" and getattr(self.model, "conditional", False):
+            log.warning(
+                "--compile-mode reduce-overhead: text runs change shapes with each caption batch; "
+                "the networks run eagerly"
+            )
+            return None
+        self.graphs = t.compile_mode == "reduce-overhead"
+        return compile_networks(self.model, t.compile_mode)
 
     def _read_captions(self) -> list[str] | None:
         if not getattr(self.model, "conditional", False):
@@ -490,6 +510,8 @@ class Trainer:
         (``check_finite``). A divergence found there rolls back to the last checkpoint, which
         was verified finite when it was written, so no NaN weight is ever saved.
         """
+        if self.graphs:  # a new iteration: the graphs may overwrite the last step's outputs
+            torch.compiler.cudagraph_mark_step_begin()
         if batch is None:
             batch = self.batches.batch(step, self.device)  # (B, C, H, W) in [-1, 1]
         kwargs = {}
