@@ -343,3 +343,39 @@ def test_cuda_graph_step_matches_eager(tmp_path, family):
     a = [r[key] for r in rows["default"] if key in r]
     b = [r[key] for r in rows["reduce-overhead"] if key in r]
     assert len(a) == len(b) == 6 and a == pytest.approx(b, rel=2e-2, abs=2e-3)
+
+
+def test_fp32_spectral_norm_is_torchs_own_without_autocast():
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    from artforge.models.blocks import spectral_norm_all_
+
+    nets = []
+    for ours in (True, False):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.Flatten(), torch.nn.Linear(16 * 36, 8))
+        if ours:
+            spectral_norm_all_(net)
+        else:
+            spectral_norm(net[0]), spectral_norm(net[2])
+        x = torch.randn(4, 3, 8, 8)
+        for _ in range(3):  # training forwards: one power iteration each
+            net(x)
+        nets.append(net.state_dict())
+    assert nets[0].keys() == nets[1].keys() and all(torch.equal(nets[0][k], nets[1][k]) for k in nets[0])
+
+
+@pytest.mark.gpu
+@cuda
+def test_spectral_norm_is_computed_in_fp32_under_bf16_autocast():
+    """On CUDA, autocast runs torch.mv in bf16: sigma must not (it divides every weight)."""
+    from artforge.models.blocks import spectral_norm_all_
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3), torch.nn.Linear(64, 256)).cuda()
+    spectral_norm_all_(net)
+    net.eval()  # no power-iteration update: both reads see the same u, v
+    plain = [m.weight.detach().clone() for m in net]
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        mixed = [m.weight.detach().clone() for m in net]
+    assert all(a.dtype == torch.float32 and torch.equal(a, b) for a, b in zip(mixed, plain, strict=True))
