@@ -17,10 +17,10 @@ OUT=${OUT:?set OUT (the device machine sets it)}
 DEVICE=${DEVICE:-cuda}
 DATA=${DATA:-data/emoji32}
 SIZE=${SIZE:-32}
-SWEEP_MIN=${SWEEP_MIN:-3.5}                     # training minutes per sweep run
+SWEEP_MIN=${SWEEP_MIN:-3}                       # training minutes per sweep run
 N=${N:-5000}                                    # samples per run (FID at n=5000)
 BENCH_FAMILIES=${BENCH_FAMILIES:-gan:32,vae:32,diffusion:32}
-BENCH_TIMEOUT=${BENCH_TIMEOUT:-200}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-230}
 PY=${PY:-python3}
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 WORK=$(mktemp -d)

@@ -125,6 +125,11 @@ def test_planned_batches_equal_the_per_step_batches(world):
         assert s.place(torch.device("cpu")) == "host"
         for step in [*range(11), 3, 40, 2]:  # forwards, back into an old chunk, far ahead
             assert torch.equal(s.batch(step, torch.device("cpu")), reference_batch(images, s, step)), step
+        starts = set()
+        for step in range(8):  # drawn once per chunk, not once per step
+            s.batch(step, torch.device("cpu"))
+            starts.add(s._plan[0])
+        assert starts == {0, 4}
 
 
 # -- rollback within a log interval ----------------------------------------------------------

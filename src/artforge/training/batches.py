@@ -95,7 +95,7 @@ class BatchStream:
         if (
             self._plan is None
             or not 0 <= step - self._plan[0] < self._plan[1].shape[0]
-            or (self._plan[1].device != device)
+            or self._plan[1].device.type != device.type  # "cuda" and "cuda:0" are one device here
         ):
             lo, hi = self.rank * self.local_size, (self.rank + 1) * self.local_size
             steps = range(step, step + self.plan_steps)
