@@ -318,13 +318,47 @@ def test_cuda_rollback_within_a_log_interval(tmp_path):
 @pytest.mark.gpu
 @cuda
 def test_cuda_resume_is_exact(tmp_path):
-    """Interrupted at step 4 and resumed: the same weights as an uninterrupted run (CUDA)."""
-    whole = tmp_path / "whole"
-    Trainer(tiny("vae", steps=8, device="cuda", deterministic=True), whole, progress=False).train()
-    part = tmp_path / "part"
-    Trainer(tiny("vae", steps=4, device="cuda", deterministic=True), part, progress=False).train()
-    Trainer(tiny("vae", steps=8, device="cuda", deterministic=True), part, progress=False).train(resume=True)
-    a, b = load_file(whole / "model.safetensors"), load_file(part / "model.safetensors")
+    """Stopped at step 4 and resumed: the same weights as an uninterrupted run, on CUDA with
+    --train.deterministic (fresh processes: cuBLAS reads its workspace setting at start)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+
+    def train(out: Path, steps: int, *extra: str) -> None:
+        cmd = [sys.executable, "-m", "artforge", "-q", "train", "--data", "builtin", "--builtin-count", "40"]
+        cmd += [
+            "--size",
+            "16",
+            "--model",
+            "vae",
+            "--model.base_channels=8",
+            "--batch-size",
+            "8",
+            "--ckpt-every",
+            "4",
+        ]
+        cmd += [
+            "--device",
+            "cuda",
+            "--train.deterministic=true",
+            "--steps",
+            str(steps),
+            "--out",
+            str(out),
+            *extra,
+        ]
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr[-2000:]
+
+    train(tmp_path / "whole", 8)
+    train(tmp_path / "part", 4)
+    train(tmp_path / "part", 8, "--resume")
+    a, b = (
+        load_file(tmp_path / "whole" / "model.safetensors"),
+        load_file(tmp_path / "part" / "model.safetensors"),
+    )
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import shutil
 import time
@@ -151,6 +152,8 @@ class Trainer:
         self.device = distributed.setup(self.dist, resolve_device(cfg.train.device))
         configure_backends(cfg.train, self.device)
         if cfg.train.deterministic:
+            if self.device.type == "cuda":  # cuBLAS refuses deterministic mode without it
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         seed_everything(cfg.train.seed)  # the same on every rank: same weights, same RNG stream
         self.cfg, model = resolve(cfg)  # model weights drawn from the seeded RNG
