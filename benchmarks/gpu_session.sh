@@ -11,6 +11,7 @@
 #   carry: ["data/emoji32"]     (built here by: artforge data emoji --size 32 --out data/emoji32)
 # Dry run on a CPU, in seconds of training (checks every step of the logic):
 #   OUT=/tmp/gs DEVICE=cpu SWEEP_MIN=0.05 N=64 BENCH_FAMILIES=gan:16 bash benchmarks/gpu_session.sh
+# A shorter rerun of one part: SKIP_SWEEP=1, SKIP_TESTS=1 and/or SKIP_BENCH=1.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:?set OUT (the device machine sets it)}
@@ -47,7 +48,9 @@ fi
 # 1. the sweep, every run at once on the one card
 stamp "sweep: ${SWEEP_MIN} min per run, $N samples each"
 pids=()
+[ -n "${SKIP_SWEEP:-}" ] && RUN_LIST="" || RUN_LIST=$($PY benchmarks/gpu_sweep.py runs)
 while IFS=$'\t' read -r name flags; do
+  [ -n "$name" ] || continue
   (
     # shellcheck disable=SC2086  # flags is a list of words
     $PY -m artforge -q train --data "$DATA" --size "$SIZE" --minutes "$SWEEP_MIN" --device "$DEVICE" \
@@ -56,17 +59,22 @@ while IFS=$'\t' read -r name flags; do
     echo "exit $?" >>"$LOGS/$name.txt"
   ) &
   pids+=($!)
-done < <($PY benchmarks/gpu_sweep.py runs)
+done <<<"$RUN_LIST"
 
 # 2. the CUDA tests, while the sweep trains (correctness, not timing)
-stamp "pytest -m gpu"
-timeout 240 $PY -m pytest -q -m gpu tests/test_gpu_path.py -p no:cacheprovider >"$LOGS/pytest-gpu.txt" 2>&1
-stamp "pytest exit $?: $(tail -1 "$LOGS/pytest-gpu.txt")"
+if [ -z "${SKIP_TESTS:-}" ]; then
+  stamp "pytest -m gpu"
+  timeout 240 $PY -m pytest -q -m gpu tests/test_gpu_path.py -p no:cacheprovider >"$LOGS/pytest-gpu.txt" 2>&1
+  stamp "pytest exit $?: $(tail -1 "$LOGS/pytest-gpu.txt")"
+fi
 
 for p in "${pids[@]}"; do wait "$p"; done
-stamp "sweep done"
-$PY benchmarks/gpu_sweep.py summary "$RUNS" | tee "$LOGS/sweep-summary.txt"
-grep -h "^artforge:\|Error\|^exit" "$LOGS"/*-*.txt | sort | uniq -c | head -20
+if [ -z "${SKIP_SWEEP:-}" ]; then
+  stamp "sweep done"
+  $PY benchmarks/gpu_sweep.py summary "$RUNS" | tee "$LOGS/sweep-summary.txt"
+  grep -h "^artforge:\|Error\|^exit" "$LOGS"/*-*.txt | sort | uniq -c | head -20
+fi
+[ -n "${SKIP_BENCH:-}" ] && { stamp "done"; exit 0; }
 
 # 3. the benchmark, alone on the card
 stamp "bench_training --device $DEVICE"
