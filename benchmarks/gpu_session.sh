@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Issue 19's GPU measurements in ONE device call of about 8 minutes (benchmarks/README.md):
 #   1. the sweep: 7 short trainings on emoji 32x32 side by side on the one card
-#      (benchmarks/gpu_sweep.py RUNS), each then sampling N images into $OUT/NAME.npz;
+#      (benchmarks/gpu_sweep.py RUNS), each then sampling N images into $OUT/NAME.npy.xz;
 #   2. meanwhile the CUDA tests (pytest -m gpu tests/test_gpu_path.py);
 #   3. after the sweep, alone on the card: bench_training.py --device cuda (batches 64, 256).
 # Everything else (logs, metrics, configs, grids, bench JSON) goes into $OUT/results.tar.gz:
-# 8 files back at most, 16 MiB each. Score the .npz files here: benchmarks/score_npz.py.
+# 8 files back at most, 16 MiB each. Score the sample files here: benchmarks/score_npz.py.
 #
 # The data travels with the call (the device machine has no emoji font):
 #   carry: ["data/emoji32"]     (built here by: artforge data emoji --size 32 --out data/emoji32)
@@ -55,7 +55,7 @@ while IFS=$'\t' read -r name flags; do
     # shellcheck disable=SC2086  # flags is a list of words
     $PY -m artforge -q train --data "$DATA" --size "$SIZE" --minutes "$SWEEP_MIN" --device "$DEVICE" \
       --out "$RUNS/$name" $flags >"$LOGS/$name.txt" 2>&1 \
-      && $PY benchmarks/gpu_sweep.py sample "$RUNS/$name" "$N" "$OUT/$name.npz" >>"$LOGS/$name.txt" 2>&1
+      && $PY benchmarks/gpu_sweep.py sample "$RUNS/$name" "$N" "$OUT/$name.npy.xz" >>"$LOGS/$name.txt" 2>&1
     echo "exit $?" >>"$LOGS/$name.txt"
   ) &
   pids+=($!)
@@ -72,6 +72,7 @@ for p in "${pids[@]}"; do wait "$p"; done
 if [ -z "${SKIP_SWEEP:-}" ]; then
   stamp "sweep done"
   $PY benchmarks/gpu_sweep.py summary "$RUNS" | tee "$LOGS/sweep-summary.txt"
+  $PY benchmarks/gpu_sweep.py fit "$OUT" 60 | tee -a "$LOGS/sweep-summary.txt"  # 64 MiB come back
   grep -h "^artforge:\|Error\|^exit" "$LOGS"/*-*.txt | sort | uniq -c | head -20
 fi
 [ -n "${SKIP_BENCH:-}" ] && { stamp "done"; exit 0; }

@@ -1,8 +1,9 @@
 """Helpers of benchmarks/gpu_session.sh: the sweep's runs, their samples, and a summary.
 
     python benchmarks/gpu_sweep.py runs                     # NAME<TAB>flags, one run a line
-    python benchmarks/gpu_sweep.py sample RUN N OUT.npz     # N samples of RUN as uint8 (N, H, W, 3)
+    python benchmarks/gpu_sweep.py sample RUN N OUT.npy.xz  # N samples of RUN as uint8 (N, H, W, 3)
     python benchmarks/gpu_sweep.py summary RUNS_DIR         # steps, img/s, GPU memory per run
+    python benchmarks/gpu_sweep.py fit DIR MIB              # trim the largest sample files to fit
 
 The samples are what ``artforge eval`` would draw from the run (``generate_uint8`` with seed
 0, the EMA weights where the run keeps them), saved compressed so they come back from the
@@ -11,7 +12,9 @@ device machine and are scored here with the real FID network (benchmarks/score_n
 
 from __future__ import annotations
 
+import io
 import json
+import lzma
 import statistics
 import sys
 import time
@@ -37,7 +40,6 @@ def cmd_runs() -> int:
 
 
 def cmd_sample(run: str, n: int, out: str) -> int:
-    import numpy as np
     import torch
 
     import artforge
@@ -48,8 +50,44 @@ def cmd_sample(run: str, n: int, out: str) -> int:
     t = time.perf_counter()
     images = generate_uint8(r.model, n, 0)  # (n, 3, H, W) uint8, eval's seed
     seconds = time.perf_counter() - t
-    np.savez_compressed(out, images=images.permute(0, 2, 3, 1).numpy())
+    save_images(out, images.permute(0, 2, 3, 1).numpy())
     print(f"{run}: {n} samples in {seconds:.2f} s -> {out} ({Path(out).stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
+def save_images(path: str | Path, images: object) -> None:
+    """uint8 (n, H, W, C) as an xz-compressed .npy."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, images)
+    Path(path).write_bytes(lzma.compress(buf.getvalue(), preset=6))
+
+
+def load_images(path: str | Path) -> object:
+    """What save_images wrote (or a .npz holding ``images``)."""
+    import numpy as np
+
+    path = Path(path)
+    if path.suffix == ".npz":
+        return np.load(path)["images"]
+    return np.load(io.BytesIO(lzma.decompress(path.read_bytes())))
+
+
+def cmd_fit(folder: str, mib: float) -> int:
+    """Keep what comes back under ``mib``: while the sample files in ``folder`` are larger
+    together, the largest keeps its first 80% of images (FID then has a smaller n: said here)."""
+    files = sorted(Path(folder).glob("*.npy.xz"))
+    total = sum(f.stat().st_size for f in files)
+    while files and total > mib * 2**20:
+        big = max(files, key=lambda f: f.stat().st_size)
+        images = load_images(big)
+        keep = int(len(images) * 0.8)  # type: ignore[arg-type]
+        total -= big.stat().st_size
+        save_images(big, images[:keep])  # type: ignore[index]
+        total += big.stat().st_size
+        print(f"{big.name}: trimmed to {keep} images to fit {mib} MiB")
+    print(f"samples: {total / 2**20:.1f} MiB in {len(files)} files")
     return 0
 
 
@@ -85,6 +123,8 @@ def main(argv: list[str]) -> int:
         return cmd_sample(argv[1], int(argv[2]), argv[3])
     if argv[:1] == ["summary"] and len(argv) == 2:
         return cmd_summary(argv[1])
+    if argv[:1] == ["fit"] and len(argv) == 3:
+        return cmd_fit(argv[1], float(argv[2]))
     print(__doc__, file=sys.stderr)
     return 2
 

@@ -1,9 +1,10 @@
 """Score samples that came back from the GPU machine (uint8 .npz) with the real FID network.
 
-    PYTHONPATH=src python benchmarks/score_npz.py --data data/emoji32 RUN1.npz [RUN2.npz ...]
-        [--json scores.json] [--inception PATH]
+    PYTHONPATH=src python benchmarks/score_npz.py --data data/emoji32 RUN1.npy.xz [RUN2.npy.xz ...]
+        [--json scores.json] [--inception PATH] [--sheets DIR]
 
-Each .npz holds ``images``: uint8 (n, H, W, 3), written by benchmarks/gpu_sweep.py. Its images
+Each file holds uint8 images (n, H, W, 3): an xz-compressed .npy written by
+benchmarks/gpu_sweep.py, or a .npz with an ``images`` array. Its images
 are written as PNGs to a temporary folder and measured exactly as ``artforge eval --fake DIR
 --data DATA`` measures any folder (FID, KID, precision/recall, diversity, copy rate), so the
 figures compare with every other eval figure in RESULTS.md. One line per file at the end.
@@ -22,7 +23,10 @@ from PIL import Image
 
 
 def write_pngs(npz: Path, folder: Path) -> int:
-    images = np.load(npz)["images"]
+    sys.path.insert(0, str(Path(__file__).parent))
+    from gpu_sweep import load_images
+
+    images = np.asarray(load_images(npz))
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
         raise ValueError(f"{npz}: expected uint8 images (n, H, W, 3), got {images.dtype} {images.shape}")
     folder.mkdir(parents=True, exist_ok=True)
@@ -49,13 +53,13 @@ def main() -> int:
             out = Path(tmp) / "eval.json"
             argv = ["-q", "eval", "--fake", str(Path(tmp) / "fake"), "--data", args.data, "--json", str(out)]
             if args.sheets:  # the .npz may lie in a read-only folder (the device tool's files_at)
-                argv += ["--sheet", str(Path(args.sheets) / f"{npz.stem}.novelty.png")]
+                argv += ["--sheet", str(Path(args.sheets) / f"{npz.name.split('.')[0]}.novelty.png")]
             if args.inception:
                 argv += ["--inception", args.inception]
             if cli(argv) != 0:
                 print(f"{npz}: eval failed", file=sys.stderr)
                 continue
-            results[npz.stem] = {"n": n, **json.loads(out.read_text())}
+            results[npz.name.split(".")[0]] = {"n": n, **json.loads(out.read_text())}
     print(f"\n{'run':28} {'n':>6} {'FID':>8} {'KID':>8} {'copy rate':>9}")
     for name, r in results.items():
         copy = r.get("copy_rate", r.get("novelty", {}).get("copy_rate", float("nan")))
