@@ -43,9 +43,13 @@ def _has(d: dict[str, Any], dotted: str) -> bool:
 
 
 def _set(d: dict[str, Any], dotted: str, value: Any) -> None:
+    """d[a][b] = value for "a.b"; a section that is not a table is left alone (the config's
+    own validation reports it)."""
     *head, last = dotted.split(".")
     for k in head:
         d = d.setdefault(k, {})
+        if not isinstance(d, dict):
+            return
     d[last] = value
 
 
@@ -73,7 +77,7 @@ def apply_profile(d: dict[str, Any], cuda: bool | None = None) -> dict[str, Any]
         name = "gpu"
     if name == "none":
         return d
-    if name not in PROFILES:
+    if not isinstance(name, str) or name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; choose from {['none', *PROFILES]}")
     out = copy.deepcopy(d)
     _set(out, "train.profile", name)  # recorded, so config.json says where the values came from
