@@ -21,6 +21,20 @@ its rivals interleaved in the same loop so a noisy neighbour slows all of them a
 4. Seconds to sample 1,000 images per family (diffusion with 25 DDIM steps), channels-last
    and NCHW.
 5. Peak memory: each family is measured in a fresh child process; its max RSS is reported.
+
+On a GPU (``--device cuda``) each family is also measured at the batches of ``--batches``
+(default 64,256), with more rivals and figures:
+   - ``loop``: the Trainer's real loop body (``_train_step`` with the batch gathered from the
+     device-resident uint8 cache, then the EMA update), besides the compute-only steps;
+   - ``compute-only-bf16`` always (``--amp bf16``), and ``compute-only-graphs``
+     (``--compile-mode reduce-overhead``) with ``--compile``, its compile seconds reported;
+   - MFU against the card's bf16 and TF32 matmul peaks measured in the same run (8192^3
+     products on random data), bf16 rivals against the bf16 peak, the others against TF32
+     (the Trainer's default for fp32 on CUDA);
+   - the share of wall time outside GPU kernels over 10 loop steps (torch.profiler: wall
+     time minus the summed kernel time, over wall time): near 1 means the host is the limit;
+   - peak GPU memory per (family, batch), and seconds to generate 10,000 images (1,000 for
+     diffusion, 25 DDIM steps) with ``artforge.sample.generate``.
 """
 
 from __future__ import annotations
@@ -74,6 +88,57 @@ def conv_peak(device: str, repeats: int = 5) -> float:
         _sync(device)
         rates.append(10 * flops / (time.perf_counter() - t) / 1e9)
     return statistics.median(rates)
+
+
+def cuda_matmul_peaks(device: str = "cuda", n: int = 8192, repeats: int = 10) -> dict[str, float]:
+    """TFLOP/s of n^3 products on random data: bf16, TF32 and plain fp32 (each the median of
+    ``repeats`` after warm-up). Any device, for the dry run of the GPU report on a CPU."""
+    peaks = {}
+    for name, dtype, tf32 in (
+        ("bf16", torch.bfloat16, True),
+        ("tf32", torch.float32, True),
+        ("fp32", torch.float32, False),
+    ):
+        old = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        for _ in range(3):
+            a @ b
+        times = []
+        for _ in range(repeats if name != "fp32" else 3):
+            _sync(device)
+            t = time.perf_counter()
+            a @ b
+            _sync(device)
+            times.append(time.perf_counter() - t)
+        peaks[name] = 2 * n**3 / statistics.median(times) / 1e12
+        torch.backends.cuda.matmul.allow_tf32 = old
+        del a, b
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return peaks
+
+
+def outside_kernels_share(fn, device: str, steps: int = 10) -> float:  # type: ignore[no-untyped-def]
+    """Share of the wall time of ``steps`` calls of ``fn`` not covered by GPU kernels (nan
+    off CUDA)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    if not device.startswith("cuda"):
+        return float("nan")
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        t = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - t
+    kernel_us = sum(
+        e.device_time_total for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
+    )
+    return max(0.0, 1.0 - kernel_us / 1e6 / wall)
 
 
 def _sync(device: str) -> None:
@@ -216,9 +281,68 @@ def sample_seconds_per_1000(model: Any, family: str, device: str) -> float:
     return (time.perf_counter() - t) * 1000 / n
 
 
+def measure_cuda(
+    family: str, size: int, batch: int, steps: int, repeats: int, compile_too: bool, device: str = "cuda"
+) -> dict[str, Any]:
+    """One family at one batch on CUDA: the rivals of the module docstring (``device`` cpu:
+    the same code on the CPU, for the dry run)."""
+    from artforge.sample import generate, latents_for_seed
+
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    out: dict[str, Any] = {"family": family, "size": size, "batch": batch}
+    stepper = Stepper(family, size, batch, device)
+    out["gflop_per_image"] = stepper.flops_per_image() / 1e9
+    tr = stepper.trainer
+    loop_state = {"step": 0}
+
+    def loop() -> None:  # the Trainer's loop body: cached batch on the device, phases, EMA
+        tr._train_step(loop_state["step"])
+        loop_state["step"] += 1
+        if tr.ema is not None:
+            tr.ema.update(tr.model, loop_state["step"] * batch, batch)
+
+    rivals = {
+        "loop": loop,
+        "compute-only": stepper.step,
+        "compute-only-nchw": Stepper(family, size, batch, device, channels_last=False).step,
+        "compute-only-bf16": Stepper(family, size, batch, device, amp="bf16").step,
+    }
+    if compile_too:
+        t = time.perf_counter()
+        graphs = Stepper(family, size, batch, device, compile_mode="reduce-overhead")
+        for _ in range(3):  # compilation and graph recording happen in the first steps
+            graphs.step()
+        _sync(device)
+        out["compile_s"] = time.perf_counter() - t
+        rivals["compute-only-graphs"] = graphs.step
+    rates: dict[str, list[float]] = {k: [] for k in rivals}
+    for _ in range(repeats):
+        for name, fn in rivals.items():
+            rates[name].append(time_steps(fn, steps, batch, device))
+    out["img_per_s"] = {k: statistics.median(v) for k, v in rates.items()}
+    try:  # a profiler problem must not cost the figures above (one GPU session)
+        out["outside_kernels"] = outside_kernels_share(loop, device)
+    except Exception as e:  # noqa: BLE001
+        out["outside_kernels"], out["outside_kernels_error"] = float("nan"), f"{type(e).__name__}: {e}"
+    out["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
+    model = tr.sampling_model.eval()
+    n = (1000 if family == "diffusion" else 10_000) if cuda else 16
+    z = latents_for_seed(model, n, 0)
+    generate(model, z[:8])  # warm-up
+    _sync(device)
+    t = time.perf_counter()
+    generate(model, z)
+    out[f"generate_{n}_s"] = time.perf_counter() - t
+    return out
+
+
 def measure_family(args: tuple[str, int, int, int, int, str, str | None, bool, bool]) -> dict[str, Any]:
     family, size, batch, steps, repeats, device, emoji, compile_too, bf16_too = args
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
+    if device.startswith("cuda") or os.environ.get("BENCH_GPU_REPORT"):
+        return measure_cuda(family, size, batch, steps, repeats, compile_too, device)
     out: dict[str, Any] = {"family": family, "size": size, "batch": batch}
     stepper = Stepper(family, size, batch, device)  # the defaults: channels-last
     nchw = Stepper(family, size, batch, device, channels_last=False)
@@ -266,7 +390,15 @@ def main() -> int:
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--compile", action="store_true", help="also time a torch.compile'd step")
     p.add_argument("--bf16", action="store_true", help="also time the step under --amp bf16")
+    p.add_argument(
+        "--gpu-report", action="store_true", help="the --device cuda report on any device (dry run)"
+    )
+    p.add_argument("--batches", default=None, help="batch sizes, e.g. 64,256 (default: 64; 64,256 on CUDA)")
     args = p.parse_args()
+    if args.device.startswith("cuda") or args.gpu_report:
+        if args.gpu_report:
+            os.environ["BENCH_GPU_REPORT"] = "1"  # the children take the GPU report's path too
+        return main_cuda(args)
 
     load = os.getloadavg()[0]
     print(
@@ -318,6 +450,51 @@ def main() -> int:
             )
         )
     return 0
+
+
+def main_cuda(args: argparse.Namespace) -> int:
+    """--device cuda: every family at every batch, each in a fresh process; one table."""
+    cuda = args.device.startswith("cuda")
+    name = torch.cuda.get_device_name() if cuda else "no GPU (dry run)"
+    print(f"torch {torch.__version__}, {name}, CUDA {torch.version.cuda}")
+    peaks = cuda_matmul_peaks(args.device, 8192 if cuda else 256)
+    print(
+        "matmul peaks (8192^3, random data): " + ", ".join(f"{k} {v:.3g} TFLOP/s" for k, v in peaks.items())
+    )
+    batches = [int(b) for b in (args.batches or "64,256").split(",")]
+    results = []
+    ctx = mp.get_context("spawn")
+    for spec in args.families.split(","):
+        family, size = spec.split(":")
+        for batch in batches:
+            job = (family, int(size), batch, args.steps, args.repeats, args.device, None, args.compile, True)
+            queue = ctx.Queue()
+            child = ctx.Process(target=_child, args=(job, queue))
+            child.start()
+            r = queue.get()
+            child.join()
+            if isinstance(r, str):
+                print(f"{family} batch {batch}: failed: {r}", file=sys.stderr)
+                continue
+            flops = r["gflop_per_image"] * 1e9
+            r["mfu"] = {
+                k: v * flops / (peaks["bf16" if "bf16" in k else "tf32"] * 1e12)
+                for k, v in r["img_per_s"].items()
+            }
+            results.append(r)
+            speeds = ", ".join(
+                f"{k} {v:,.0f} img/s (MFU {r['mfu'][k]:.1%})" for k, v in r["img_per_s"].items()
+            )
+            extra = f"; compile {r['compile_s']:.0f} s" if "compile_s" in r else ""
+            gen = next(f"{k[9:-2]} images in {v:.2f} s" for k, v in r.items() if k.startswith("generate_"))
+            print(
+                f"{family} {size}x{size} batch {batch}: {r['gflop_per_image']:.3f} GFLOP/img/step; {speeds}; "
+                f"outside kernels {r['outside_kernels']:.0%}; peak {r['cuda_peak_mib']:,.0f} MiB; "
+                f"generate {gen}{extra}"
+            )
+            if args.json:  # after each result: a run stopped by its time limit keeps what it has
+                Path(args.json).write_text(json.dumps({"peaks_tflops": peaks, "results": results}, indent=2))
+    return 0 if results else 1
 
 
 if __name__ == "__main__":

@@ -45,6 +45,8 @@ TRAIN_FLAGS: dict[str, str] = {
     "amp": "train.amp",
     "channels_last": "train.channels_last",
     "compile": "train.compile",
+    "compile_mode": "train.compile_mode",
+    "profile": "train.profile",
     "optim_impl": "train.optim_impl",
     "tf32": "train.tf32",
     "threads": "train.threads",
@@ -92,6 +94,7 @@ RESUMABLE = {
     "device",
     "channels_last",
     "compile",
+    "compile_mode",
     "optim_impl",
     "tf32",
     "threads",
@@ -193,6 +196,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--compile", action=argparse.BooleanOptionalAction, default=S, help="torch.compile the networks"
+    )
+    t.add_argument(
+        "--compile-mode",
+        choices=["default", "reduce-overhead", "max-autotune"],
+        default=S,
+        help="torch.compile mode (implies --compile); reduce-overhead replays CUDA graphs (CUDA only)",
+    )
+    t.add_argument(
+        "--profile",
+        choices=["none", "gpu"],
+        default=S,
+        help="fill unset settings from a device profile (gpu: on CUDA only; see README)",
     )
     t.add_argument(
         "--optim-impl", choices=["auto", "fused", "foreach", "loop"], default=S, help="optimiser kernels"
@@ -553,7 +568,12 @@ def cmd_train(args: argparse.Namespace, extras: list[str]) -> int:
             raise CLIError(f"{flag} needs --out RUN (the run folder to continue or start over)")
         saved = read_config(args.out)
         base = saved.to_dict()
-    cfg: RunConfig = from_dict(RunConfig, _audio_size_default(_config_dict(args, extras, base)))
+    from .profiles import apply_profile
+
+    d = _audio_size_default(_config_dict(args, extras, base))
+    if not args.resume:  # a resumed run already holds every setting its profile filled in
+        d = apply_profile(d)
+    cfg: RunConfig = from_dict(RunConfig, d)
     if args.resume:
         _check_resume_changes(saved, cfg)
     if args.dry_run:

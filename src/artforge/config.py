@@ -25,6 +25,8 @@ Amp = Literal["off", "bf16", "fp16"]
 OptimImpl = Literal["auto", "fused", "foreach", "loop"]
 OptimName = Literal["sgd", "adam", "adamw"]
 OnSaveError = Literal["stop", "continue"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
+Profile = Literal["none", "gpu"]
 Modality = Literal["auto", "image", "audio"]
 
 
@@ -170,6 +172,12 @@ class TrainConfig:
     amp: Amp = "off"  # mixed precision on CUDA
     channels_last: bool = True  # NHWC weights and batches: 1.1-1.45x faster conv steps on CPU
     compile: bool = False  # torch.compile the model's networks (falls back to eager on failure)
+    # torch.compile mode; anything but "default" compiles. "reduce-overhead" replays each
+    # network's forward and backward as CUDA graphs (fixed shapes; CUDA only, else eager)
+    compile_mode: CompileMode = "default"
+    # settings profile filled in for what the user did not set ("gpu": only on CUDA; the values
+    # live in artforge/profiles.py and are written to config.json like any other setting)
+    profile: Profile = "none"
     optim_impl: OptimImpl = "auto"  # auto: fused kernels on CUDA, torch's default elsewhere
     tf32: bool = True  # TF32 matmuls and convolutions on Ampere and later GPUs
     threads: int = bounded(0, 4096)  # CPU threads for torch (0: torch's default, one per physical core)
@@ -194,6 +202,8 @@ class TrainConfig:
         check_device(self.device, "train.device (--device)")
         _check_choice(self, "amp")
         _check_choice(self, "optim_impl")
+        _check_choice(self, "compile_mode")
+        _check_choice(self, "profile")
         if self.threads < 0:
             raise ValueError(f"--threads must be 0 (automatic) or positive, got {self.threads}")
         _check_choice(self, "on_save_error")

@@ -7,7 +7,7 @@ import dataclasses
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .config import OptimConfig, RunConfig, from_dict
 
@@ -83,16 +83,34 @@ class EMA:
         self.names = param_names
         self.half_life = half_life
         self.rampup = rampup
+        self._cache: tuple[nn.Module, tuple[list[Tensor], ...]] | None = None  # see _pairs
 
     @torch.no_grad()
     def update(self, model: nn.Module, images_seen: int, batch_size: int) -> None:
         half_life = min(self.half_life, images_seen * self.rampup)
         beta = ema_beta(half_life, batch_size)
+        avg_dst, avg_src, copy_dst, copy_src = self._pairs(model)
+        if avg_dst:  # batched: a few kernels for all tensors instead of one per tensor
+            torch._foreach_lerp_(avg_dst, avg_src, 1.0 - beta)
+        if copy_dst:
+            torch._foreach_copy_(copy_dst, copy_src)
+
+    def _pairs(self, model: nn.Module) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
+        """(averaged EMA tensors, their sources, copied EMA tensors, their sources), built once
+        per source model: loading a checkpoint copies into the same tensors, so they stay valid."""
+        if self._cache is not None and self._cache[0] is model:
+            return self._cache[1]
         src = dict(model.named_parameters())
+        avg_dst, avg_src, copy_dst, copy_src = [], [], [], []
         for name, p in self.model.named_parameters():
             if name in self.names:
-                p.lerp_(src[name], 1.0 - beta)
+                avg_dst.append(p)
+                avg_src.append(src[name])
             else:
-                p.copy_(src[name])
+                copy_dst.append(p)
+                copy_src.append(src[name])
         for b_ema, b in zip(self.model.buffers(), model.buffers(), strict=True):
-            b_ema.copy_(b)
+            copy_dst.append(b_ema)
+            copy_src.append(b)
+        self._cache = (model, (avg_dst, avg_src, copy_dst, copy_src))
+        return self._cache[1]

@@ -74,21 +74,31 @@ def generate(
 
     The default chunk is 64 images on a CPU (where larger chunks spill out of the caches:
     diffusion sampling at 32x32 took 118 s per 1,000 images in chunks of 256 and ~50 s in
-    chunks of 32-64) and 256 on a GPU.
+    chunks of 32-64) and 1,024 on a GPU, where the chunks stay on the device and come back
+    in one copy at the end: the host never waits for the device between chunks.
     """
     if chunk is None:
-        chunk = 256 if model.device.type == "cuda" else 64
-    outs = []
+        chunk = 1024 if model.device.type == "cuda" else 64
+    done: list[Tensor] = []  # on the CPU
+    outs: list[Tensor] = []  # on the device until the end, or until they pass 1 GiB
+    held = 0
+    finite = torch.ones((), dtype=torch.bool, device=model.device)
     for i in range(0, latents.shape[0], chunk):
-        z = latents[i : i + chunk].to(model.device)
+        z = latents[i : i + chunk].to(model.device, non_blocking=True)
         out = model.decode(z, **options_slice(options, latents.shape[0], i, i + chunk))
-        if source is not None and not bool(torch.isfinite(out).all()):
-            raise ValueError(
-                f"{source}: the model drew images with NaN or Inf pixels (its weights or the sampling "
-                "options overflow, e.g. a huge --truncation or --temperature); nothing was written"
-            )
-        outs.append(to_unit(out).cpu())
-    return torch.cat(outs)
+        if source is not None:  # a device flag, read once at the end: no host sync per chunk
+            finite = finite & torch.isfinite(out).all()
+        outs.append(to_unit(out))
+        held += outs[-1].numel() * outs[-1].element_size()
+        if held > 2**30:
+            done.append(torch.cat(outs).cpu())
+            outs, held = [], 0
+    if source is not None and not bool(finite):
+        raise ValueError(
+            f"{source}: the model drew images with NaN or Inf pixels (its weights or the sampling "
+            "options overflow, e.g. a huge --truncation or --temperature); nothing was written"
+        )
+    return torch.cat(done + ([torch.cat(outs).cpu()] if outs else []))
 
 
 def options_slice(options: dict[str, Any], n: int, lo: int, hi: int) -> dict[str, Any]:

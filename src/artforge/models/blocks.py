@@ -12,8 +12,10 @@ from __future__ import annotations
 import typing
 from typing import Any, Literal, get_args, get_origin
 
+import torch
 from torch import Tensor, nn
-from torch.nn.utils.parametrizations import spectral_norm
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import _SpectralNorm
 
 Norm = Literal["batch", "group", "pixel", "spectral", "none"]
 Act = Literal["relu", "lrelu", "silu"]
@@ -102,8 +104,21 @@ def activation(kind: Act) -> nn.Module:
     return nn.SiLU(inplace=True)
 
 
+class SpectralNormFP32(_SpectralNorm):
+    """torch's spectral norm with its power iteration and sigma always in float32: under
+    bf16/fp16 autocast, ``torch.mv`` would otherwise run in half precision, and sigma, which
+    divides every weight, would carry its rounding (~1e-2 relative in bf16). Without autocast
+    it is torch's own computation, bit for bit; the state-dict keys are the same."""
+
+    def forward(self, weight: Tensor) -> Tensor:
+        with torch.autocast(weight.device.type, enabled=False):
+            return super().forward(weight.float() if weight.dtype != torch.float32 else weight)
+
+
 def spectral_norm_all_(module: nn.Module) -> None:
-    """Spectral normalisation of every conv/linear weight in module (Miyato et al. 2018).
+    """Spectral normalisation of every conv/linear weight in module (Miyato et al. 2018), as
+    ``torch.nn.utils.parametrizations.spectral_norm`` (one power iteration per step) but in
+    float32 under mixed precision (SpectralNormFP32).
 
     Call it after initialising the weights: it estimates each weight's norm at that moment.
     """
@@ -112,7 +127,7 @@ def spectral_norm_all_(module: nn.Module) -> None:
         # count parameters, which this does not change, and the power method on meta tensors
         # costs ~50 ms a layer
         if isinstance(m, nn.Conv2d | nn.Linear) and not m.weight.is_meta:
-            spectral_norm(m)
+            parametrize.register_parametrization(m, "weight", SpectralNormFP32(m.weight, 1, 0, 1e-12))
 
 
 def same_res_convs(channels: int, n: int, norm: Norm, act: Act) -> list[nn.Module]:

@@ -2,6 +2,11 @@
 
 Batch ``step`` is a pure function of (seed, step), so a resumed run sees exactly the batches
 an uninterrupted one would, with no loader state to save.
+
+On a GPU the uint8 cache is copied to the device once when it fits (``place``), and each
+batch is gathered there: the host only draws the indices and flips, for a chunk of steps at
+a time, and sends them in one non-blocking copy. When the cache does not fit it stays in
+pinned host memory and each batch is gathered on the host and copied without waiting.
 """
 
 from __future__ import annotations
@@ -38,6 +43,22 @@ class BatchStream:
         self.memory_format = memory_format  # channels_last when the model's weights are
         self._perm_epoch = -1
         self._perm = torch.empty(0, dtype=torch.long)
+        self.cache = images  # where batches are gathered from (place() may move it)
+        self.plan_steps = 64  # steps whose indices and flips are drawn and sent together
+        self._plan: tuple[int, Tensor, Tensor] | None = None  # (first step, (K, b) indices, (K, b) flips)
+
+    def place(self, device: torch.device, budget: float = 0.5) -> str:
+        """Keep the uint8 cache on ``device`` when it takes at most ``budget`` of the device's
+        free memory (CUDA), else in pinned host memory. Returns where it went, for the log."""
+        if device.type != "cuda":
+            self.cache = self.images
+            return "host"
+        free, _ = torch.cuda.mem_get_info(device)
+        if self.images.numel() <= budget * free:
+            self.cache = self.images.to(device)
+            return "device"
+        self.cache = self.images.pin_memory()
+        return "pinned host"
 
     def _perm_for(self, epoch: int) -> Tensor:
         if epoch != self._perm_epoch:
@@ -63,17 +84,46 @@ class BatchStream:
         lo = self.rank * self.local_size
         return self.indices(step)[lo : lo + self.local_size]
 
+    def _flips(self, step: int) -> Tensor:
+        """(batch_size,) bool: which images of global batch ``step`` are mirrored."""
+        g = torch.Generator().manual_seed(self.seed * 7_919 + step)
+        return torch.rand(self.batch_size, generator=g) < 0.5
+
+    def planned(self, step: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """This rank's (indices, flips) of batch ``step`` on ``device``, drawn on the host for
+        ``plan_steps`` steps at once and sent in one non-blocking copy (no host sync)."""
+        if (
+            self._plan is None
+            or not 0 <= step - self._plan[0] < self._plan[1].shape[0]
+            or self._plan[1].device.type != device.type  # "cuda" and "cuda:0" are one device here
+        ):
+            lo, hi = self.rank * self.local_size, (self.rank + 1) * self.local_size
+            steps = range(step, step + self.plan_steps)
+            idx = torch.stack([self.indices(s)[lo:hi] for s in steps])  # (K, b)
+            if self.hflip:
+                flips = torch.stack([self._flips(s)[lo:hi] for s in steps])  # (K, b)
+            else:
+                flips = torch.zeros(len(steps), self.local_size, dtype=torch.bool)
+            if device.type == "cuda":  # pinned, so the copy runs while the host moves on
+                idx, flips = (
+                    idx.pin_memory().to(device, non_blocking=True),
+                    flips.pin_memory().to(device, non_blocking=True),
+                )
+            self._plan = (step, idx, flips)
+        k = step - self._plan[0]
+        return self._plan[1][k], self._plan[2][k]
+
     def batch(self, step: int, device: torch.device) -> Tensor:
         """This rank's float batch (B / world, C, H, W) in [-1, 1] on ``device``: its slice of
         global batch ``step``, so the ranks together see exactly what one process would."""
-        lo, hi = self.rank * self.local_size, (self.rank + 1) * self.local_size
-        x = self.images[self.indices(step)[lo:hi]]  # (b, C, H, W) uint8
-        if device.type == "cuda":
-            x = x.pin_memory().to(device, non_blocking=True)
+        idx, flip = self.planned(step, device)
+        if self.cache.device == idx.device:  # gathered where the cache lives: no copy
+            x = self.cache[idx]  # (b, C, H, W) uint8
+        else:  # the cache stays on the host (pinned): gather there, copy without waiting
+            x = self.cache[self.local_indices(step)]
+            x = x.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else x.to(device)
         x = x.to(device=device, dtype=torch.float32).mul_(2 / 255).sub_(1)
         if self.hflip:
-            g = torch.Generator().manual_seed(self.seed * 7_919 + step)
-            flip = (torch.rand(self.batch_size, generator=g) < 0.5)[lo:hi].to(device)
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
         return x.contiguous(memory_format=self.memory_format)
 

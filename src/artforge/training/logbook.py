@@ -11,29 +11,53 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 log = logging.getLogger(__name__)
 
 
 class Logbook:
-    """Averages per-step values and appends them to ``metrics.jsonl`` every few steps."""
+    """Averages per-step values and appends them to ``metrics.jsonl`` every few steps.
+
+    Tensor values stay where they are (on the GPU) until a line is written or the sums are
+    saved: reading one with ``float()`` every step would make the host wait for the device
+    every step. They are then read in one transfer per device and summed in the order they
+    were added, so the numbers are the same as reading each one at once.
+    """
 
     def __init__(self, path: Path):
         self.path = path
         self._sums: dict[str, float] = defaultdict(float)
         self._counts: dict[str, int] = defaultdict(int)
+        self._waiting: list[tuple[str, Tensor | float]] = []  # (key, value) not yet summed
         self.last: dict[str, float] = {}
 
-    def add(self, prefix: str, values: dict[str, Tensor]) -> None:
+    def add(self, prefix: str, values: dict[str, Tensor | float]) -> None:
         for k, v in values.items():
-            x = float(v.detach()) if isinstance(v, Tensor) else float(v)
-            key = f"{prefix}/{k}"
+            self._waiting.append((f"{prefix}/{k}", v.detach() if isinstance(v, Tensor) else float(v)))
+
+    def _settle(self) -> None:
+        """Sum the waiting values: one device-to-host copy per device, then plain floats."""
+        if not self._waiting:
+            return
+        by_device: dict[Any, list[int]] = defaultdict(list)
+        for i, (_, v) in enumerate(self._waiting):
+            if isinstance(v, Tensor):
+                by_device[v.device].append(i)
+        read: dict[int, float] = {}
+        for idx in by_device.values():
+            flat = torch.stack([self._waiting[i][1].reshape(()).float() for i in idx]).tolist()  # type: ignore[union-attr]
+            read.update(zip(idx, flat, strict=True))
+        for i, (key, v) in enumerate(self._waiting):
+            x = read[i] if i in read else float(v)  # type: ignore[arg-type]
             self._sums[key] += x
             self._counts[key] += 1
             self.last[key] = x
+        self._waiting.clear()
 
     def means(self) -> dict[str, float]:
+        self._settle()
         return {k: self._sums[k] / self._counts[k] for k in self._sums}
 
     def flush(self, **fields: Any) -> dict[str, Any]:
@@ -65,9 +89,11 @@ class Logbook:
     def pending(self) -> dict[str, dict[str, float]]:
         """The sums not yet flushed, saved in checkpoints so a resumed log line averages the
         same steps as an uninterrupted one."""
+        self._settle()
         return {"sums": dict(self._sums), "counts": {k: int(v) for k, v in self._counts.items()}}
 
     def restore(self, pending: dict[str, dict[str, float]] | None) -> None:
+        self._waiting.clear()
         self._sums.clear()
         self._counts.clear()
         if pending:

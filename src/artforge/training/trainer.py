@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import shutil
 import time
@@ -107,7 +108,7 @@ class CompileFailures(logging.Filter):
             self.reported = len(self.reasons)
 
 
-def compile_networks(model: nn.Module) -> CompileFailures:
+def compile_networks(model: nn.Module, mode: str = "default") -> CompileFailures:
     """``torch.compile`` each network of the model in place (parameter names, and so the
     checkpoints, are unchanged). If compilation fails (e.g. no C++ compiler on the machine),
     the networks run eagerly: ``suppress_errors`` makes dynamo fall back instead of raising.
@@ -122,7 +123,7 @@ def compile_networks(model: nn.Module) -> CompileFailures:
         if not any(True for _ in net.parameters()):
             continue
         try:
-            net.compile()
+            net.compile(mode=None if mode == "default" else mode)
         except Exception as e:  # noqa: BLE001 - any failure means: stay eager
             failures.reasons.append(f"{name}: {e}")
     return failures
@@ -158,6 +159,8 @@ class Trainer:
         self.device = distributed.setup(self.dist, resolve_device(cfg.train.device))
         configure_backends(cfg.train, self.device)
         if cfg.train.deterministic:
+            if self.device.type == "cuda":  # cuBLAS refuses deterministic mode without it
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         seed_everything(cfg.train.seed)  # the same on every rank: same weights, same RNG stream
         self.cfg, model = resolve(cfg)  # model weights drawn from the seeded RNG
@@ -198,7 +201,8 @@ class Trainer:
         ema_names = {names[id(p)] for g in self.model.ema_groups for p in self.groups[g]}
         self.ema = EMA(self.model, ema_names, t.ema_half_life) if t.ema else None
         # after the EMA copy, which stays eager: it only samples
-        self.compile_failures = compile_networks(self.model) if t.compile else None
+        self.graphs = False  # CUDA graphs replayed by torch.compile (compile_mode reduce-overhead)
+        self.compile_failures = self._compile(t) if t.compile or t.compile_mode != "default" else None
         # CPUs: bf16 autocast only (oneDNN's bf16 kernels; no fp16 grad scaling off CUDA)
         amp = t.amp if self.device.type == "cuda" or t.amp == "bf16" else "off"
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
@@ -212,6 +216,11 @@ class Trainer:
             self.dist.world,
             memory_format=self.memory_format,
         )
+        where = self.batches.place(self.device)
+        if self.device.type == "cuda":
+            log.info(
+                "data cache (%.0f MiB of uint8) kept in %s memory", self.data.images.numel() / 2**20, where
+            )
         self.captions = self._read_captions()  # None unless the model is text-conditioned
         self._grid_prompts: list[str] | None = None
         if t.monitor_every > 0:  # the [eval] creativity monitor, on the standard FID network
@@ -226,6 +235,28 @@ class Trainer:
         self.logbook = Logbook(self.run_dir / "metrics.jsonl")
         self.saved_step: int | None = None  # step of the last checkpoint written (the rollback target)
         self.rollbacks: list[dict] = []  # type: ignore[type-arg]  # divergences survived so far
+        # first non-finite loss/gradient since the last check, kept on the device (_watch)
+        self._first_bad: torch.Tensor | None = None
+        self._bad_loss: torch.Tensor | None = None
+
+    def _compile(self, t: TrainConfig) -> CompileFailures | None:
+        """torch.compile the networks in ``t.compile_mode``. CUDA graphs need a CUDA device and
+        fixed shapes: elsewhere the networks run eagerly, and one line says why."""
+        if t.compile_mode == "reduce-overhead" and self.device.type != "cuda":
+            log.warning(
+                "--compile-mode reduce-overhead replays CUDA graphs, which need a CUDA device; "
+                "the networks run eagerly on %s",
+                self.device,
+            )
+            return None
+        if t.compile_mode == "reduce-overhead" and getattr(self.model, "conditional", False):
+            log.warning(
+                "--compile-mode reduce-overhead: text runs change shapes with each caption batch; "
+                "the networks run eagerly"
+            )
+            return None
+        self.graphs = t.compile_mode == "reduce-overhead"
+        return compile_networks(self.model, t.compile_mode)
 
     def _read_captions(self) -> list[str] | None:
         if not getattr(self.model, "conditional", False):
@@ -331,18 +362,19 @@ class Trainer:
         start = time.perf_counter() - self.state.elapsed
         window_t, window_imgs = time.perf_counter(), 0
         step = self.state.step
+        timed = t.minutes is not None  # only then do the ranks need one clock (a collective)
         try:
             while total is None or step < total:
-                elapsed = distributed.from_main(self.dist, time.perf_counter() - start, self.device)
+                now = time.perf_counter() - start
+                elapsed = distributed.from_main(self.dist, now, self.device) if timed else now
                 if self._out_of_time(elapsed):
-                    break
-                self.progress_done = self._budget_fraction(step, elapsed, total)
-                if not self._guard(self._train_step, step):  # diverged: rolled back to a checkpoint
-                    step = self.state.step
+                    if self._guard(self.check_finite):  # the last steps are checked before the end
+                        break
+                    step = self._rolled_back(bar)
                     window_t, window_imgs = time.perf_counter(), 0
-                    if bar is not None:
-                        bar.n = step
                     continue
+                self.progress_done = self._budget_fraction(step, elapsed, total)
+                self._train_step(step)
                 if self.compile_failures is not None and self.main:
                     self.compile_failures.report()
                 step += 1
@@ -352,20 +384,24 @@ class Trainer:
                 if self.ema is not None:
                     self.ema.update(self.model, self.state.images_seen, t.batch_size)
                 self.state.elapsed = time.perf_counter() - start
-                if self.main and (step % t.log_every == 0 or step == total):
+                logs = step % t.log_every == 0 or step == total
+                grid = bool(t.sample_every) and step % t.sample_every == 0
+                ckpt = bool(t.ckpt_every and step % t.ckpt_every == 0) or step == total
+                # the deferred NaN check, on every rank alike, before anything leaves the step
+                if (logs or grid) and not self._guard(self.check_finite):
+                    step = self._rolled_back(bar)
+                    window_t, window_imgs = time.perf_counter(), 0
+                    continue
+                if self.main and logs:
                     row = self._log_row(step, window_imgs, window_t)
                     window_t, window_imgs = time.perf_counter(), 0
                     if bar is not None:
                         bar.set_postfix_str(self._postfix(row), refresh=False)
-                if self.main and t.sample_every and step % t.sample_every == 0:
+                if self.main and grid:
                     self.save_samples()
-                if ((t.ckpt_every and step % t.ckpt_every == 0) or step == total) and not self._guard(
-                    self.checkpoint
-                ):
-                    step = self.state.step
+                if ckpt and not self._guard(self.checkpoint):
+                    step = self._rolled_back(bar)
                     window_t, window_imgs = time.perf_counter(), 0
-                    if bar is not None:
-                        bar.n = step
                     continue
                 for hook in self.hooks if self.main else ():
                     hook(self, step)
@@ -388,6 +424,12 @@ class Trainer:
         self._finish()
         distributed.teardown(self.dist)
         return self.run_dir
+
+    def _rolled_back(self, bar) -> int:  # type: ignore[no-untyped-def]
+        """After a rollback: the step to continue from, shown on the progress bar."""
+        if bar is not None:
+            bar.n = self.state.step
+        return self.state.step
 
     def _log_row(self, step: int, window_imgs: int, window_t: float) -> dict:  # type: ignore[type-arg]
         """Write one metrics.jsonl line: counters, speed over the window, mean losses."""
@@ -503,7 +545,16 @@ class Trainer:
         return None
 
     def _train_step(self, step: int, batch: torch.Tensor | None = None) -> None:
-        """One optimisation step on batch ``step`` of the data (or on ``batch``, for benchmarks)."""
+        """One optimisation step on batch ``step`` of the data (or on ``batch``, for benchmarks).
+
+        Nothing here waits for the device: the batch is gathered where the data cache lives,
+        logged values stay tensors (Logbook) and a NaN/Inf loss or gradient is only noted in
+        a device-side flag (``_watch``), read at the next log line, sample grid or checkpoint
+        (``check_finite``). A divergence found there rolls back to the last checkpoint, which
+        was verified finite when it was written, so no NaN weight is ever saved.
+        """
+        if self.graphs:  # a new iteration: the graphs may overwrite the last step's outputs
+            torch.compiler.cudagraph_mark_step_begin()
         if batch is None:
             batch = self.batches.batch(step, self.device)  # (B, C, H, W) in [-1, 1]
         kwargs = {}
@@ -514,30 +565,28 @@ class Trainer:
             if self.autocast_dtype is not None
             else nullcontext()
         )
-        for ph in self.phases:
+        for i, ph in enumerate(self.phases):
             if step % ph.every:
                 continue
             opt = self.optimizers[ph.opt]
-            for g, ps in self.groups.items():
-                for p in ps:
-                    p.requires_grad_(g == ph.opt)
+            params = self.groups[ph.opt]
             opt.zero_grad(set_to_none=True)
             with autocast:
                 out = self.model.training_step(ph.name, batch, step, **kwargs)
             loss = out["loss"]
+            # gradients for this phase's group only (the other groups are frozen in it);
+            # ``inputs`` prunes the rest of the backward as toggling requires_grad did
             if self.scaler is not None:
-                self.scaler.scale(loss).backward()
+                self.scaler.scale(loss).backward(inputs=params)
             else:
-                loss.backward()
+                loss.backward(inputs=params)
             if self.dist.enabled:  # average gradients and the logged values over the ranks
                 keys = list(out)
                 values = torch.stack([out[k].detach().float() for k in keys])
-                values = distributed.average_grads(self.dist, self.groups[ph.opt], values)
+                values = distributed.average_grads(self.dist, params, values)
                 out = dict(zip(keys, values.unbind(0), strict=True))
-            if not torch.isfinite(out["loss"]):  # before any optimiser step: the weights are untouched
-                raise Diverged(f"{ph.name} loss became {float(out['loss'].detach())} at step {step}", step)
-            if self.scaler is None and not _grads_finite(self.groups[ph.opt]):  # fp16: the scaler skips
-                raise Diverged(f"{ph.name} gradients became non-finite at step {step}", step)
+            # fp16: the scaler skips steps with non-finite gradients itself
+            self._watch(step, i, out["loss"], None if self.scaler is not None else params)
             if self.scaler is not None:
                 self.scaler.unscale_(opt)
             decay = self.cfg.optim_groups[ph.opt].get("decay", 0.0)  # runs before it lack the key
@@ -545,10 +594,10 @@ class Trainer:
                 factor = decayed_lr_factor(self.progress_done, decay)
                 for group in opt.param_groups:
                     group["lr"] = group["initial_lr"] * factor
-                out["lr"] = torch.tensor(opt.param_groups[0]["lr"])
+                out["lr"] = opt.param_groups[0]["lr"]  # a float: the Logbook takes both
             clip = self.cfg.optim_groups[ph.opt]["clip"]
             if clip:
-                nn.utils.clip_grad_norm_(self.groups[ph.opt], clip)
+                nn.utils.clip_grad_norm_(params, clip)
             if self.scaler is not None:
                 self.scaler.step(opt)
                 self.scaler.update()
@@ -556,9 +605,37 @@ class Trainer:
                 opt.step()
             if self.main:
                 self.logbook.add(ph.name, out)
-        for p in self.model.parameters():
-            p.requires_grad_(True)
         distributed.average_buffers(self.dist, self.model)
+
+    # -- divergence, seen without waiting for the device ---------------------------------
+    def _watch(self, step: int, phase: int, loss: torch.Tensor, params: list[nn.Parameter] | None) -> None:
+        """Note (on the device) the first step whose loss, or whose gradients of ``params``,
+        are not finite: code = 2 * (step * phases + phase) + (1 if only the gradients are)."""
+        loss = loss.detach()
+        loss_ok = torch.isfinite(loss).reshape(())
+        ok = loss_ok if params is None else loss_ok & grads_finite(params)
+        if self._first_bad is None or self._first_bad.device != loss.device:
+            self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
+            self._bad_loss = torch.zeros((), dtype=torch.float32, device=loss.device)
+        new = self._first_bad.lt(0) & ~ok
+        code = loss_ok.long() + 2 * (step * len(self.phases) + phase)
+        self._first_bad = torch.where(new, code, self._first_bad)
+        self._bad_loss = torch.where(new, loss.float().reshape(()), self._bad_loss)
+
+    def check_finite(self) -> None:
+        """Raise Diverged if a loss or gradient went NaN/Inf since the last check: one read of
+        the device flag. Every rank sees the same averaged values, so all raise together."""
+        if self._first_bad is None:
+            return
+        code = int(self._first_bad)  # the one host sync per log interval
+        if code < 0:
+            return
+        loss = float(self._bad_loss)
+        self._first_bad.fill_(-1)
+        at, phase = divmod(code // 2, len(self.phases))
+        name = self.phases[phase].name
+        what = "gradients became non-finite" if code % 2 else f"loss became {loss}"
+        raise Diverged(f"{name} {what} at step {at} (caught at step {self.state.step})", at)
 
     # -- outputs -------------------------------------------------------------------------
     @property
@@ -604,6 +681,7 @@ class Trainer:
         write (full disk) stops training with TrainingError, or with train.on_save_error=continue
         logs a warning and trains on; either way the previous checkpoint is intact.
         """
+        self.check_finite()  # a NaN loss or gradient since the last check: nothing is saved
         if verify:
             distributed.check_identical(self.dist, self.model, self.device)
         bad = self._nonfinite()  # identical weights on every rank: all ranks agree
@@ -684,9 +762,18 @@ def decayed_lr_factor(progress: float, decay: float) -> float:
     return min(1.0, max(0.0, (1.0 - progress) / decay))
 
 
-def _grads_finite(params: list[nn.Parameter]) -> bool:
-    """True when every gradient is finite (one reduction, one host sync)."""
-    grads = [p.grad.detach() for p in params if p.grad is not None]
+def grads_finite(params: list[nn.Parameter]) -> torch.Tensor:
+    """() bool tensor on the device: every gradient of ``params`` is finite. No host sync;
+    one fused kernel per dtype on CUDA (the check GradScaler uses, with a scale of 1, which
+    leaves finite gradients bit-for-bit unchanged)."""
+    grads = [p.grad for p in params if p.grad is not None]
     if not grads:
-        return True
-    return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+        return torch.ones((), dtype=torch.bool, device=params[0].device if params else "cpu")
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for g in grads:
+        by_dtype.setdefault(g.dtype, []).append(g)
+    found = torch.zeros(1, dtype=torch.float32, device=grads[0].device)
+    one = torch.ones(1, dtype=torch.float32, device=grads[0].device)
+    for gs in by_dtype.values():
+        torch._amp_foreach_non_finite_check_and_unscale_(gs, found, one)
+    return found.eq(0).reshape(())
