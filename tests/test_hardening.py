@@ -320,6 +320,18 @@ def test_long_fuzz_findings_are_one_line(finished, tmp_path, capsys):
     assert Image.open(tmp_path / "w.png").size[0] < 200  # 4 columns, not a million
 
 
+def test_an_unknown_setting_with_control_characters_stays_on_one_line(finished, tmp_path):
+    """Found by the long fuzz: artforge.load's message named a key holding a vertical tab and
+    a newline as they were, splitting the error over lines."""
+    run = copy_of(finished, tmp_path)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["data"]["x\x0by\nz"] = 1
+    (run / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError) as e:
+        artforge.load(run, device="cpu")
+    assert "unknown setting data.x\\x0by\\nz;" in str(e.value) and str(e.value).isprintable()
+
+
 def test_a_huge_config_json_is_refused_before_reading(finished, tmp_path, capsys):
     run = copy_of(finished, tmp_path)
     with open(run / "config.json", "r+b") as f:  # sparse: 3 GiB on paper, nothing on the disk

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .config import printable
 
 log = logging.getLogger("artforge")
 
@@ -1274,12 +1275,6 @@ def cmd_studio(args: argparse.Namespace) -> int:
 # -- main ---------------------------------------------------------------------------------------
 
 
-def _one_line(message: str) -> str:
-    """A message with its control characters escaped: a setting name or path the user typed
-    with a newline or a carriage return in it cannot split (or overwrite) the error line."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
-
-
 class SayOnce(logging.Filter):
     """Drop a message identical to one of the last few printed: a line said by two layers (the
     data loader and the trainer both summarise the data) reaches the user once."""
@@ -1307,11 +1302,12 @@ def main(argv: list[str] | None = None) -> int:
         format="artforge: %(message)s",
         stream=sys.stderr,
     )
-    once = SayOnce()  # a fresh memory per command (main() runs many times in one test process)
+    # a fresh memory per command (main() runs many times in one test process) and per handler
+    # (one shared memory would let the first handler's line hide it from every other handler)
     for handler in logging.getLogger().handlers:
         for f in [f for f in handler.filters if isinstance(f, SayOnce)]:
             handler.removeFilter(f)
-        handler.addFilter(once)
+        handler.addFilter(SayOnce())
     from .training import TrainingError
 
     try:
@@ -1352,7 +1348,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(list_models()))
             return 0
     except (CLIError, ValueError, OSError, TrainingError) as e:  # OSError: e.g. a full disk
-        print(f"artforge: error: {_one_line(str(e))}", file=sys.stderr)
+        print(f"artforge: error: {printable(str(e))}", file=sys.stderr)
         return 2 if isinstance(e, CLIError) else 1
     except KeyboardInterrupt:
         print("artforge: interrupted", file=sys.stderr)

@@ -321,7 +321,8 @@ def from_dict(cls: type, d: dict[str, Any], where: str = "") -> Any:
     unknown = sorted(set(d) - names)
     if unknown:
         prefix = f"{where}." if where else ""
-        raise ValueError(f"unknown setting {prefix}{unknown[0]!s}; known: {', '.join(sorted(names))}")
+        name = printable(f"{prefix}{unknown[0]}")
+        raise ValueError(f"unknown setting {name}; known: {', '.join(sorted(names))}")
     kwargs = {k: _coerce(hints[k], v, f"{where}.{k}" if where else k) for k, v in d.items()}
     return cls(**kwargs)
 
@@ -351,6 +352,12 @@ def read_config_bytes(path: Path) -> bytes:
     if len(data) > MAX_CONFIG_BYTES:
         raise ValueError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB, too large for a config")
     return data
+
+
+def printable(text: str) -> str:
+    """``text`` with its control characters escaped: a name or path a user typed with a newline
+    or a carriage return in it cannot split (or overwrite) a one-line error."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 MAX_CONFIG_DEPTH = 16  # a run config nests 3 deep; deeper values would recurse in dataclasses.asdict
