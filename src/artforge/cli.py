@@ -720,11 +720,12 @@ def _prompt_rows(args: argparse.Namespace, run: Any) -> list[str]:
 def _write_sounds(run: Any, args: argparse.Namespace, images: Any, names: list[str], label: str) -> int:
     """A sound run: DIR/ gets one WAV per sample and grid.png of their spectrograms; FILE.png the grid."""
     from .audio import write_wav
-    from .sample import make_grid, save_image
+    from .sample import check_scale, make_grid, save_grid
 
+    check_scale(args.scale, args.resample, tuple(make_grid(images, args.nrow).shape[1:]))
     out = args.out or str(run.path / "generated" / label.replace(" ", "").replace(",", "_"))
     if Path(out).suffix.lower() == ".png" and not Path(out).is_dir():
-        save_image(make_grid(images, args.nrow), out)
+        save_grid(images, out, args.nrow, scale=args.scale, resample=args.resample)
         print(f"wrote a grid of {len(images)} spectrograms ({label}) to {out}; give DIR/ for the sounds")
         return 0
     if Path(out).suffix and not out.endswith(("/", "\\")) and not Path(out).is_dir():
@@ -734,7 +735,7 @@ def _write_sounds(run: Any, args: argparse.Namespace, images: Any, names: list[s
     waves = run.to_audio(images)
     for wave, name in zip(waves, names, strict=True):
         write_wav(wave, folder / Path(name).with_suffix(".wav"), run.sample_rate)
-    save_image(make_grid(images, args.nrow), folder / "grid.png")
+    save_grid(images, folder / "grid.png", args.nrow, scale=args.scale, resample=args.resample)
     seconds = waves.shape[1] / run.sample_rate
     print(
         f"wrote {len(images)} sounds ({label}, {seconds:.2f} s at {run.sample_rate} Hz) and their "
