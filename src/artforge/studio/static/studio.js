@@ -501,10 +501,12 @@ async function trainView(view) {
   const resumable = (j, list) => ["stopped", "finished", "lost"].includes(j.status)
     && list.find((k) => k.run === j.run) === j;  // the run's newest job (the list is newest first)
   const openResume = (j) => { resuming = resuming === j.id ? null : j.id; resumeEl = null; refresh(true); };
+  // a stopped run: on to the budget it was given; a finished one: twice that
+  const resumeSteps = (j) => (j.spec && j.spec.steps ? j.spec.steps * (j.status === "finished" ? 2 : 1) : "");
   const resumeForm = (j) => {
     if (resumeEl) return resumeEl;
     const f = h("form", { class: "form resume-form", dataset: { job: j.id } },
-      field("steps", h("input", { type: "number", name: "steps", min: 1, value: j.spec && j.spec.steps ? j.spec.steps * 2 : "" }),
+      field("steps", h("input", { type: "number", name: "steps", min: 1, value: resumeSteps(j) }),
         "the new total (more than done so far); blank for none"),
       field("minutes", h("input", { type: "number", name: "minutes", min: 0, step: "any" }), "the new total wall-clock budget"),
       h("button", { type: "submit" }, "Continue training"));
@@ -530,11 +532,11 @@ async function trainView(view) {
           await refresh();
         } }, j.status === "queued" ? "Cancel" : "Stop") : null,
         resumable(j, list) ? h("button", { class: "resume", onclick: () => openResume(j) }, "Resume / extend") : null),
-      resuming === j.id ? resumeForm(j) : null,
       h("div", { class: "muted small" }, j.status === "queued" ? "waiting for a free slot (one training at a time by default: --max-jobs)"
         : `started ${new Date(j.started * 1000).toLocaleTimeString()}`,
         j.returncode != null ? ` · exit ${j.returncode}` : ""),
-      j.log_tail ? h("pre", { class: "log" }, j.log_tail.split("\n").slice(-8).join("\n")) : null)));
+      j.log_tail ? h("pre", { class: "log" }, j.log_tail.split("\n").slice(-8).join("\n")) : null,
+      resuming === j.id ? resumeForm(j) : null)));
   };
   await refresh();
   every(2000, () => refresh().catch(() => {}));
