@@ -229,3 +229,28 @@ def test_sound_run_plays_and_downloads_wav_files(page, server, runs_dir):
     assert "sc_roundtrip" in page.inner_text("table.evals") and "0.125" in page.inner_text("table.evals")
     assert page.locator("a.button", has_text="Novelty").count() == 0
     assert page.locator("a.button", has_text="Generate").count() == 1
+
+
+def test_any_stopped_or_finished_run_can_be_continued_from_its_page(page, server, runs_dir):
+    """A run with no studio job (trained from a terminal): its page links to the Train page's
+    Continue form, which resumes it to a larger budget."""
+    run = runs_dir / "continue-me"
+    shutil.copytree(runs_dir / "gan", run, symlinks=True)  # finished at step 30, from the CLI
+    try:
+        page.goto(server.url + "#/run/continue-me")
+        page.click("#resume-link")
+        page.wait_for_selector("#continue-form")
+        assert page.eval_on_selector("#continue-form select[name=resume]", "s => s.value") == "continue-me"
+        page.fill("#continue-form input[name=steps]", "20")  # fewer than done: refused, said why
+        page.click("#continue-button")
+        page.wait_for_selector("#toast:not([hidden])")
+        assert "is at step 30; give more steps" in page.inner_text("#toast")
+        page.fill("#continue-form input[name=steps]", "34")
+        page.click("#continue-button")
+        page.wait_for_selector(
+            '#job-list .job[data-run="continue-me"][data-status="finished"]', timeout=90_000
+        )
+        steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").open()]
+        assert max(steps) == 34 and 30 in steps
+    finally:
+        shutil.rmtree(run)

@@ -105,7 +105,7 @@ async function route() {
   try {
     if (page === "run") await runView(view, rest.join("/"));
     else if (page === "create") await createView(view, rest[0] || "generate", query.get("run"));
-    else if (page === "train") await trainView(view);
+    else if (page === "train") await trainView(view, query.get("resume"));
     else await galleryView(view);
   } catch (e) {
     fill(view, h("p", { class: "error" }, e.message));
@@ -191,6 +191,8 @@ async function runView(view, id) {
       run.has_model ? h("a", { class: "button", href: `#/create/generate?run=${encodeURIComponent(run.id)}` }, "Generate") : null,
       run.has_model ? h("a", { class: "button", href: `#/create/interpolate?run=${encodeURIComponent(run.id)}` }, "Interpolate") : null,
       run.has_model && run.modality !== "audio" ? h("a", { class: "button", href: `#/create/novelty?run=${encodeURIComponent(run.id)}` }, "Novelty") : null,
+      run.has_model && (run.status === "stopped" || run.status === "finished")
+        ? h("a", { class: "button", id: "resume-link", href: `#/train?resume=${encodeURIComponent(run.id)}` }, "Resume / extend") : null,
     ),
     h("div", { class: "muted" }, `${run.family} · ${run.size[0]}×${run.size[1]} · data ${run.data ?? "?"} · budget `
       + Object.entries(run.budget).filter(([, v]) => v != null).map(([k, v]) => `${v} ${k}`).join(", ")),
@@ -460,7 +462,7 @@ function noveltyPanel(panel, run) {
 
 // -- train: start and stop runs -----------------------------------------------------------
 
-async function trainView(view) {
+async function trainView(view, resumeRun) {
   const models = state.info.models;
   const jobs = h("div", { id: "job-list" });
   const form = h("form", { id: "train-form", class: "form" },
@@ -495,7 +497,9 @@ async function trainView(view) {
     const job = await busy(form.querySelector("button"), () => api("/api/jobs", body));
     if (job) { toast(`started ${job.run}`, "ok"); await refresh(); }
   });
-  fill(view, h("h1", {}, "Train"), h("div", { class: "train" }, form, h("section", {}, h("h2", {}, "Jobs"), jobs)));
+  const cont = await continueForm(resumeRun, () => refresh(true));
+  fill(view, h("h1", {}, "Train"), h("div", { class: "train" },
+    h("div", {}, form, cont), h("section", {}, h("h2", {}, "Jobs"), jobs)));
   // continue a stopped or finished run with a larger budget (train --out RUN --resume)
   let resuming = null, resumeEl = null;  // the open form is kept across the list's refreshes
   const resumable = (j, list) => ["stopped", "finished", "lost"].includes(j.status)
@@ -540,6 +544,28 @@ async function trainView(view) {
   };
   await refresh();
   every(2000, () => refresh().catch(() => {}));
+}
+
+// Continue any stopped or finished run (also one trained from a terminal) with a larger
+// budget: the same request as a job's Resume / extend button.
+async function continueForm(selected, done) {
+  const { runs } = await api("/api/runs");
+  const usable = runs.filter((r) => r.has_model && (r.status === "stopped" || r.status === "finished"));
+  if (!usable.length) return null;
+  const f = h("form", { id: "continue-form", class: "form" },
+    h("h2", {}, "Continue a run"),
+    field("run", h("select", { name: "resume" }, usable.map((r) => h("option", { value: r.id, selected: r.id === selected },
+      `${r.id} (${r.status}, step ${r.last ? r.last.step : 0})`)))),
+    field("steps", h("input", { type: "number", name: "steps", min: 1 }), "the new total, more than done so far"),
+    field("minutes", h("input", { type: "number", name: "minutes", min: 0, step: "any" }), "the new total wall-clock budget"),
+    h("button", { type: "submit", id: "continue-button" }, "Resume / extend"));
+  f.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const job = await busy(f.querySelector("button"), () => api("/api/jobs", readForm(f)));
+    if (job) { toast(`continuing ${job.run}`, "ok"); await done(); }
+  });
+  if (selected) setTimeout(() => f.scrollIntoView(), 0);
+  return f;
 }
 
 // -- start --------------------------------------------------------------------------------
