@@ -157,3 +157,11 @@ def test_data_emoji_says_wrote_once(tmp_path):
     assert done.returncode == 0, done.stderr
     said = (done.stdout + done.stderr).lower()
     assert said.count("wrote 3 emoji") == 1, said
+
+
+def test_a_nrow_that_mixes_prompt_rows_draws_no_labels(text_run, tmp_path):
+    """-n 4 with --nrow 2: each prompt spans two rows, so no label would name its row."""
+    out = tmp_path / "mixed.png"
+    assert sample(text_run, "--out", str(out), "--prompts", "red square|blue square", "--nrow", "2") == 0
+    assert Image.open(out).size == (2 * 18 + 2, 4 * 18 + 2)  # the grid alone, no label column
+    assert (tmp_path / "mixed.txt").read_text() == "row 1: red square\nrow 2: blue square\n"

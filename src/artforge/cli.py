@@ -277,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--prompts",
         default=None,
         help='text runs: several prompts split by "|": one grid row of n images per prompt, the '
-        "same noise in every row (a .txt beside the grid names the rows)",
+        "same noise in every row, each row's prompt drawn beside it (a .txt beside the grid has "
+        "them in full)",
     )
     s.add_argument("--guidance", type=float, default=S, help="text runs: guidance scale (default 3)")
     s.add_argument(
@@ -689,7 +690,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         print(f"wrote {len(images)} images ({label}) to {folder}/")
     else:
         check_scale(args.scale, args.resample, tuple(make_grid(images, args.nrow).shape[1:]))
-        save_grid(images, out, args.nrow, scale=args.scale, resample=args.resample, labels=prompts or None)
+        # a row per prompt gets its prompt drawn beside it (a different --nrow mixes them: none)
+        labels = prompts if prompts and args.nrow == len(batches[0]) else None
+        save_grid(images, out, args.nrow, scale=args.scale, resample=args.resample, labels=labels)
         print(f"wrote a grid of {len(images)} images ({label}) to {out}")
     if prompts:
         listing = Path(out) / "prompts.txt" if Path(out).is_dir() else Path(out).with_suffix(".txt")
