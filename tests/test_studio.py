@@ -7,6 +7,9 @@ gains points, its newest grid appears), survives a reload of the page, and is st
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 
 # every image matching a selector is decoded (an image that failed to load has naturalWidth 0)
@@ -28,7 +31,14 @@ def test_gallery_shows_every_run(page, server, runs_dir):
     gan = page.locator('#gallery .card[data-run="gan"]')
     assert "gan · 16×16 · builtin" in gan.inner_text() and "finished" in gan.inner_text()
     page.wait_for_function(ALL_LOADED, arg="#gallery .card img")
-    assert loaded(page, '#gallery .card[data-run="gan"] img') == 2  # the grid and the loss plot
+    assert loaded(page, '#gallery .card[data-run="gan"] img') == 1  # the grid
+    # the losses drawn at the card's width, one readable panel per phase (not a squeezed PNG)
+    panels = page.eval_on_selector_all(
+        '#gallery .card[data-run="gan"] .mini-chart canvas',
+        "els => els.map(c => [c.dataset.phase, c.clientWidth, c.clientHeight, c.width / devicePixelRatio])",
+    )
+    assert [p[0] for p in panels] == ["D", "G"], panels
+    assert all(w >= 200 and h >= 100 and drawn == w for _, w, h, drawn in panels), panels
     # the run's page: its chart drawn from metrics.jsonl, config, plots
     gan.click()
     page.wait_for_selector("#live-chart canvas")
@@ -91,7 +101,8 @@ def test_live_training_started_from_the_page(page, server, runs_dir):
     page.wait_for_selector("#train-form")
     form = "#train-form "
     page.fill(form + "input[name=out]", "browser-run")
-    page.fill(form + "input[name=size]", "16")
+    page.fill(form + "input[name=width]", "24")
+    page.fill(form + "input[name=height]", "16")
     page.fill(form + "input[name=steps]", "100000")
     page.fill(form + "input[name=batch_size]", "16")
     page.click(form + "details summary")
@@ -130,6 +141,48 @@ def test_live_training_started_from_the_page(page, server, runs_dir):
     job.locator("button.stop").click()
     page.wait_for_selector('#job-list .job[data-run="browser-run"][data-status="stopped"]', timeout=60_000)
     assert (runs_dir / "browser-run" / "state" / "trainer.pt").is_file()
+    assert json.loads((runs_dir / "browser-run" / "config.json").read_text())["data"]["width"] == 24
+
+    # the log wraps inside its box, even on a narrow window
+    page.set_viewport_size({"width": 420, "height": 800})
+    log = '#job-list .job[data-run="browser-run"] pre.log'
+    assert page.eval_on_selector(log, "p => getComputedStyle(p).whiteSpace") == "pre-wrap"
+    assert page.eval_on_selector(log, "p => p.scrollWidth <= p.clientWidth + 1")
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+    # resume / extend: the stopped run continues to a larger step budget and finishes
+    step = max(json.loads(line)["step"] for line in (runs_dir / "browser-run" / "metrics.jsonl").open())
+    job.locator("button.resume").click()
+    resume = "#job-list .resume-form "
+    page.fill(resume + "input[name=steps]", str(step + 4))
+    page.click(resume + "button[type=submit]")
+    page.wait_for_selector('#job-list .job[data-run="browser-run"][data-status="finished"]', timeout=90_000)
+    rows = [json.loads(line) for line in (runs_dir / "browser-run" / "metrics.jsonl").open()]
+    assert max(r["step"] for r in rows) == step + 4
+    assert page.locator('#job-list .job[data-run="browser-run"]').count() == 2  # the stop and the resume
+    assert page.locator('#job-list .job[data-run="browser-run"] button.resume').count() == 1  # newest only
+
+
+def test_newest_samples_placeholder_before_the_first_grid(page, server, runs_dir):
+    """A run without a grid yet shows a placeholder where the grid goes, not a broken image."""
+    run = runs_dir / "no-grid-yet"
+    shutil.copytree(runs_dir / "gan", run, symlinks=True)
+    grids = sorted((run / "samples").glob("step-*.png"))
+    for g in grids:
+        g.unlink()
+    try:
+        page.goto(server.url + "#/run/no-grid-yet")
+        page.wait_for_selector("#live-grid-waiting")
+        page.wait_for_function(
+            "() => document.querySelector('#live-grid-step').innerText.startsWith('no grid')"
+        )
+        assert page.is_visible("#live-grid-waiting") and not page.is_visible("#live-grid")
+        assert page.get_attribute("#live-grid", "src") is None
+        shutil.copy(runs_dir / "gan" / "samples" / grids[-1].name, run / "samples" / grids[-1].name)
+        page.wait_for_function("() => document.querySelector('#live-grid').naturalWidth > 0", timeout=20_000)
+        assert not page.is_visible("#live-grid-waiting")
+    finally:
+        shutil.rmtree(run)
 
 
 @pytest.mark.parametrize("view", ["#/gallery", "#/train", "#/create/generate", "#/run/nope"])
@@ -176,3 +229,28 @@ def test_sound_run_plays_and_downloads_wav_files(page, server, runs_dir):
     assert "sc_roundtrip" in page.inner_text("table.evals") and "0.125" in page.inner_text("table.evals")
     assert page.locator("a.button", has_text="Novelty").count() == 0
     assert page.locator("a.button", has_text="Generate").count() == 1
+
+
+def test_any_stopped_or_finished_run_can_be_continued_from_its_page(page, server, runs_dir):
+    """A run with no studio job (trained from a terminal): its page links to the Train page's
+    Continue form, which resumes it to a larger budget."""
+    run = runs_dir / "continue-me"
+    shutil.copytree(runs_dir / "gan", run, symlinks=True)  # finished at step 30, from the CLI
+    try:
+        page.goto(server.url + "#/run/continue-me")
+        page.click("#resume-link")
+        page.wait_for_selector("#continue-form")
+        assert page.eval_on_selector("#continue-form select[name=resume]", "s => s.value") == "continue-me"
+        page.fill("#continue-form input[name=steps]", "20")  # fewer than done: refused, said why
+        page.click("#continue-button")
+        page.wait_for_selector("#toast:not([hidden])")
+        assert "is at step 30; give more steps" in page.inner_text("#toast")
+        page.fill("#continue-form input[name=steps]", "34")
+        page.click("#continue-button")
+        page.wait_for_selector(
+            '#job-list .job[data-run="continue-me"][data-status="finished"]', timeout=90_000
+        )
+        steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").open()]
+        assert max(steps) == 34 and 30 in steps
+    finally:
+        shutil.rmtree(run)

@@ -413,7 +413,34 @@ BAD_JOBS = [
     ({**JOB, "out": "x", "size": 4}, 400, "size must be between 8 and 512"),
     ({**JOB, "out": "x", "steps": None, "minutes": None}, 400, "give a budget"),
     ({**JOB, "out": "x", "minutes": -1}, 400, "minutes must be in"),
-    ({**JOB, "out": "x", "resume": True}, 400, "unknown training field 'resume'"),
+    (
+        {**JOB, "out": "x", "resume": True},
+        400,
+        "a resume takes only minutes, resume, steps; not 'base_channels'",
+    ),
+    ({**JOB, "out": "x", "lr": 0}, 400, "lr must be in (0.0, 1.0]"),
+    ({**JOB, "out": "x", "lr": 3}, 400, "lr must be in (0.0, 1.0]"),
+    ({**JOB, "out": "x", "lr": "nan"}, 400, "lr must be in"),
+    ({**JOB, "out": "x", "width": 24}, 400, "give size (a square) or width and height, not both"),
+    (
+        {k: v for k, v in JOB.items() if k != "size"} | {"out": "x", "width": 24},
+        400,
+        "give both width and height",
+    ),
+    (
+        {k: v for k, v in JOB.items() if k != "size"} | {"out": "x", "width": 4, "height": 16},
+        400,
+        "width must be between 8 and 512",
+    ),
+    ({**JOB, "out": "x", "text_encoder": "bert"}, 400, "text_encoder must be one of"),
+    ({**JOB, "out": "x", "captions": "exif"}, 400, "captions must be one of"),
+    ({**JOB, "out": "x", "model": "dcgan", "text_encoder": "hash"}, 400, "dcgan takes no captions"),
+    ({"resume": "nope", "steps": 50}, 404, "no run 'nope'"),
+    ({"resume": "../gan", "steps": 50}, 400, ""),
+    ({"resume": "gan", "steps": 10}, 400, "'gan' is at step 30; give more steps than that"),
+    ({"resume": "gan", "minutes": 0.0001}, 400, "give more minutes than that"),
+    ({"resume": "gan"}, 400, "give a budget"),
+    ({"resume": "gan", "steps": 50, "data": "/etc"}, 400, "a resume takes only"),
     ({**JOB, "out": "x", "batch_size": "32; rm"}, 400, "whole number"),
 ]
 
@@ -422,6 +449,80 @@ BAD_JOBS = [
 def test_job_requests_are_checked(server, body, want, message):
     status, out = server.post("/api/jobs", body)
     assert status == want and message in out["error"], (status, out)
+
+
+def test_cards_get_a_bounded_loss_curve(server):
+    from artforge.studio.gallery import loss_curve
+
+    gan = next(r for r in server.get("/api/runs")["runs"] if r["id"] == "gan")
+    curve = gan["loss_curve"]
+    assert curve and curve[-1]["step"] == gan["last"]["step"]
+    assert {"D/loss", "G/loss"} <= set(curve[0]) and all(k == "step" or k.endswith("/loss") for k in curve[0])
+    rows = [{"step": i, "img_per_s": 1.0, "G/loss": float(i)} for i in range(1, 1001)]
+    long = loss_curve(rows, points=100)
+    assert len(long) <= 101 and long[0]["step"] == 1 and long[-1]["step"] == 1000
+
+
+def test_train_form_fields_become_train_flags(runs_dir):
+    """Non-square sizes, captions, text encoder and learning rate reach `artforge train`."""
+    from artforge.models import list_models
+    from artforge.studio.jobs import train_argv
+
+    spec = {**{k: v for k, v in JOB.items() if k != "size"}, "out": "wide", "width": 48, "height": 16}
+    spec |= {"lr": 0.0005, "captions": "filename", "text_encoder": "hash"}
+    name, argv = train_argv(spec, runs_dir, list_models())
+    flags = dict(zip(argv[1::2], argv[2::2], strict=False))
+    assert name == "wide" and flags["--size"] == "48x16" and flags["--lr"] == "0.0005"
+    assert flags["--captions"] == "filename" and flags["--text-encoder"] == "hash"
+    _, square = train_argv({**JOB, "out": "sq"}, runs_dir, list_models())
+    assert square[square.index("--size") + 1] == "16x16"
+
+
+def test_resume_extends_a_stopped_run_through_the_queue_and_the_data_rules(tmp_path, runs_dir):
+    """POST /api/jobs {"resume": RUN, "steps": N}: `train --out RUN --resume` with the larger
+    budget, waiting its turn behind a running job; a run whose data the studio may not read
+    (moved away, or outside its folders) is refused before anything starts."""
+    root = tmp_path / "runs"
+    shutil.copytree(runs_dir / "gan", root / "gan", symlinks=True)
+    shutil.copytree(runs_dir / "folder", root / "folder", symlinks=True)  # its data was deleted
+    outside = tmp_path / "outside"
+    write_tiny_images(outside, n=8)
+    shutil.copytree(runs_dir / "gan", root / "elsewhere", symlinks=True)
+    cfg = json.loads((root / "elsewhere" / "config.json").read_text())
+    cfg["data"]["path"] = str(outside)
+    (root / "elsewhere" / "config.json").write_text(json.dumps(cfg))
+    s = start_server(root, "--max-jobs", "1")
+    try:
+        status, out = s.post("/api/jobs", {"resume": "folder", "steps": 50})
+        assert status == 400 and "no such folder" in out["error"], out
+        status, out = s.post("/api/jobs", {"resume": "elsewhere", "steps": 50})
+        assert status == 403 and "outside the folders the studio may read" in out["error"], out
+        status, blocker = s.post("/api/jobs", {**JOB, "out": "blocker"})
+        assert status == 201 and blocker["status"] == "running"
+        status, job = s.post("/api/jobs", {"resume": "gan", "steps": 40})
+        assert status == 201 and job["status"] == "queued" and job["run"] == "gan", job  # the cap holds
+        assert job["argv"][-5:] == [
+            "--resume",
+            "--steps",
+            "40",
+            "--train.minutes=none",
+            "--train.epochs=none",
+        ]
+        status, again = s.post("/api/jobs", {"resume": "gan", "steps": 60})
+        assert status == 409 and "already training 'gan'" in again["error"]
+        s.post(f"/api/jobs/{blocker['id']}/stop", {})
+        done = _wait(
+            lambda: (j := s.get(f"/api/jobs/{job['id']}"))["status"] in ("finished", "failed") and j,
+            120,
+            "the resumed run to finish",
+        )
+        assert done["status"] == "finished", done["log_tail"]
+        rows = [json.loads(line) for line in (root / "gan" / "metrics.jsonl").read_text().splitlines()]
+        steps = [r["step"] for r in rows if "img_per_s" in r]
+        assert steps[-1] == 40 and steps == sorted(steps)  # continued from 30, not started over
+        assert json.loads((root / "gan" / "config.json").read_text())["train"]["steps"] == 40
+    finally:
+        stop_server(s)
 
 
 def test_unknown_job(server):

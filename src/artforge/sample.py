@@ -135,16 +135,57 @@ def make_grid(images: Tensor, nrow: int | None = None, pad: int = 2, pad_value: 
     return grid
 
 
-def save_image(img: Tensor, path: str | Path) -> Path:
-    """Save a [0, 1] (C, H, W) image as PNG via a temp name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+RESAMPLE = {"nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS}
+MAX_SCALE = 16
+MAX_OUTPUT_PIXELS = 2**28  # one scaled grid or frame (a 16,384-pixel square, ~800 MB as RGB)
+
+
+def image_format(path: str | Path) -> str:
+    """The Pillow format of an output image named ``path``; ValueError for other suffixes."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in IMAGE_FORMATS:
+        raise ValueError(
+            f"{path}: images are written as {', '.join(IMAGE_FORMATS)}; not {suffix or 'no suffix'!r}"
+        )
+    return IMAGE_FORMATS[suffix]
+
+
+def check_scale(scale: int, resample: str, size: tuple[int, int]) -> None:
+    """A clear error for a scale out of 1..MAX_SCALE, an unknown filter or a scaled (h, w)
+    image too big to hold, before any image is drawn."""
+    if not 1 <= scale <= MAX_SCALE:
+        raise ValueError(f"--scale must be between 1 and {MAX_SCALE}, got {scale}")
+    if resample not in RESAMPLE:
+        raise ValueError(f"--resample must be one of {', '.join(RESAMPLE)}, got {resample!r}")
+    h, w = size
+    if h * w * scale * scale > MAX_OUTPUT_PIXELS:
+        raise ValueError(
+            f"--scale {scale} makes a {w * scale}x{h * scale} image, more than {MAX_OUTPUT_PIXELS:,} "
+            "pixels; use a smaller --scale or fewer images per grid"
+        )
+
+
+def _pil(img: Tensor, scale: int = 1, resample: str = "nearest") -> Image.Image:
+    """A [0, 1] (C, H, W) image as a Pillow image, ``scale`` times larger: nearest keeps pixel
+    art's hard edges (each pixel a scale x scale block), lanczos smooths photos."""
     arr = to_uint8(img[None])[0]
-    if arr.shape[-1] == 1:  # one channel (sound spectrograms): a greyscale PNG
+    if arr.shape[-1] == 1:  # one channel (sound spectrograms): greyscale
         arr = arr[..., 0]
+    pil = Image.fromarray(arr)
+    if scale != 1:
+        pil = pil.resize((pil.width * scale, pil.height * scale), RESAMPLE[resample])
+    return pil
+
+
+def _write(pil: Image.Image, path: Path) -> Path:
+    """Write via a temp name in the format the suffix names (JPEG and WebP at quality 95)."""
+    fmt = image_format(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    options: dict[str, Any] = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
     try:
-        Image.fromarray(arr).save(tmp)
+        pil.save(tmp, format=fmt, **options)
         os.replace(tmp, path)
     except BaseException:  # e.g. a full disk: leave no half-written temp file behind
         tmp.unlink(missing_ok=True)
@@ -152,8 +193,47 @@ def save_image(img: Tensor, path: str | Path) -> Path:
     return path
 
 
-def save_grid(images: Tensor, path: str | Path, nrow: int | None = None) -> Path:
-    return save_image(make_grid(images, nrow), path)
+def save_image(img: Tensor, path: str | Path, scale: int = 1, resample: str = "nearest") -> Path:
+    """Save a [0, 1] (C, H, W) image as PNG, JPEG or WebP (by the suffix), ``scale`` times larger."""
+    return _write(_pil(img, scale, resample), Path(path))
+
+
+def save_grid(
+    images: Tensor,
+    path: str | Path,
+    nrow: int | None = None,
+    *,
+    scale: int = 1,
+    resample: str = "nearest",
+    labels: list[str] | None = None,
+) -> Path:
+    """A grid of (n, C, H, W) images; ``labels`` (one per row) are written left of the rows."""
+    pil = _pil(make_grid(images, nrow), scale, resample)
+    if labels:
+        rows = math.ceil(images.shape[0] / (nrow or max(1, math.ceil(math.sqrt(images.shape[0])))))
+        pil = label_rows(pil, labels[:rows], row_height=(images.shape[2] + 2) * scale, pad=2 * scale)
+    return _write(pil, Path(path))
+
+
+LABEL_CHARS = 40  # a longer prompt is cut with "..." in the image (the .txt has it whole)
+
+
+def label_rows(grid: Image.Image, labels: list[str], row_height: int, pad: int) -> Image.Image:
+    """``grid`` with a white margin on its left holding one label per row, vertically centred
+    on the row, in Pillow's built-in font (no font file needed) sized to fit the row."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=max(8, min(24, row_height // 2)))
+    texts = [t if len(t) <= LABEL_CHARS else t[: LABEL_CHARS - 3] + "..." for t in labels]
+    width = max(int(font.getlength(t)) for t in texts) + 2 * max(pad, 4)
+    mode = "L" if grid.mode == "L" else "RGB"
+    out = Image.new(mode, (grid.width + width, grid.height), 255 if mode == "L" else (255, 255, 255))
+    out.paste(grid.convert(mode), (width, 0))
+    draw = ImageDraw.Draw(out)
+    for r, text in enumerate(texts):
+        y = pad + r * row_height + (row_height - pad) // 2
+        draw.text((max(pad, 4), y), text, fill=0 if mode == "L" else (0, 0, 0), font=font, anchor="lm")
+    return out
 
 
 def slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
@@ -188,13 +268,20 @@ def interpolation_path(keys: Tensor, frames: int, loop: bool = True) -> Tensor:
     return torch.cat(out)
 
 
-def save_animation(frames: Tensor, path: str | Path, fps: float = 20) -> Path:
-    """[0, 1] frames (n, C, H, W) -> GIF (looping) or MP4, chosen by the file suffix."""
+def save_animation(
+    frames: Tensor, path: str | Path, fps: float = 20, scale: int = 1, resample: str = "nearest"
+) -> Path:
+    """[0, 1] frames (n, C, H, W) -> GIF (looping) or MP4, chosen by the file suffix, each
+    frame ``scale`` times larger (nearest: pixel art's blocks; lanczos: smooth)."""
     import imageio.v3 as iio
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = to_uint8(frames)
+    if scale != 1:
+        arr = np.stack([np.asarray(_pil(f, scale, resample)) for f in frames])
+        if arr.ndim == 3:  # greyscale frames lost their channel axis in Pillow
+            arr = arr[..., None]
     if arr.shape[-1] == 1:  # greyscale frames (sound spectrograms)
         arr = np.repeat(arr, 3, axis=-1)
     suffix = path.suffix.lower()

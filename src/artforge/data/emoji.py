@@ -157,7 +157,10 @@ def build_emoji(
         raise
     for cps, why in skipped:
         log.debug("skipped emoji %s: %s", cps, why)
-    log.info("wrote %d emoji (%dx%d) to %s; %d skipped", written, size, size, out, len(skipped))
+    # the count written is the caller's to say (artforge data emoji prints it): said here too it
+    # reached the user twice; only what the caller cannot know, the skipped ones, is logged
+    if skipped:
+        log.info("%d emoji skipped: %s cannot draw them", len(skipped), Path(font_path).name)
     return written
 
 

@@ -217,6 +217,25 @@ def evals(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+CURVE_POINTS = 120  # rows of a card's loss chart: enough for its ~260 px, small for the poll
+
+
+def loss_curve(train_rows: list[dict[str, Any]], points: int = CURVE_POINTS) -> list[dict[str, Any]]:
+    """The losses (``PHASE/loss``) of at most ``points`` training rows, evenly spread and
+    always with the last, for a gallery card's own chart: plots/losses.png is drawn at 450
+    px per phase, so a GAN's two or three panels squeezed into a card were unreadable."""
+    if not train_rows:
+        return []
+    stride = max(1, math.ceil(len(train_rows) / points))
+    picked = train_rows[::stride]
+    if picked[-1] is not train_rows[-1]:
+        picked.append(train_rows[-1])
+    return [
+        {"step": r.get("step"), **{k: v for k, v in r.items() if k.endswith("/loss") and "/" in k}}
+        for r in picked
+    ]
+
+
 def summary(root: Path, run_id: str, jobs: dict[str, str]) -> dict[str, Any]:
     """What a gallery card shows about one run."""
     path = root / run_id
@@ -245,6 +264,7 @@ def summary(root: Path, run_id: str, jobs: dict[str, str]) -> dict[str, Any]:
         "conditioning": conditioning(cfg),
         "modality": modality(cfg),
         "time_left_s": time_left(cfg, last),
+        "loss_curve": loss_curve(train_rows),
         "error": None if raw is not None else "config.json is unreadable",
         "modified": _mtime(path / "metrics.jsonl") or _mtime(path / "config.json"),
     }

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .safety import BadRequest, Conflict, NotFound, StudioError, get_float, get_int, new_name
+from .safety import BadRequest, Conflict, NotFound, StudioError, get_float, get_int, new_name, run_dir
 
 STATE_DIR = ".studio"
 LOG_TAIL = 4000  # characters of a job's log sent to the page
@@ -86,40 +86,132 @@ def train_argv(
     if not isinstance(data, str) or not data.strip():
         raise BadRequest("data must be a folder, a .zip or builtin[:NAME]")
     data = data.strip()
-    if not data.startswith("builtin"):
-        path = Path(data).expanduser()
-        if not path.exists():
-            raise BadRequest(f"data {data!r}: no such folder or zip on the studio's machine")
-        allowed = [root.resolve(), *(data_roots or [])]
-        if not any(path.resolve().is_relative_to(r) for r in allowed):
-            raise StudioError(
-                f"data {data!r} is outside the folders the studio may read ({', '.join(map(str, allowed))}); "
-                "move it into the studio's folder or start the studio with --data-root FOLDER",
-                403,
-            )
-        data = str(path.resolve())  # config.json then names it wherever the studio was started
-    size = get_int(spec, "size", 32, 8, 512)
-    steps = get_int(spec, "steps", None, 1, 10_000_000)
-    minutes = get_float(spec, "minutes", None, 0.0, 7 * 24 * 60, open_lo=True)
-    if steps is None and minutes is None:
-        raise BadRequest("give a budget: steps, minutes or both (the first reached stops)")
-    argv = ["train", "--data", data, "--model", model, "--size", str(size), "--out", str(root / name)]
-    if steps is not None:
-        argv += ["--steps", str(steps)]
-    if minutes is not None:
-        argv += ["--minutes", repr(minutes)]
+    data = _check_data(data, root, data_roots)
+    width, height = _width_height(spec)
+    argv = [
+        "train",
+        "--data",
+        data,
+        "--model",
+        model,
+        "--size",
+        f"{width}x{height}",
+        "--out",
+        str(root / name),
+    ]
+    argv += _budget_argv(spec)
     for key, flag, lo, hi in INT_FLAGS:
         value = get_int(spec, key, None, lo, hi)
         if value is not None:
             argv += [flag, str(value)]
+    lr = get_float(spec, "lr", None, 0.0, 1.0, open_lo=True)
+    if lr is not None:
+        argv += ["--lr", repr(lr)]
+    for key, flag, choices in CHOICE_FLAGS:
+        value = spec.get(key)
+        if value is None:
+            continue
+        if value not in choices:
+            raise BadRequest(f"{key} must be one of {choices}, got {value!r}")
+        argv += [flag, value]
+    if spec.get("text_encoder", "none") != "none" and model == "dcgan":
+        raise BadRequest("dcgan takes no captions; use gan, vae or diffusion with a text encoder")
     channels = get_int(spec, "base_channels", None, 4, 512)
     if channels is not None:
         argv.append(f"--model.base_channels={channels}")
-    _check_size(model, size, channels, get_int(spec, "batch_size", None, 1, 4096))
+    _check_size(model, height, width, channels, get_int(spec, "batch_size", None, 1, 4096))
     return name, argv
 
 
-def _check_size(model: str, size: int, channels: int | None, batch_size: int | None) -> None:
+def _check_data(data: str, root: Path, data_roots: list[Path] | None) -> str:
+    """``builtin[:NAME]`` or an existing folder/zip under RUNS_DIR or a data root (resolved)."""
+    if data.startswith("builtin"):
+        return data
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise BadRequest(f"data {data!r}: no such folder or zip on the studio's machine")
+    allowed = [root.resolve(), *(data_roots or [])]
+    if not any(path.resolve().is_relative_to(r) for r in allowed):
+        raise StudioError(
+            f"data {data!r} is outside the folders the studio may read ({', '.join(map(str, allowed))}); "
+            "move it into the studio's folder or start the studio with --data-root FOLDER",
+            403,
+        )
+    return str(path.resolve())  # config.json then names it wherever the studio was started
+
+
+def _width_height(spec: dict[str, Any]) -> tuple[int, int]:
+    """``size`` (a square) or ``width`` and ``height`` (8-512 pixels each)."""
+    if "width" not in spec and "height" not in spec:
+        size = get_int(spec, "size", 32, 8, 512)
+        assert size is not None
+        return size, size
+    if "size" in spec:
+        raise BadRequest("give size (a square) or width and height, not both")
+    width, height = get_int(spec, "width", None, 8, 512), get_int(spec, "height", None, 8, 512)
+    if width is None or height is None:
+        raise BadRequest("give both width and height (pixels, 8 to 512)")
+    return width, height
+
+
+def _budget_argv(spec: dict[str, Any]) -> list[str]:
+    steps = get_int(spec, "steps", None, 1, 10_000_000)
+    minutes = get_float(spec, "minutes", None, 0.0, 7 * 24 * 60, open_lo=True)
+    if steps is None and minutes is None:
+        raise BadRequest("give a budget: steps, minutes or both (the first reached stops)")
+    return (["--steps", str(steps)] if steps is not None else []) + (
+        ["--minutes", repr(minutes)] if minutes is not None else []
+    )
+
+
+def resume_argv(
+    spec: dict[str, Any], root: Path, data_roots: list[Path] | None, jobs: dict[str, str]
+) -> tuple[str, list[str]]:
+    """Check a request to continue run ``spec["resume"]`` (a stopped or finished run) with a
+    larger budget and turn it into ``artforge train --out RUN --resume`` arguments.
+
+    The budget given replaces the run's whole budget (the others are cleared: a spent minutes
+    budget would otherwise stop a run given more steps at once), and must be beyond what the
+    run has done. The run's data must still be one the studio may read, as for a new job.
+    """
+    from . import gallery
+
+    unknown = sorted(set(spec) - RESUME_FIELDS)
+    if unknown:
+        raise BadRequest(f"a resume takes only {', '.join(sorted(RESUME_FIELDS))}; not {unknown[0]!r}")
+    run_id = spec["resume"]
+    path = run_dir(root, run_id)
+    cfg = gallery.read_json(path / "config.json")
+    if not isinstance(cfg, dict):
+        raise BadRequest(f"{run_id}: config.json is unreadable, so the run cannot be continued")
+    rows = gallery.read_rows(path / "metrics.jsonl")
+    if gallery.status(path, cfg, rows, jobs.get(run_id)) == "training":
+        raise Conflict(f"{run_id!r} is training; stop it first")
+    from ..training.checkpoint import state_dir
+
+    if state_dir(path) is None:
+        raise Conflict(f"{run_id!r} has no checkpoint (state/) to continue from")
+    data = (cfg.get("data") or {}).get("path")
+    if not isinstance(data, str):
+        raise BadRequest(f"{run_id}: config.json names no data path")
+    _check_data(data, root, data_roots)
+    budget = _budget_argv(spec)
+    last = next((r for r in reversed(rows) if "img_per_s" in r), {})
+    steps = get_int(spec, "steps", None, 1, 10_000_000)
+    minutes = get_float(spec, "minutes", None, 0.0, 7 * 24 * 60, open_lo=True)
+    if steps is not None and steps <= last.get("step", 0):
+        raise BadRequest(f"{run_id!r} is at step {last['step']}; give more steps than that")
+    if minutes is not None and minutes * 60 <= last.get("elapsed", 0):
+        raise BadRequest(
+            f"{run_id!r} has trained {last['elapsed'] / 60:.1f} minutes; give more minutes than that"
+        )
+    cleared = [
+        f"--train.{k}=none" for k in ("steps", "minutes", "epochs") if k not in spec or spec[k] is None
+    ]
+    return run_id, ["train", "--out", str(path), "--resume", *budget, *cleared]
+
+
+def _check_size(model: str, height: int, width: int, channels: int | None, batch_size: int | None) -> None:
     """The training size guard every entry point shares (runs.check_training_size), here before
     a job starts, so a model the machine cannot hold is refused on the page, not in a log."""
     from ..config import DataConfig, RunConfig, TrainConfig
@@ -129,7 +221,7 @@ def _check_size(model: str, size: int, channels: int | None, batch_size: int | N
     cfg = RunConfig(
         family=model,
         model={} if channels is None else {"base_channels": channels},
-        data=DataConfig(height=size, width=size),
+        data=DataConfig(height=height, width=width),
         train=train,
     )
     try:
@@ -145,16 +237,25 @@ INT_FLAGS = [
     ("sample_every", "--sample-every", 0, 1_000_000),
     ("builtin_count", "--builtin-count", 8, 100_000),
 ]
+CHOICE_FLAGS = [
+    ("captions", "--captions", ["auto", "jsonl", "sidecar", "filename"]),
+    ("text_encoder", "--text-encoder", ["none", "hash", "minilm"]),
+]
 TRAIN_FIELDS = {
     "out",
     "model",
     "data",
     "size",
+    "width",
+    "height",
     "steps",
     "minutes",
     "base_channels",
+    "lr",
     *(k for k, *_ in INT_FLAGS),
+    *(k for k, *_ in CHOICE_FLAGS),
 }
+RESUME_FIELDS = {"resume", "steps", "minutes"}
 
 
 class JobManager:
@@ -211,7 +312,11 @@ class JobManager:
 
         with self._lock:
             self._refresh()
-            name, argv = train_argv(spec, self.root, list_models(), self.data_roots)
+            if isinstance(spec, dict) and "resume" in spec:
+                states = {j.run: j.status for j in sorted(self.jobs.values(), key=lambda j: j.started)}
+                name, argv = resume_argv(spec, self.root, self.data_roots, states)
+            else:
+                name, argv = train_argv(spec, self.root, list_models(), self.data_roots)
             if any(j.run == name and j.status in ("running", "queued") for j in self.jobs.values()):
                 raise Conflict(f"a job is already training {name!r}")
             job_id = uuid.uuid4().hex[:10]

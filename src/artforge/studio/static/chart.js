@@ -125,7 +125,11 @@ const Chart = (() => {
 
   // redraw on resize, from the rows last given to each container
   const last = new Map();
-  const renderKeep = (container, rows) => { last.set(container, rows); return render(container, rows); };
+  const renderKeep = (container, rows) => {
+    for (const c of last.keys()) if (!c.isConnected) last.delete(c);  // replaced cards' charts
+    last.set(container, rows);
+    return render(container, rows);
+  };
   window.addEventListener("resize", () => {
     for (const [c, rows] of last) if (c.isConnected) render(c, rows); else last.delete(c);
   });

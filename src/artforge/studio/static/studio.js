@@ -105,7 +105,7 @@ async function route() {
   try {
     if (page === "run") await runView(view, rest.join("/"));
     else if (page === "create") await createView(view, rest[0] || "generate", query.get("run"));
-    else if (page === "train") await trainView(view);
+    else if (page === "train") await trainView(view, query.get("resume"));
     else await galleryView(view);
   } catch (e) {
     fill(view, h("p", { class: "error" }, e.message));
@@ -130,6 +130,8 @@ async function galleryView(view) {
       return;
     }
     grid.replaceChildren(...runs.map(card));
+    // the cards' loss charts are drawn once in place (a canvas takes its size from the layout)
+    for (const c of grid.querySelectorAll(".mini-chart")) Chart.render(c, c.curve);
   };
   await refresh();
   every(5000, () => refresh().catch(() => {}));
@@ -137,8 +139,10 @@ async function galleryView(view) {
 
 function card(run) {
   const sample = run.latest_sample;
-  const lossPlot = run.plots.find((p) => p.name === "losses");
   const ev = run.evals[0];
+  // the losses drawn at the card's own width (plots/losses.png squeezed in was unreadable)
+  const curve = run.loss_curve && run.loss_curve.length ? h("div", { class: "chart mini-chart" }) : null;
+  if (curve) curve.curve = run.loss_curve;
   return h("a", { class: "card", href: runHref(run.id), dataset: { run: run.id } },
     sample ? img(sample.url, `latest samples of ${run.name}`, "pix grid-img")
       : h("div", { class: "placeholder" }, "no sample grid yet"),
@@ -149,7 +153,7 @@ function card(run) {
       h("div", { class: "small" }, lossLine(run.last)),
       ev ? h("div", { class: "small evals" },
         `FID ${fmtNum(ev.fid)} · precision ${fmtNum(ev.precision, 2)} · recall ${fmtNum(ev.recall, 2)} · copy rate ${fmtNum(ev.copy_rate, 2)}`) : null,
-      lossPlot ? img(lossPlot.url, `loss plot of ${run.name}`, "plot-thumb") : null,
+      curve,
       run.error ? h("div", { class: "error" }, run.error) : null,
     ),
   );
@@ -173,7 +177,9 @@ async function runView(view, id) {
   }
   const progressBar = h("progress", { max: 1, value: run.progress ?? 0, id: "live-progress" });
   const chart = h("div", { class: "chart", id: "live-chart" });
-  const gridImg = h("img", { class: "pix big", id: "live-grid", alt: "newest sample grid" });
+  // no src until the first grid exists: an <img> without one shows as a broken image
+  const gridImg = h("img", { class: "pix big", id: "live-grid", alt: "newest sample grid", hidden: true });
+  const gridWaiting = h("div", { class: "placeholder big", id: "live-grid-waiting" }, "no sample grid yet");
   const gridCaption = h("figcaption", { id: "live-grid-step" });
   const stats = h("div", { id: "live-stats", class: "stats" });
   const badge = h("span", { id: "live-status" });
@@ -185,13 +191,15 @@ async function runView(view, id) {
       run.has_model ? h("a", { class: "button", href: `#/create/generate?run=${encodeURIComponent(run.id)}` }, "Generate") : null,
       run.has_model ? h("a", { class: "button", href: `#/create/interpolate?run=${encodeURIComponent(run.id)}` }, "Interpolate") : null,
       run.has_model && run.modality !== "audio" ? h("a", { class: "button", href: `#/create/novelty?run=${encodeURIComponent(run.id)}` }, "Novelty") : null,
+      run.has_model && (run.status === "stopped" || run.status === "finished")
+        ? h("a", { class: "button", id: "resume-link", href: `#/train?resume=${encodeURIComponent(run.id)}` }, "Resume / extend") : null,
     ),
     h("div", { class: "muted" }, `${run.family} · ${run.size[0]}×${run.size[1]} · data ${run.data ?? "?"} · budget `
       + Object.entries(run.budget).filter(([, v]) => v != null).map(([k, v]) => `${v} ${k}`).join(", ")),
     h("div", { class: "progress-row" }, progressBar, stats),
     h("div", { class: "live" },
       h("section", {}, h("h2", {}, "Losses"), chart),
-      h("section", {}, h("h2", {}, "Newest samples"), h("figure", {}, gridImg, gridCaption)),
+      h("section", {}, h("h2", {}, "Newest samples"), h("figure", {}, gridWaiting, gridImg, gridCaption)),
     ),
     h("h2", {}, "Plots"), plots,
     run.evals.length ? h("section", {}, h("h2", {}, "Evaluation"), evalTable(run.evals)) : null,
@@ -218,8 +226,12 @@ async function runView(view, id) {
       : "waiting for the first log line…";
     if (live.latest_sample) {
       if (gridImg.getAttribute("src") !== live.latest_sample.url) gridImg.src = live.latest_sample.url;
+      gridImg.hidden = false;
+      gridWaiting.hidden = true;
       gridCaption.textContent = `step ${live.latest_sample.step}`;
     } else {
+      gridImg.hidden = true;
+      gridWaiting.hidden = false;
       gridCaption.textContent = "no grid yet (one every sample_every steps and at the end)";
     }
     if (live.plots.length) {
@@ -450,19 +462,27 @@ function noveltyPanel(panel, run) {
 
 // -- train: start and stop runs -----------------------------------------------------------
 
-async function trainView(view) {
+async function trainView(view, resumeRun) {
   const models = state.info.models;
   const jobs = h("div", { id: "job-list" });
   const form = h("form", { id: "train-form", class: "form" },
     field("run name", h("input", { name: "out", required: true, pattern: "[A-Za-z0-9_][A-Za-z0-9._\\-]{0,63}", value: `run-${new Date().toISOString().slice(0, 16).replace(/[-:T]/g, "")}` }), "a new folder in the studio's folder"),
     field("data", h("input", { name: "data", value: "builtin", required: true }), "image folder or .zip inside the studio's folder (or a --data-root), or builtin[:NAME]"),
     field("model", h("select", { name: "model" }, models.map((m) => h("option", { value: m, selected: m === "gan" }, m)))),
-    field("size", num("size", 32, 8, 512), "pixels (square)"),
+    h("div", { class: "pair" },
+      field("width", num("width", 32, 8, 512), "pixels, 8 to 512"),
+      field("height", num("height", 32, 8, 512), "need not be square (not for dcgan)")),
     field("steps", h("input", { type: "number", name: "steps", value: 500, min: 1 }), "budget in steps; blank for none"),
     field("minutes", h("input", { type: "number", name: "minutes", min: 0, step: "any" }), "wall-clock budget; the first reached stops"),
     field("batch size", num("batch_size", 32, 1, 4096)),
     h("details", {}, h("summary", {}, "more"),
       field("base channels", h("input", { type: "number", name: "base_channels", min: 4, max: 512 }), "model width (blank: the family's default)"),
+      field("learning rate", h("input", { type: "number", name: "lr", min: 0, max: 1, step: "any" }), "blank: the family's default (above 0, at most 1)"),
+      field("captions", h("select", { name: "captions" }, ["auto", "jsonl", "sidecar", "filename"].map((c) => h("option", { value: c }, c))),
+        "where captions come from: captions.jsonl, a .txt beside each image, or file names"),
+      field("text encoder", h("select", { name: "text_encoder" },
+        [["none", "none (no prompts)"], ["hash", "hash (built in)"], ["minilm", "minilm (MiniLM sentences)"]].map(([v, t]) => h("option", { value: v }, t))),
+        "train on captions so the run takes a prompt (gan, vae, diffusion)"),
       field("seed", h("input", { type: "number", name: "seed", min: 0 })),
       field("log every", h("input", { type: "number", name: "log_every", min: 1, value: 10 }), "steps between loss lines"),
       field("sample every", h("input", { type: "number", name: "sample_every", min: 0, value: 100 }), "steps between sample grids"),
@@ -471,11 +491,40 @@ async function trainView(view) {
   );
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
-    const job = await busy(form.querySelector("button"), () => api("/api/jobs", readForm(form)));
+    const body = readForm(form);
+    if (body.text_encoder === "none") delete body.text_encoder;  // the defaults stay the CLI's
+    if (body.captions === "auto") delete body.captions;
+    const job = await busy(form.querySelector("button"), () => api("/api/jobs", body));
     if (job) { toast(`started ${job.run}`, "ok"); await refresh(); }
   });
-  fill(view, h("h1", {}, "Train"), h("div", { class: "train" }, form, h("section", {}, h("h2", {}, "Jobs"), jobs)));
-  const refresh = async () => {
+  const cont = await continueForm(resumeRun, () => refresh(true));
+  fill(view, h("h1", {}, "Train"), h("div", { class: "train" },
+    h("div", {}, form, cont), h("section", {}, h("h2", {}, "Jobs"), jobs)));
+  // continue a stopped or finished run with a larger budget (train --out RUN --resume)
+  let resuming = null, resumeEl = null;  // the open form is kept across the list's refreshes
+  const resumable = (j, list) => ["stopped", "finished", "lost"].includes(j.status)
+    && list.find((k) => k.run === j.run) === j;  // the run's newest job (the list is newest first)
+  const openResume = (j) => { resuming = resuming === j.id ? null : j.id; resumeEl = null; refresh(true); };
+  // a stopped run: on to the budget it was given; a finished one: twice that
+  const resumeSteps = (j) => (j.spec && j.spec.steps ? j.spec.steps * (j.status === "finished" ? 2 : 1) : "");
+  const resumeForm = (j) => {
+    if (resumeEl) return resumeEl;
+    const f = h("form", { class: "form resume-form", dataset: { job: j.id } },
+      field("steps", h("input", { type: "number", name: "steps", min: 1, value: resumeSteps(j) }),
+        "the new total (more than done so far); blank for none"),
+      field("minutes", h("input", { type: "number", name: "minutes", min: 0, step: "any" }), "the new total wall-clock budget"),
+      h("button", { type: "submit" }, "Continue training"));
+    f.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const job = await busy(f.querySelector("button"), () => api("/api/jobs", { resume: j.run, ...readForm(f) }));
+      if (job) { resuming = resumeEl = null; toast(`continuing ${job.run}`, "ok"); await refresh(true); }
+    });
+    resumeEl = f;
+    return f;
+  };
+  const refresh = async (force = false) => {
+    // moving the open resume form while it is typed in would take its focus away
+    if (!force && resumeEl && resumeEl.contains(document.activeElement)) return;
     const { jobs: list } = await api("/api/jobs");
     if (!list.length) { jobs.replaceChildren(h("p", { class: "muted" }, "No training started from the studio yet.")); return; }
     jobs.replaceChildren(...list.map((j) => h("div", { class: `job ${j.status}`, dataset: { job: j.id, run: j.run, status: j.status } },
@@ -485,14 +534,38 @@ async function trainView(view) {
         j.status === "running" || j.status === "queued" ? h("button", { class: "stop", onclick: async (e) => {
           await busy(e.target, () => api(`/api/jobs/${j.id}/stop`, {}));
           await refresh();
-        } }, j.status === "queued" ? "Cancel" : "Stop") : null),
+        } }, j.status === "queued" ? "Cancel" : "Stop") : null,
+        resumable(j, list) ? h("button", { class: "resume", onclick: () => openResume(j) }, "Resume / extend") : null),
       h("div", { class: "muted small" }, j.status === "queued" ? "waiting for a free slot (one training at a time by default: --max-jobs)"
         : `started ${new Date(j.started * 1000).toLocaleTimeString()}`,
         j.returncode != null ? ` · exit ${j.returncode}` : ""),
-      j.log_tail ? h("pre", { class: "log" }, j.log_tail.split("\n").slice(-8).join("\n")) : null)));
+      j.log_tail ? h("pre", { class: "log" }, j.log_tail.split("\n").slice(-8).join("\n")) : null,
+      resuming === j.id ? resumeForm(j) : null)));
   };
   await refresh();
   every(2000, () => refresh().catch(() => {}));
+}
+
+// Continue any stopped or finished run (also one trained from a terminal) with a larger
+// budget: the same request as a job's Resume / extend button.
+async function continueForm(selected, done) {
+  const { runs } = await api("/api/runs");
+  const usable = runs.filter((r) => r.has_model && (r.status === "stopped" || r.status === "finished"));
+  if (!usable.length) return null;
+  const f = h("form", { id: "continue-form", class: "form" },
+    h("h2", {}, "Continue a run"),
+    field("run", h("select", { name: "resume" }, usable.map((r) => h("option", { value: r.id, selected: r.id === selected },
+      `${r.id} (${r.status}, step ${r.last ? r.last.step : 0})`)))),
+    field("steps", h("input", { type: "number", name: "steps", min: 1 }), "the new total, more than done so far"),
+    field("minutes", h("input", { type: "number", name: "minutes", min: 0, step: "any" }), "the new total wall-clock budget"),
+    h("button", { type: "submit", id: "continue-button" }, "Resume / extend"));
+  f.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const job = await busy(f.querySelector("button"), () => api("/api/jobs", readForm(f)));
+    if (job) { toast(`continuing ${job.run}`, "ok"); await done(); }
+  });
+  if (selected) setTimeout(() => f.scrollIntoView(), 0);
+  return f;
 }
 
 // -- start --------------------------------------------------------------------------------
