@@ -485,3 +485,22 @@ def test_dcgan_projects_and_mixes(root):
     from artforge.create import mix_layers
 
     assert torch.equal(run.mix(1, 2, len(mix_layers(run.model))), run.sample_seeds([1]))
+
+
+def test_inpaint_box_fills_a_rectangle_without_a_mask_file(diffusion, target, tmp_path, capsys):
+    out = tmp_path / "box"
+    args = ["-q", "inpaint", str(diffusion), "--image", str(target), "-n", "1", "--out", str(out)]
+    assert main([*args, "--box", "0.25,0.25,0.75,0.75"]) == 0
+    (got,) = sorted(out.glob("inpaint-seed0-000*.png"))
+    data = artforge.load(diffusion).config.data
+    given = (load_image(target, data)[0] * 255).round().byte().permute(1, 2, 0).numpy()
+    h, w = data.height, data.width
+    keep = np.ones((h, w), dtype=bool)
+    keep[round(h / 4) : round(3 * h / 4), round(w / 4) : round(3 * w / 4)] = False
+    assert np.array_equal(_png(got)[keep], given[keep])  # outside the box: the input exactly
+    assert not np.array_equal(_png(got)[~keep], given[~keep])  # inside: filled
+    capsys.readouterr()
+    for bad in ("0.5,0.5,0.25,1", "a,b,c,d", "0,0,1"):
+        assert main([*args, "--box", bad]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("artforge: error: --box") and err.count("\n") == 1, err

@@ -57,6 +57,8 @@ def tiny(args: list[str]) -> list[str]:
         if "--minutes" in args:
             args = _drop(args, "--minutes")
         args = _set(args, "--steps", "5" if "--resume" in args else "3")
+        if "--snapshot-every" in args:
+            args = _set(args, "--snapshot-every", "1")
         return [*args, *TINY_TRAIN] if "--resume" not in args else args
     if command == "sample":
         if "-n" in args:
@@ -68,6 +70,10 @@ def tiny(args: list[str]) -> list[str]:
         return args
     if command == "interpolate":
         return _set(args, "--frames", "4")
+    if command == "project":
+        return _set(args, "--steps", "2")
+    if command in ("img2img", "inpaint"):
+        return _set(_set(args, "-n", "1"), "--project-steps", "2")
     if command == "eval":
         return _set(args, "-n", "8") if args[1] != "--fake" else args
     if command == "bench":
@@ -81,10 +87,13 @@ def _drop(args: list[str], flag: str) -> list[str]:
     return args[:i] + args[i + 2 :]
 
 
+READERS = ("sample", "interpolate", "eval", "project", "img2img", "inpaint")
+
+
 def _positional_run(args: list[str]) -> str | None:
-    """The RUN folder a sample / interpolate / eval line reads (its first positional)."""
-    if args[0] in ("sample", "interpolate", "eval") and len(args) > 1 and not args[1].startswith("-"):
-        return args[1]
+    """The RUN folder a line reads (its first positional; RUN@STEP / RUN@best name RUN)."""
+    if args[0] in READERS and len(args) > 1 and not args[1].startswith("-"):
+        return args[1].partition("@")[0]
     return None
 
 
@@ -93,14 +102,30 @@ def test_every_tour_line_parses_and_reads_only_runs_the_tour_trained():
     assert len(commands) >= 12, commands
     parser = build_parser()
     trained: set[str] = set()
+    folders: set[str] = set()  # what `data` lines and per-image outputs wrote
     for args in commands:
         parsed, extras = parser.parse_known_args(args)
         assert all(e.startswith("--") and "=" in e for e in extras), (args, extras)  # --section.name=value
+        line = f"README tour: `artforge {shlex.join(args)}`"
         run = _positional_run(args)
         if run is not None:
-            assert run in trained, f"README tour: `artforge {shlex.join(args)}` reads {run}, never trained"
+            assert run in trained, f"{line} reads {run}, never trained"
+        for given in (
+            getattr(parsed, "image", None),
+            getattr(parsed, "mask", None),
+            getattr(parsed, "latents", None),
+        ):
+            if given is not None:  # an input file: in a folder an earlier line wrote
+                assert any(given.startswith(f.rstrip("/") + "/") for f in folders), (
+                    f"{line}: {given} not made"
+                )
         if args[0] == "train":
-            trained.add(getattr(parsed, "out", None))
+            out = getattr(parsed, "out", None)
+            again = parsed.resume or parsed.restart or parsed.overwrite or parsed.dry_run
+            assert again or out not in trained, f"{line} trains into {out}, which an earlier line trained"
+            trained.add(out)
+        elif getattr(parsed, "out", None):
+            folders.add(parsed.out)
     assert "runs/emoji-diffusion" in trained
 
 

@@ -382,7 +382,14 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "img2img":
             c.add_argument("--strength", type=float, required=True, help="0 = the input, 1 = ignore it")
         else:
-            c.add_argument("--mask", required=True, metavar="FILE", help="white = fill, black = keep")
+            hole = c.add_mutually_exclusive_group(required=True)
+            hole.add_argument("--mask", metavar="FILE", help="white = fill, black = keep")
+            hole.add_argument(
+                "--box",
+                metavar="L,T,R,B",
+                help="fill a rectangle instead of a mask file: its edges as fractions of the width "
+                "and height, e.g. 0.25,0.25,0.75,0.75 for the middle",
+            )
             c.add_argument("--resample", type=int, default=1, help="diffusion: RePaint resampling per step")
     # -- create (end) --
 
@@ -938,7 +945,7 @@ def torch_cat_frames(frames: list[Any]) -> Any:
 
 
 def cmd_img2img_inpaint(args: argparse.Namespace) -> int:
-    from .create import load_mask
+    from .create import box_mask, load_mask
     from .sample import make_grid, save_image
 
     run, image, out = _create_inputs(args)
@@ -955,7 +962,7 @@ def cmd_img2img_inpaint(args: argparse.Namespace) -> int:
         images = run.img2img(image, args.strength, args.n, **options)
         stem = f"img2img-s{args.strength:.2f}-seed{args.seed}"
     else:
-        mask = load_mask(args.mask, run.config.data)
+        mask = load_mask(args.mask, run.config.data) if args.mask else box_mask(args.box, run.config.data)
         if run.config.family == "diffusion":
             options["resample"] = args.resample
         elif args.resample != 1:

@@ -93,6 +93,25 @@ def load_mask(path: str | os.PathLike[str] | bytes, data: DataConfig, *, name: s
     return grey >= 0.5
 
 
+def box_mask(box: str, data: DataConfig) -> Tensor:
+    """``"L,T,R,B"`` (edges as fractions of the width and height) -> (1, 1, H, W) bool, True
+    inside the rectangle (fill): a hole without drawing a mask file."""
+    try:
+        left, top, right, bottom = (float(v) for v in box.split(","))
+    except ValueError:
+        raise ValueError(
+            f"--box must be four fractions L,T,R,B such as 0.25,0.25,0.75,0.75, got {box!r}"
+        ) from None
+    if not (0 <= left < right <= 1 and 0 <= top < bottom <= 1):
+        raise ValueError(f"--box needs 0 <= L < R <= 1 and 0 <= T < B <= 1, got {box!r}")
+    h, w = data.height, data.width
+    y0, y1 = round(top * h), max(round(bottom * h), round(top * h) + 1)  # at least one pixel
+    x0, x1 = round(left * w), max(round(right * w), round(left * w) + 1)
+    fill = torch.zeros(1, 1, h, w, dtype=torch.bool)
+    fill[..., y0:y1, x0:x1] = True
+    return fill
+
+
 def as_images(image: Tensor | str | os.PathLike[str] | bytes, data: DataConfig) -> Tensor:
     """A path, file bytes or a (C, H, W) / (B, C, H, W) tensor in [0, 1] -> (B, C, H, W),
     checked against the run's size."""
