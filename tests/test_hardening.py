@@ -116,8 +116,12 @@ def test_restart_is_the_explicit_way_to_start_over(finished, tmp_path, capsys):
     rc, err = run_cli(["train", "--out", str(run), "--resume", "--restart"], capsys)
     assert rc == 2 and "not both" in err
     old = load_file(str(run / "model.safetensors"))
+    (run / "snapshots").mkdir()  # an earlier history's snapshots and their table go with it
+    (run / "snapshots" / "step-0000003.safetensors").write_bytes(b"old")
+    (run / "snapshots.json").write_text("{}")
     rc, err = run_cli(["train", "--out", str(run), "--restart", "--steps", "4"], capsys)
     assert rc == 0, err
+    assert not (run / "snapshots").exists() and not (run / "snapshots.json").exists()
     # the saved settings were used (a VAE at 16x16), from step 0, and the old results replaced
     assert json.loads((run / "config.json").read_text())["family"] == "vae"
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -332,7 +332,10 @@ class Trainer:
             log.info("resumed %s at step %d", self.run_dir, self.state.step)
         elif self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            for stale in ("metrics.jsonl", "samples", "plots", "state", "state.old", "state.tmp"):
+            for stale in (  # what a fresh start replaces: its log, grids, checkpoint and snapshots
+                *("metrics.jsonl", "samples", "plots", "state", "state.old", "state.tmp"),
+                *("snapshots", "snapshots.json", "snapshots.md"),
+            ):
                 p = self.run_dir / stale
                 if p.is_symlink():  # a link is removed, never what it points to
                     p.unlink()
