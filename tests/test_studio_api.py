@@ -666,6 +666,86 @@ def test_lane_round_robin_and_cancel():
     lane.close()
 
 
+# -- img2img and inpaint ------------------------------------------------------------------------
+
+
+def _upload(server: Server, run: str) -> tuple[bytes, np.ndarray]:
+    """A real picture to upload: the PNG of one of the run's own samples."""
+    _, out = server.post("/api/generate", {"run": run, "seeds": [7]})
+    status, body, _ = server.request("GET", out["images"][0])
+    assert status == 200
+    return body, np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+
+
+def _b64(raw: bytes) -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(raw).decode()
+
+
+def test_img2img_matches_the_python_api(server, runs_dir):
+    raw, pixels = _upload(server, "gan")
+    status, out = server.post("/api/img2img", {"run": "gan", "image": _b64(raw), "strength": 0, "n": 2})
+    assert status == 200, out
+    assert out["folder"].startswith("gan/generated/studio/") and len(out["images"]) == 2
+    for url in out["images"]:  # strength 0 gives the picture back
+        np.testing.assert_array_equal(png(server, url), pixels)
+    body = {"run": "gan", "image": _b64(raw), "strength": 0.6, "n": 2, "seed": 4}
+    status, out = server.post("/api/img2img", body)
+    assert status == 200, out
+    got = np.stack([png(server, u) for u in out["images"]]).astype(int)
+    want = artforge.load(runs_dir / "gan").img2img(raw, 0.6, 2, seed=4)
+    want = (want * 255).round().permute(0, 2, 3, 1).numpy().astype(int)
+    assert np.abs(got - want).max() <= 1  # the Python API's images (PNG rounding aside)
+    assert np.abs(got - pixels).mean() > 1  # and not the picture itself
+    names = zipfile.ZipFile(io.BytesIO(server.request("GET", out["zip"])[1])).namelist()
+    assert names == [u.rsplit("/", 1)[1] for u in out["images"]]
+
+
+def test_inpaint_keeps_the_pixels_outside_the_box_and_takes_a_mask_picture(server):
+    raw, pixels = _upload(server, "nested/vae")
+    body = {"run": "nested/vae", "image": _b64(raw), "box": "0.25,0.25,0.75,0.75", "n": 2, "seed": 1}
+    status, out = server.post("/api/inpaint", body)
+    assert status == 200, out
+    keep = np.ones(pixels.shape[:2], bool)
+    keep[4:12, 4:12] = False  # the box on a 16 x 16 picture
+    for url in out["images"]:
+        got = png(server, url)
+        np.testing.assert_array_equal(got[keep], pixels[keep])
+        assert np.abs(got[~keep].astype(int) - pixels[~keep]).max() > 0
+    mask = np.zeros((16, 16), np.uint8)
+    mask[:8] = 255  # fill the top half
+    buf = io.BytesIO()
+    Image.fromarray(mask).save(buf, format="PNG")
+    body = {"run": "nested/vae", "image": _b64(raw), "mask": _b64(buf.getvalue()), "n": 1}
+    status, out = server.post("/api/inpaint", body)
+    assert status == 200, out
+    np.testing.assert_array_equal(png(server, out["images"][0])[8:], pixels[8:])
+
+
+def test_create_requests_are_checked(server, runs_dir):
+    from studio_support import sound_run
+
+    raw, _ = _upload(server, "gan")
+    cases = [
+        ("/api/img2img", {"run": "gan", "image": _b64(b"not a picture at all")}, 400, "the uploaded image"),
+        ("/api/img2img", {"run": "gan", "image": "%%%"}, 400, "not valid base64"),
+        ("/api/img2img", {"run": "gan"}, 400, "image"),
+        ("/api/img2img", {"run": "gan", "image": _b64(raw), "strength": 1.5}, 400, "strength must be in"),
+        ("/api/img2img", {"run": "gan", "image": _b64(raw), "n": 17}, 400, "n must be"),
+        ("/api/img2img", {"run": "gan", "image": _b64(raw), "truncation": 0.5}, 400, "not truncation"),
+        ("/api/inpaint", {"run": "gan", "image": _b64(raw), "box": "0.5,0,0.2,1"}, 400, "--box needs"),
+        ("/api/inpaint", {"run": "gan", "image": _b64(raw)}, 400, "mask"),
+        ("/api/img2img", {"run": "gan", "image": "A" * (6 * 2**20)}, 413, "over 4 MiB"),
+    ]
+    for path, body, want, message in cases:
+        status, out = server.post(path, body)
+        assert status == want and message in out["error"], (body.get("strength"), status, out)
+    sound_run(runs_dir)
+    status, out = server.post("/api/img2img", {"run": "sound", "image": _b64(raw)})
+    assert status == 409 and "sound run" in out["error"]
+
+
 # -- sound runs --------------------------------------------------------------------------------
 
 

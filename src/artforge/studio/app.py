@@ -26,6 +26,8 @@ a studio on localhost. Requests naming another host than the one served are refu
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import logging
 from contextlib import asynccontextmanager
@@ -52,6 +54,8 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 MAX_BODY = 64 * 1024  # bytes of a JSON request body
+MAX_UPLOAD = 4 * 2**20  # bytes of one uploaded picture (img2img / inpaint), once decoded
+MAX_UPLOAD_BODY = 2 * (2 * MAX_UPLOAD * 4 // 3) + MAX_BODY  # an image and a mask in base64, and the rest
 
 
 class HostCheck:
@@ -114,14 +118,14 @@ class Studio:
 # -- request helpers ------------------------------------------------------------------------
 
 
-async def json_body(request: Request) -> dict[str, Any]:
+async def json_body(request: Request, limit: int = MAX_BODY) -> dict[str, Any]:
     """The request's JSON object; 415 for another content type, 400 for malformed JSON."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/json":
         raise StudioError("send the request body as application/json", 415)
     raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise StudioError(f"request body over {MAX_BODY} bytes", 413)
+    if len(raw) > limit:
+        raise StudioError(f"request body over {limit} bytes", 413)
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
@@ -205,6 +209,8 @@ async def info(request: Request) -> Response:
                 "pixels": safety.MAX_PIXELS,
                 "novelty": safety.MAX_NOVELTY,
                 "neighbours": safety.MAX_NEIGHBOURS,
+                "create": safety.MAX_CREATE,
+                "upload_bytes": MAX_UPLOAD,
             },
             # requests accepted and not answered yet (waiting or being worked on), and of those
             # the ones started: the generation lane works on several in turn (worker.Lane)
@@ -275,6 +281,60 @@ async def interpolate(request: Request) -> Response:
         lambda: worker.interpolate(s.models, path, seeds, frames, fps, loop, options),  # type: ignore[arg-type]
     )
     return JSONResponse(s.output_urls(result, "gif"))
+
+
+def upload(body: dict[str, Any], key: str, what: str) -> bytes:
+    """The bytes of a picture sent as base64 (a data: URL or bare), bounded by MAX_UPLOAD."""
+    value = body.get(key)
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"{key}: send {what} as base64 text (a data: URL)")
+    if value.startswith("data:"):
+        value = value.partition(",")[2]
+    if len(value) > MAX_UPLOAD * 4 // 3 + 4:
+        raise StudioError(f"{what} is over {MAX_UPLOAD // 2**20} MiB", 413)
+    try:
+        return base64.b64decode(value, validate=True)
+    except (ValueError, binascii.Error):
+        raise BadRequest(f"{what}: not valid base64") from None
+
+
+async def create_images(request: Request, kind: str) -> Response:
+    """img2img / inpaint: an uploaded picture through the run's model on the generation lane."""
+    s = studio(request)
+    body = await json_body(request, MAX_UPLOAD_BODY)
+    path = safety.run_dir(s.root, body.get("run"))
+    cfg = gallery.read_json(path / "config.json") or {}
+    if gallery.modality(cfg) == "audio":
+        raise safety.Conflict(f"{path.name} is a sound run; {kind} takes pictures")
+    h, w = run_size(path)
+    options = sample_options(body)
+    n = safety.get_int(body, "n", 4, 1, safety.MAX_CREATE)
+    seed = safety.get_int(body, "seed", 0, 0, safety.MAX_SEED)
+    strength = safety.get_float(body, "strength", 0.5, 0.0, 1.0) if kind == "img2img" else 0.0
+    safety.check_pixels(n, h, w)  # type: ignore[arg-type]
+    image = upload(body, "image", "the uploaded image")
+    mask: bytes | str | None = None
+    if kind == "inpaint":
+        if body.get("box") not in (None, ""):
+            if not isinstance(body["box"], str):
+                raise BadRequest('box must be text "L,T,R,B" (fractions)')
+            mask = body["box"]
+        else:
+            mask = upload(body, "mask", "the uploaded mask")
+    result = await run_in(
+        request,
+        s.fast,
+        lambda: worker.create(s.models, path, kind, image, mask, strength, n, seed, options),  # type: ignore[arg-type]
+    )
+    return JSONResponse(s.output_urls(result, "images", "grid", "zip"))
+
+
+async def img2img(request: Request) -> Response:
+    return await create_images(request, "img2img")
+
+
+async def inpaint(request: Request) -> Response:
+    return await create_images(request, "inpaint")
 
 
 async def novelty(request: Request) -> Response:
@@ -402,6 +462,8 @@ def create_app(
         Route("/api/generate", generate, methods=["POST"]),
         Route("/api/interpolate", interpolate, methods=["POST"]),
         Route("/api/novelty", novelty, methods=["POST"]),
+        Route("/api/img2img", img2img, methods=["POST"]),
+        Route("/api/inpaint", inpaint, methods=["POST"]),
         Route("/api/jobs", list_jobs),
         Route("/api/jobs", start_job, methods=["POST"]),
         Route("/api/jobs/{job}", get_job),

@@ -464,3 +464,62 @@ def novelty(
 
 def _ratio(d: float, tau: float) -> float | None:
     return round(d / tau, 3) if tau > 0 else None
+
+
+# -- create: img2img and inpaint on an uploaded picture (docs/create.md) --------------------
+
+
+def _save_set(run_path: Path, kind: str, images: torch.Tensor, names: list[str]) -> dict[str, Any]:
+    """PNGs, a grid and a zip of ``images`` in a fresh RUN/generated/studio/ folder."""
+    from ..sample import make_grid, save_image
+
+    out = new_output_dir(run_path, kind)
+    for img, name in zip(images, names, strict=True):
+        save_image(img, out / name)
+    save_image(make_grid(images), out / "grid.png")
+    with zipfile.ZipFile(out / "images.zip", "w", zipfile.ZIP_STORED) as zf:
+        for name in names:
+            zf.write(out / name, name)
+    return {"folder": out, "images": names, "grid": "grid.png", "zip": "images.zip"}
+
+
+def create(
+    cache: ModelCache,
+    run_path: Path,
+    kind: str,
+    image: bytes,
+    mask: bytes | str | None,
+    strength: float,
+    n: int,
+    seed: int,
+    options: Options,
+) -> dict[str, Any]:
+    """``kind`` "img2img" (n variations of ``image`` at ``strength``) or "inpaint" (n fills of
+    ``mask``: the bytes of a mask picture or an "L,T,R,B" box) through the Python API's create
+    functions. One turn of the lane: create runs a projection or a DDIM loop as one call (the
+    forward pre-hook still stops it at the next network call once cancelled)."""
+    from .. import create as cr
+
+    run = cache.get(run_path)
+    if run.is_audio:
+        raise Conflict(f"{run_path.name} is a sound run; img2img and inpaint take pictures")
+    opts = options.check(run)
+    extra = sorted(set(opts) - {"steps", "guidance", "prompt"})
+    if extra:
+        raise BadRequest(f"{kind} takes steps, guidance and prompt (diffusion), not {', '.join(extra)}")
+    try:  # the user's files: a bad one is their mistake (400), named, not the model's (409)
+        picture = cr.load_image(image, run.config.data, name="the uploaded image")
+        fill = None
+        if kind == "inpaint" and isinstance(mask, str):
+            fill = cr.box_mask(mask, run.config.data)
+        elif kind == "inpaint":
+            fill = cr.load_mask(mask or b"", run.config.data, name="the uploaded mask")
+    except ValueError as e:
+        raise BadRequest(str(e)) from None
+    if fill is None:
+        images = cr.img2img(run.model, picture, strength, n, seed=seed, **opts)
+        names = [f"img2img-s{strength:g}-seed{seed}-{k:04d}.png" for k in range(n)]
+    else:
+        images = cr.inpaint(run.model, picture, fill, n, seed=seed, **opts)
+        names = [f"inpaint-seed{seed}-{k:04d}.png" for k in range(n)]
+    return _save_set(run_path, kind, images, names)
