@@ -89,6 +89,49 @@ def test_novelty_view(page, server, network):
     assert "copy threshold" in page.inner_text("#novelty-result")
 
 
+def test_img2img_and_inpaint_tabs_upload_a_picture(page, server, tmp_path):
+    """A picture chosen on the page comes back as variations (img2img) and as fills that keep
+    everything outside the box (inpaint); a file that is no picture gets a message naming it."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    _, out = server.post("/api/generate", {"run": "gan", "seeds": [3]})
+    picture = tmp_path / "mine.png"
+    picture.write_bytes(server.request("GET", out["images"][0])[1])
+    page.goto(server.url + "#/create/img2img?run=gan")
+    page.wait_for_selector("#create-form")
+    assert page.locator("#tab-img2img").count() == 1 and page.locator("#tab-inpaint").count() == 1
+    page.set_input_files("#create-file", str(picture))
+    page.fill("#create-form input[name=n]", "3")
+    page.fill("#create-strength", "0.4")
+    page.click("#create-button")
+    page.wait_for_function("() => document.querySelectorAll('#create-results img.gen').length === 3")
+    page.wait_for_function(ALL_LOADED, arg="#create-results img.gen")
+    names = page.eval_on_selector_all("#create-results figcaption", "els => els.map(e => e.textContent)")
+    assert names == [f"img2img-s0.4-seed0-{k:04d}.png" for k in range(3)]
+    assert page.get_attribute("#create-zip", "href").endswith("/images.zip")
+
+    page.goto(server.url + "#/create/inpaint?run=gan")
+    page.wait_for_selector("#create-box")
+    page.set_input_files("#create-file", str(picture))
+    page.fill("#create-form input[name=n]", "1")
+    page.click("#create-button")
+    one = " && document.querySelectorAll(sel).length === 1"
+    page.wait_for_function(ALL_LOADED + one, arg="#create-results img.gen")
+    url = page.get_attribute("#create-results img.gen", "src")
+    got = np.asarray(Image.open(io.BytesIO(server.request("GET", url)[1])).convert("RGB"))
+    want = np.asarray(Image.open(picture).convert("RGB"))
+    np.testing.assert_array_equal(got[:4], want[:4])  # above the default box (top 0.25) is kept
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"this is not a picture")
+    page.set_input_files("#create-file", str(bad))
+    page.click("#create-button")
+    page.wait_for_selector("#toast:not([hidden])")
+    assert "the uploaded image" in page.inner_text("#toast")
+
+
 def test_novelty_view_explains_missing_data(page, server):
     page.goto(server.url + "#/create/novelty?run=folder")
     page.click("#novelty-form button[type=submit]")

@@ -283,7 +283,7 @@ function fmtLeft(seconds) {
     : s >= 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s} s`;
 }
 
-// -- create: generate, interpolate, novelty -----------------------------------------------
+// -- create: generate, interpolate, novelty, img2img, inpaint -----------------------------------------------
 
 const OPTION_FIELDS = {
   truncation: { label: "truncation", value: 1.0, step: 0.05, min: 0.05, max: 2, help: "GAN: below 1 is safer, above is wilder" },
@@ -347,7 +347,9 @@ async function createView(view, tab, runId) {
   const select = h("select", { id: "create-run", onchange: (e) => go(tab, e.target.value) },
     usable.map((r) => h("option", { value: r.id, selected: r.id === run.id }, `${r.id} (${r.family} ${r.size[0]}×${r.size[1]})`)));
   // the novelty view compares pictures by the FID network's features: not offered for sound
-  const tabNames = run.modality === "audio" ? ["generate", "interpolate"] : ["generate", "interpolate", "novelty"];
+  // img2img and inpaint take pictures: not offered for sound either
+  const tabNames = run.modality === "audio" ? ["generate", "interpolate"]
+    : ["generate", "interpolate", "novelty", "img2img", "inpaint"];
   if (!tabNames.includes(tab)) tab = "generate";
   const tabs = h("div", { class: "tabs" }, tabNames.map((t) =>
     h("a", { href: `#/create/${t}?run=${encodeURIComponent(run.id)}`, class: t === tab ? "active" : "", id: `tab-${t}` }, t[0].toUpperCase() + t.slice(1))));
@@ -358,7 +360,73 @@ async function createView(view, tab, runId) {
   );
   if (tab === "interpolate") interpolatePanel(panel, run);
   else if (tab === "novelty") noveltyPanel(panel, run);
+  else if (tab === "img2img" || tab === "inpaint") createPanel(panel, run, tab);
   else generatePanel(panel, run);
+}
+
+// a chosen file -> its data: URL (sent as base64 in the JSON body; the studio bounds its size)
+function readFile(file) {
+  return new Promise((resolve, reject) => {
+    const r = new FileReader();
+    r.onload = () => resolve(r.result);
+    r.onerror = () => reject(new Error(`${file.name}: could not be read`));
+    r.readAsDataURL(file);
+  });
+}
+
+// img2img (variations of an uploaded picture) and inpaint (fills of a box or a mask picture)
+function createPanel(panel, run, kind) {
+  const limits = state.info.limits;
+  const results = h("div", { id: "create-results" });
+  const preview = h("div", { class: "gallery-images", id: "create-preview" });
+  const strength = h("input", { type: "range", name: "strength", min: 0, max: 1, step: 0.05, value: 0.5, id: "create-strength" });
+  const shown = h("output", {}, "0.5");
+  strength.addEventListener("input", () => (shown.textContent = strength.value));
+  const diffusionOnly = run.sample_options.filter((k) => k === "steps" || k === "guidance");
+  const form = h("form", { id: "create-form", class: "form" },
+    field("picture", h("input", { type: "file", name: "file", accept: "image/*", required: true, id: "create-file" }),
+      `fitted to the run's ${run.size[0]}×${run.size[1]} as in training; at most ${Math.round(limits.upload_bytes / 2 ** 20)} MiB`),
+    kind === "img2img" ? field("strength", h("span", {}, strength, " ", shown), "0 gives the picture back, 1 ignores it") : null,
+    kind === "inpaint" ? field("box", h("input", { name: "box", value: "0.25,0.25,0.75,0.75", id: "create-box" }),
+      "L,T,R,B as fractions: the part to fill (ignored when a mask is chosen)") : null,
+    kind === "inpaint" ? field("mask", h("input", { type: "file", name: "maskfile", accept: "image/*", id: "create-mask" }),
+      "optional: white = fill, black = keep") : null,
+    field("seed", num("seed", 0, 0, 2147483647)),
+    field("count", num("n", 4, 1, limits.create), `1 to ${limits.create}`),
+    diffusionOnly.map((k) => field(OPTION_FIELDS[k].label, num(k, OPTION_FIELDS[k].value, OPTION_FIELDS[k].min, OPTION_FIELDS[k].max, OPTION_FIELDS[k].step), OPTION_FIELDS[k].help)),
+    promptInput(run),
+    h("button", { type: "submit", id: "create-button" }, kind === "img2img" ? "Make variations" : "Fill"),
+  );
+  form.elements.file.addEventListener("change", () => {
+    const f = form.elements.file.files[0];
+    fill(preview, f ? h("figure", {}, img(URL.createObjectURL(f), f.name, "pix gen"), h("figcaption", {}, f.name)) : null);
+  });
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const out = await busy(form.querySelector("button"), async () => {
+      const body = readForm(form);
+      delete body.file; delete body.maskfile;
+      body.image = await readFile(form.elements.file.files[0]);
+      if (kind === "inpaint" && form.elements.maskfile.files[0]) {
+        body.mask = await readFile(form.elements.maskfile.files[0]);
+        delete body.box;
+      }
+      if (kind === "img2img") body.strength = Number(strength.value);
+      return api(`/api/${kind}`, { run: run.id, ...body });
+    });
+    if (!out) return;
+    fill(results,
+      h("div", { class: "title-row" }, h("h2", {}, `${out.images.length} images`),
+        h("a", { class: "button", href: out.zip, download: `${run.name}-${kind}.zip`, id: "create-zip" }, "Download all (.zip)"),
+        h("a", { class: "button", href: out.grid, download: `${run.name}-${kind}-grid.png` }, "Grid PNG")),
+      h("div", { class: "gallery-images" }, out.images.map((url) => {
+        const name = decodeURIComponent(url.split("/").pop());
+        return h("figure", {}, h("a", { href: url, download: name }, img(url, name, "pix gen")), h("figcaption", {}, name));
+      })),
+      h("p", { class: "muted small" }, `saved in ${out.folder}`),
+    );
+  });
+  panel.replaceChildren(form, preview, results);
 }
 
 function generatePanel(panel, run) {
