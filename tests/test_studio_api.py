@@ -746,6 +746,57 @@ def test_create_requests_are_checked(server, runs_dir):
     assert status == 409 and "sound run" in out["error"]
 
 
+# -- the seed browser and favourites --------------------------------------------------------------
+
+
+def test_seed_pages_and_favourites_saved_in_the_run(server, runs_dir):
+    status, out = server.post("/api/seeds", {"run": "nested/vae", "page": 2, "temperature": 0.7})
+    assert status == 200, out
+    assert out["seeds"] == list(range(48, 72)) and out["starred"] == []
+    assert [u.rsplit("/", 1)[1] for u in out["images"]] == [f"seed{s:04d}.png" for s in range(48, 72)]
+    # the same picture as generate's per-seed mode for that seed
+    _, one = server.post("/api/generate", {"run": "nested/vae", "seeds": [50], "temperature": 0.7})
+    np.testing.assert_array_equal(png(server, out["images"][2]), png(server, one["images"][0]))
+    fav = runs_dir / "nested" / "vae" / "favourites.json"
+    fav.unlink(missing_ok=True)
+    try:
+        for seed in (50, 12, 50):  # starring twice keeps one entry
+            status, got = server.post("/api/favourites", {"run": "nested/vae", "seed": seed})
+            assert status == 200, got
+        assert [x["seed"] for x in got["favourites"]] == [50, 12]
+        assert [x["seed"] for x in json.loads(fav.read_text())["favourites"]] == [50, 12]
+        assert [x["seed"] for x in server.get("/api/favourites?run=nested/vae")["favourites"]] == [50, 12]
+        _, out = server.post("/api/seeds", {"run": "nested/vae", "page": 2, "temperature": 0.7})
+        assert out["starred"] == [50]
+        _, got = server.post("/api/favourites", {"run": "nested/vae", "seed": 50, "star": False})
+        assert [x["seed"] for x in got["favourites"]] == [12]
+        assert not list(fav.parent.glob(".favourites.json.*"))  # the temporary file was renamed
+        # a broken file is reported and left as it is, never overwritten
+        fav.write_text("{not json")
+        status, got = server.post("/api/favourites", {"run": "nested/vae", "seed": 3})
+        assert status == 409 and "favourites.json" in got["error"], got
+        assert fav.read_text() == "{not json"
+        status, got = server.post("/api/seeds", {"run": "nested/vae"})
+        assert status == 409 and "favourites.json" in got["error"]
+    finally:
+        fav.unlink(missing_ok=True)
+    for body, message in [
+        ({"run": "gan", "page": -1}, "page must be"),
+        ({"run": "gan", "page": 2.5}, "page must be"),
+    ]:
+        status, got = server.post("/api/seeds", body)
+        assert status == 400 and message in got["error"], got
+    for body, message in [
+        ({"run": "gan"}, "seed is required"),
+        ({"run": "gan", "seed": -3}, "seed must be"),
+        ({"run": "gan", "seed": 1, "star": "yes"}, "star must be"),
+        ({"run": "../x", "seed": 1}, ""),
+    ]:
+        status, got = server.post("/api/favourites", body)
+        assert status in (400, 404) and message in got["error"], got
+    assert not (runs_dir / "gan" / "favourites.json").exists()
+
+
 # -- sound runs --------------------------------------------------------------------------------
 
 

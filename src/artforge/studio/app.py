@@ -45,7 +45,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
-from . import gallery, safety, worker
+from . import favourites, gallery, safety, worker
 from .jobs import JobManager
 from .safety import BadRequest, StudioError
 
@@ -337,6 +337,50 @@ async def inpaint(request: Request) -> Response:
     return await create_images(request, "inpaint")
 
 
+SEEDS_PER_PAGE = 24  # the seed browser's page
+
+
+async def seed_page(request: Request) -> Response:
+    """One page of the seed browser: seeds page*24 .. page*24+23, one image each (generate's
+    per-seed mode), and which of them are starred."""
+    s = studio(request)
+    body = await json_body(request)
+    path = safety.run_dir(s.root, body.get("run"))
+    h, w = run_size(path)
+    options = sample_options(body)
+    page = safety.get_int(body, "page", 0, 0, safety.MAX_SEED // SEEDS_PER_PAGE)
+    seeds = list(range(page * SEEDS_PER_PAGE, (page + 1) * SEEDS_PER_PAGE))  # type: ignore[operator]
+    safety.check_pixels(len(seeds), h, w)  # type: ignore[arg-type]
+    starred = {x["seed"] for x in favourites.read(path)}  # a broken file says so before any work
+    result = await run_in(
+        request,
+        s.fast,
+        lambda: worker.generate(s.models, path, seeds, 0, len(seeds), options),  # type: ignore[arg-type]
+    )
+    keys = ("images", "grid", "zip", "sounds") if "sounds" in result else ("images", "grid", "zip")
+    out = s.output_urls(result, *keys)
+    out.update(page=page, seeds=seeds, starred=[x for x in seeds if x in starred])
+    return JSONResponse(out)
+
+
+async def get_favourites(request: Request) -> Response:
+    s = studio(request)
+    path = safety.run_dir(s.root, request.query_params.get("run"))
+    return JSONResponse({"run": path.relative_to(s.root).as_posix(), "favourites": favourites.read(path)})
+
+
+async def set_favourite(request: Request) -> Response:
+    """Star (``"star": true``, the default) or unstar one seed of a run."""
+    s = studio(request)
+    body = await json_body(request)
+    path = safety.run_dir(s.root, body.get("run"))
+    if body.get("seed") is None:
+        raise BadRequest("seed is required")
+    seed = safety.get_int(body, "seed", None, 0, safety.MAX_SEED)
+    items = favourites.star(path, seed, safety.get_bool(body, "star", True))  # type: ignore[arg-type]
+    return JSONResponse({"run": path.relative_to(s.root).as_posix(), "favourites": items})
+
+
 async def novelty(request: Request) -> Response:
     s = studio(request)
     body = await json_body(request)
@@ -463,6 +507,9 @@ def create_app(
         Route("/api/interpolate", interpolate, methods=["POST"]),
         Route("/api/novelty", novelty, methods=["POST"]),
         Route("/api/img2img", img2img, methods=["POST"]),
+        Route("/api/seeds", seed_page, methods=["POST"]),
+        Route("/api/favourites", get_favourites),
+        Route("/api/favourites", set_favourite, methods=["POST"]),
         Route("/api/inpaint", inpaint, methods=["POST"]),
         Route("/api/jobs", list_jobs),
         Route("/api/jobs", start_job, methods=["POST"]),
