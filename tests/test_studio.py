@@ -132,6 +132,41 @@ def test_img2img_and_inpaint_tabs_upload_a_picture(page, server, tmp_path):
     assert "the uploaded image" in page.inner_text("#toast")
 
 
+def test_seed_browser_stars_seeds_and_walks_between_favourites(page, server, runs_dir):
+    """Pages of 24 seeds; a star saves the seed in RUN/favourites.json and it stays starred on
+    a reload; two ticked favourites give an interpolation GIF."""
+    fav = runs_dir / "gan" / "favourites.json"
+    fav.unlink(missing_ok=True)
+    try:
+        page.goto(server.url + "#/create/seeds?run=gan")
+        page.wait_for_function("() => document.querySelectorAll('#seed-grid img.gen').length === 24")
+        page.click("#seed-next")
+        page.wait_for_selector('#seed-grid button.star[data-seed="24"]')
+        page.wait_for_function(ALL_LOADED, arg="#seed-grid img.gen")
+        assert loaded(page, "#seed-grid img.gen") == 24
+        page.click('#seed-grid button.star[data-seed="30"]')
+        page.wait_for_selector('#fav-list input[value="30"]')
+        page.click('#seed-grid button.star[data-seed="25"]')
+        page.wait_for_selector('#fav-list input[value="25"]')
+        assert [x["seed"] for x in json.loads(fav.read_text())["favourites"]] == [30, 25]
+        page.reload()
+        page.wait_for_selector("#seed-grid img.gen")
+        page.fill("#seed-page", "1")
+        page.click("#seed-go")
+        page.wait_for_selector('#seed-grid button.star.on[data-seed="30"]')
+        assert page.locator("#seed-grid button.star.on").count() == 2
+        page.check('#fav-list input[value="30"]')
+        page.check('#fav-list input[value="25"]')
+        page.click("#fav-walk-button")
+        page.wait_for_function("() => document.querySelector('#fav-walk img.gif')?.naturalWidth === 16")
+        assert "16 frames" in page.inner_text("#fav-walk")
+        page.click('#seed-grid button.star[data-seed="30"]')  # unstar
+        page.wait_for_function("() => !document.querySelector('#fav-list input[value=\"30\"]')")
+        assert [x["seed"] for x in json.loads(fav.read_text())["favourites"]] == [25]
+    finally:
+        fav.unlink(missing_ok=True)
+
+
 def test_novelty_view_explains_missing_data(page, server):
     page.goto(server.url + "#/create/novelty?run=folder")
     page.click("#novelty-form button[type=submit]")

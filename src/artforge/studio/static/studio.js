@@ -348,8 +348,8 @@ async function createView(view, tab, runId) {
     usable.map((r) => h("option", { value: r.id, selected: r.id === run.id }, `${r.id} (${r.family} ${r.size[0]}×${r.size[1]})`)));
   // the novelty view compares pictures by the FID network's features: not offered for sound
   // img2img and inpaint take pictures: not offered for sound either
-  const tabNames = run.modality === "audio" ? ["generate", "interpolate"]
-    : ["generate", "interpolate", "novelty", "img2img", "inpaint"];
+  const tabNames = run.modality === "audio" ? ["generate", "seeds", "interpolate"]
+    : ["generate", "seeds", "interpolate", "novelty", "img2img", "inpaint"];
   if (!tabNames.includes(tab)) tab = "generate";
   const tabs = h("div", { class: "tabs" }, tabNames.map((t) =>
     h("a", { href: `#/create/${t}?run=${encodeURIComponent(run.id)}`, class: t === tab ? "active" : "", id: `tab-${t}` }, t[0].toUpperCase() + t.slice(1))));
@@ -361,7 +361,66 @@ async function createView(view, tab, runId) {
   if (tab === "interpolate") interpolatePanel(panel, run);
   else if (tab === "novelty") noveltyPanel(panel, run);
   else if (tab === "img2img" || tab === "inpaint") createPanel(panel, run, tab);
+  else if (tab === "seeds") seedsPanel(panel, run);
   else generatePanel(panel, run);
+}
+
+// The seed browser: 24 seeds a page, a star on each (saved in RUN/favourites.json), and the
+// favourites listed with a walk between the ticked ones (the interpolate endpoint).
+function seedsPanel(panel, run) {
+  let page = 0;
+  const grid = h("div", { class: "gallery-images", id: "seed-grid" });
+  const favList = h("div", { id: "fav-list" });
+  const walk = h("div", { id: "fav-walk" });
+  const pageNo = h("input", { type: "number", id: "seed-page", min: 0, value: 0, step: 1 });
+  const form = h("form", { id: "seeds-form", class: "form" }, optionInputs(run), promptInput(run));
+  const starButton = (seed, on) => h("button", {
+    type: "button", class: on ? "star on" : "star", dataset: { seed }, "aria-pressed": on ? "true" : "false",
+    title: on ? "unstar" : "star this seed",
+    onclick: async (e) => {
+      const btn = e.currentTarget;
+      const want = btn.getAttribute("aria-pressed") !== "true";
+      try {
+        const out = await api("/api/favourites", { run: run.id, seed, star: want });
+        btn.setAttribute("aria-pressed", want ? "true" : "false");
+        btn.className = want ? "star on" : "star";
+        btn.textContent = want ? "★" : "☆";
+        showFavourites(out.favourites);
+      } catch (err) { toast(err.message); }
+    },
+  }, on ? "★" : "☆");
+  function showFavourites(items) {
+    if (!items.length) { fill(favList, h("p", { class: "muted" }, "No favourites yet: star seeds above.")); return; }
+    const walkButton = h("button", { type: "button", id: "fav-walk-button" }, "Interpolate ticked");
+    walkButton.addEventListener("click", async () => {
+      const seeds = [...favList.querySelectorAll("input:checked")].map((el) => Number(el.value));
+      if (seeds.length < 2) { toast("tick at least two favourites"); return; }
+      const out = await busy(walkButton, () => api("/api/interpolate", { run: run.id, seeds, frames: 16, ...readForm(form) }));
+      if (out) fill(walk, h("figure", {}, img(out.gif, "walk between favourites", "pix gif"), h("figcaption", {}, `${out.frames} frames`)),
+        h("a", { class: "button", href: out.gif, download: `${run.name}-favourites.gif` }, "Download GIF"));
+    });
+    fill(favList, h("h2", {}, "Favourites"),
+      h("div", { class: "favs" }, items.map((x) => h("label", { class: "fav" },
+        h("input", { type: "checkbox", value: x.seed }), ` seed ${x.seed}`))),
+      walkButton);
+  }
+  async function load() {
+    const button = $("#seed-go", panel);
+    const out = await busy(button, () => api("/api/seeds", { run: run.id, page, ...readForm(form) }));
+    if (!out) return;
+    pageNo.value = out.page;
+    fill(grid, out.seeds.map((seed, i) => h("figure", { class: "seed" },
+      img(out.images[i], `seed ${seed}`, "pix gen"),
+      h("figcaption", {}, starButton(seed, out.starred.includes(seed)), ` ${seed}`))));
+  }
+  const nav = h("div", { class: "title-row" },
+    h("button", { type: "button", id: "seed-prev", onclick: () => { if (page > 0) { page -= 1; load(); } } }, "← previous"),
+    field("page", pageNo),
+    h("button", { type: "button", id: "seed-go", onclick: () => { page = Math.max(0, Math.floor(Number(pageNo.value) || 0)); load(); } }, "Show"),
+    h("button", { type: "button", id: "seed-next", onclick: () => { page += 1; load(); } }, "next →"));
+  panel.replaceChildren(form, nav, grid, favList, walk);
+  api(`/api/favourites?run=${encodeURIComponent(run.id)}`).then((out) => showFavourites(out.favourites), (e) => toast(e.message));
+  load();
 }
 
 // a chosen file -> its data: URL (sent as base64 in the JSON body; the studio bounds its size)
