@@ -746,6 +746,30 @@ def test_create_requests_are_checked(server, runs_dir):
     assert status == 409 and "sound run" in out["error"]
 
 
+def test_project_writes_the_latent_that_reproduces_the_picture(server, runs_dir):
+    from artforge.create import load_latents
+
+    raw, pixels = _upload(server, "nested/vae")
+    body = {"run": "nested/vae", "image": _b64(raw), "steps": 20, "seed": 2}
+    status, out = server.post("/api/project", body)
+    assert status == 200, out
+    assert out["folder"].startswith("nested/vae/generated/studio/") and out["psnr"] > 10
+    np.testing.assert_array_equal(png(server, out["target"]), pixels)
+    run = artforge.load(runs_dir / "nested" / "vae")
+    z = load_latents(runs_dir / out["folder"] / "latent.safetensors", run.model)
+    want = (run.decode(z)[0] * 255).round().permute(1, 2, 0).numpy().astype(int)
+    assert np.abs(png(server, out["reconstruction"]).astype(int) - want).max() <= 1  # the latent's picture
+    proj = run.project(raw, steps=20, seed=2)
+    assert abs(float(proj.psnr[0]) - out["psnr"]) < 1e-2  # the Python API's projection
+    from studio_support import diffusion_run
+
+    diffusion_run(runs_dir)
+    status, out = server.post("/api/project", {"run": "diff", "image": _b64(raw)})
+    assert status == 409 and "not this diffusion" in out["error"] and "img2img" in out["error"], out
+    status, out = server.post("/api/project", {"run": "gan", "image": _b64(raw), "steps": 5000})
+    assert status == 400 and "steps must be" in out["error"]
+
+
 # -- the seed browser and favourites --------------------------------------------------------------
 
 

@@ -329,6 +329,29 @@ async def create_images(request: Request, kind: str) -> Response:
     return JSONResponse(s.output_urls(result, "images", "grid", "zip"))
 
 
+async def project(request: Request) -> Response:
+    """The latent of an uploaded picture (GAN, DCGAN, VAE), on the generation lane."""
+    s = studio(request)
+    body = await json_body(request, MAX_UPLOAD_BODY)
+    path = safety.run_dir(s.root, body.get("run"))
+    cfg = gallery.read_json(path / "config.json") or {}
+    if gallery.modality(cfg) == "audio" or cfg.get("family") not in ("gan", "dcgan", "vae"):
+        raise safety.Conflict(
+            f"projection works for gan, dcgan and vae picture runs, not this {cfg.get('family', '?')} "
+            f"{gallery.modality(cfg)} run; img2img varies a picture with any family"
+        )
+    steps = safety.get_int(body, "steps", 200, 0, safety.MAX_PROJECT_STEPS)  # optimiser steps, not DDIM's
+    options = sample_options({k: v for k, v in body.items() if k != "steps"})
+    seed = safety.get_int(body, "seed", 0, 0, safety.MAX_SEED)
+    image = upload(body, "image", "the uploaded image")
+    result = await run_in(
+        request,
+        s.fast,
+        lambda: worker.project(s.models, path, image, steps, seed, options),  # type: ignore[arg-type]
+    )
+    return JSONResponse(s.output_urls(result, "reconstruction", "target", "latent"))
+
+
 async def img2img(request: Request) -> Response:
     return await create_images(request, "img2img")
 
@@ -507,6 +530,7 @@ def create_app(
         Route("/api/interpolate", interpolate, methods=["POST"]),
         Route("/api/novelty", novelty, methods=["POST"]),
         Route("/api/img2img", img2img, methods=["POST"]),
+        Route("/api/project", project, methods=["POST"]),
         Route("/api/seeds", seed_page, methods=["POST"]),
         Route("/api/favourites", get_favourites),
         Route("/api/favourites", set_favourite, methods=["POST"]),

@@ -523,3 +523,46 @@ def create(
         images = cr.inpaint(run.model, picture, fill, n, seed=seed, **opts)
         names = [f"inpaint-seed{seed}-{k:04d}.png" for k in range(n)]
     return _save_set(run_path, kind, images, names)
+
+
+def project(
+    cache: ModelCache, run_path: Path, image: bytes, steps: int, seed: int, options: Options
+) -> dict[str, Any]:
+    """The latent that reproduces an uploaded picture (``artforge project``'s files: latent,
+    reconstruction, target, project.json) in a fresh RUN/generated/studio/ folder."""
+    from .. import create as cr
+    from ..models.base import write_json
+    from ..sample import save_image
+
+    run = cache.get(run_path)
+    if run.config.family not in ("gan", "dcgan", "vae") or run.is_audio:
+        raise Conflict(
+            f"projection works for gan, dcgan and vae picture runs, not this {run.config.family} run"
+        )
+    opts = options.check(run)
+    extra = sorted(set(opts) - {"prompt"})
+    if extra:
+        raise BadRequest(f"project takes a prompt (text runs), not {', '.join(extra)}")
+    try:
+        picture = cr.load_image(image, run.config.data, name="the uploaded image")
+    except ValueError as e:
+        raise BadRequest(str(e)) from None
+    proj = cr.project(run.model, picture, steps=steps, seed=seed, prompt=opts.get("prompt"))
+    out = new_output_dir(run_path, "project")
+    meta = {"kind": "artforge-latents", "family": run.config.family, "run": run_path.name, "image": "upload"}
+    cr.save_latents(proj.latents, out / "latent.safetensors", meta)
+    save_image(proj.images[0], out / "reconstruction.png")
+    save_image(proj.targets[0], out / "target.png")
+    psnr, dist = round(float(proj.psnr[0]), 3), round(float(proj.distance[0]), 6)
+    write_json(
+        {"image": "upload", "steps": steps, "seed": seed, "psnr": psnr, "distance": dist},
+        out / "project.json",
+    )
+    return {
+        "folder": out,
+        "reconstruction": "reconstruction.png",
+        "target": "target.png",
+        "latent": "latent.safetensors",
+        "psnr": psnr,
+        "distance": dist,
+    }
