@@ -124,6 +124,15 @@ def test_img2img_and_inpaint_tabs_upload_a_picture(page, server, tmp_path):
     got = np.asarray(Image.open(io.BytesIO(server.request("GET", url)[1])).convert("RGB"))
     want = np.asarray(Image.open(picture).convert("RGB"))
     np.testing.assert_array_equal(got[:4], want[:4])  # above the default box (top 0.25) is kept
+    # project (GAN here; not offered for diffusion): the picture and its latent's image
+    page.goto(server.url + "#/create/project?run=gan")
+    page.wait_for_selector("#create-form input[name=steps]")
+    page.set_input_files("#create-file", str(picture))
+    page.fill("#create-form input[name=steps]", "10")
+    page.click("#create-button")
+    page.wait_for_selector("#project-psnr")
+    assert "PSNR" in page.inner_text("#project-psnr")
+    assert page.get_attribute("#project-latent", "href").endswith("/latent.safetensors")
     bad = tmp_path / "notes.png"
     bad.write_bytes(b"this is not a picture")
     page.set_input_files("#create-file", str(bad))

@@ -349,7 +349,8 @@ async function createView(view, tab, runId) {
   // the novelty view compares pictures by the FID network's features: not offered for sound
   // img2img and inpaint take pictures: not offered for sound either
   const tabNames = run.modality === "audio" ? ["generate", "seeds", "interpolate"]
-    : ["generate", "seeds", "interpolate", "novelty", "img2img", "inpaint"];
+    : ["generate", "seeds", "interpolate", "novelty", "img2img", "inpaint",
+      ...(["gan", "dcgan", "vae"].includes(run.family) ? ["project"] : [])];  // projection: not diffusion
   if (!tabNames.includes(tab)) tab = "generate";
   const tabs = h("div", { class: "tabs" }, tabNames.map((t) =>
     h("a", { href: `#/create/${t}?run=${encodeURIComponent(run.id)}`, class: t === tab ? "active" : "", id: `tab-${t}` }, t[0].toUpperCase() + t.slice(1))));
@@ -360,7 +361,7 @@ async function createView(view, tab, runId) {
   );
   if (tab === "interpolate") interpolatePanel(panel, run);
   else if (tab === "novelty") noveltyPanel(panel, run);
-  else if (tab === "img2img" || tab === "inpaint") createPanel(panel, run, tab);
+  else if (tab === "img2img" || tab === "inpaint" || tab === "project") createPanel(panel, run, tab);
   else if (tab === "seeds") seedsPanel(panel, run);
   else generatePanel(panel, run);
 }
@@ -451,10 +452,12 @@ function createPanel(panel, run, kind) {
     kind === "inpaint" ? field("mask", h("input", { type: "file", name: "maskfile", accept: "image/*", id: "create-mask" }),
       "optional: white = fill, black = keep") : null,
     field("seed", num("seed", 0, 0, 2147483647)),
-    field("count", num("n", 4, 1, limits.create), `1 to ${limits.create}`),
-    diffusionOnly.map((k) => field(OPTION_FIELDS[k].label, num(k, OPTION_FIELDS[k].value, OPTION_FIELDS[k].min, OPTION_FIELDS[k].max, OPTION_FIELDS[k].step), OPTION_FIELDS[k].help)),
+    kind === "project" ? field("steps", num("steps", 200, 0, 1000), "optimiser steps: more is closer and slower")
+      : field("count", num("n", 4, 1, limits.create), `1 to ${limits.create}`),
+    kind === "project" ? null : diffusionOnly.map((k) => field(OPTION_FIELDS[k].label, num(k, OPTION_FIELDS[k].value, OPTION_FIELDS[k].min, OPTION_FIELDS[k].max, OPTION_FIELDS[k].step), OPTION_FIELDS[k].help)),
     promptInput(run),
-    h("button", { type: "submit", id: "create-button" }, kind === "img2img" ? "Make variations" : "Fill"),
+    h("button", { type: "submit", id: "create-button" },
+      { img2img: "Make variations", inpaint: "Fill", project: "Find its latent" }[kind]),
   );
   form.elements.file.addEventListener("change", () => {
     const f = form.elements.file.files[0];
@@ -474,6 +477,17 @@ function createPanel(panel, run, kind) {
       return api(`/api/${kind}`, { run: run.id, ...body });
     });
     if (!out) return;
+    if (kind === "project") {
+      fill(results,
+        h("div", { class: "gallery-images" },
+          h("figure", {}, img(out.target, "the picture", "pix gen"), h("figcaption", {}, "the picture (fitted)")),
+          h("figure", {}, h("a", { href: out.reconstruction, download: "reconstruction.png" }, img(out.reconstruction, "reconstruction", "pix gen")),
+            h("figcaption", { id: "project-psnr" }, `its latent's image: PSNR ${out.psnr} dB`))),
+        h("a", { class: "button", href: out.latent, download: `${run.name}-latent.safetensors`, id: "project-latent" }, "Download latent"),
+        h("p", { class: "muted small" }, `saved in ${out.folder} (artforge sample RUN --latents FILE decodes it)`),
+      );
+      return;
+    }
     fill(results,
       h("div", { class: "title-row" }, h("h2", {}, `${out.images.length} images`),
         h("a", { class: "button", href: out.zip, download: `${run.name}-${kind}.zip`, id: "create-zip" }, "Download all (.zip)"),
