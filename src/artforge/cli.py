@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import sys
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -1348,22 +1347,6 @@ def cmd_studio(args: argparse.Namespace) -> int:
 # -- main ---------------------------------------------------------------------------------------
 
 
-class SayOnce(logging.Filter):
-    """Drop a message identical to one of the last few printed: a line said by two layers (the
-    data loader and the trainer both summarise the data) reaches the user once."""
-
-    def __init__(self, memory: int = 4) -> None:
-        super().__init__()
-        self.recent: deque[str] = deque(maxlen=memory)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if message in self.recent:
-            return False
-        self.recent.append(message)
-        return True
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
@@ -1375,12 +1358,6 @@ def main(argv: list[str] | None = None) -> int:
         format="artforge: %(message)s",
         stream=sys.stderr,
     )
-    # a fresh memory per command (main() runs many times in one test process) and per handler
-    # (one shared memory would let the first handler's line hide it from every other handler)
-    for handler in logging.getLogger().handlers:
-        for f in [f for f in handler.filters if isinstance(f, SayOnce)]:
-            handler.removeFilter(f)
-        handler.addFilter(SayOnce())
     from .training import TrainingError
 
     try:

@@ -349,7 +349,8 @@ class Trainer:
             if self.captions is not None:
                 log.info("%s", self.caption_report.summary())
                 write_json(self.caption_report.report(), self.run_dir / "captions_report.json")
-            log.info("%s", self.data.summary())
+            if self.data.held_out:  # the loader said what it read; this is what training keeps
+                log.info("%s", self.data.summary())
         distributed.barrier(self.dist)
         if not resume:  # step 0: loadable and resumable from the start, and a rollback target
             self.checkpoint()
