@@ -15,9 +15,12 @@ False) and says so when applied.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from typing import Any
+
+from .config import set_path
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +46,10 @@ def _has(d: dict[str, Any], dotted: str) -> bool:
 
 
 def _set(d: dict[str, Any], dotted: str, value: Any) -> None:
-    """d[a][b] = value for "a.b"; a section that is not a table is left alone (the config's
-    own validation reports it)."""
-    *head, last = dotted.split(".")
-    for k in head:
-        d = d.setdefault(k, {})
-        if not isinstance(d, dict):
-            return
-    d[last] = value
+    """config.set_path, leaving a section that is not a table alone (the config's own
+    validation reports it)."""
+    with contextlib.suppress(ValueError):
+        set_path(d, dotted, value)
 
 
 def _on_cuda(device: str) -> bool:
