@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import printable
+from .config import ALIASES, RESUMABLE, printable
 
 log = logging.getLogger("artforge")
 
@@ -71,42 +71,6 @@ TRAIN_FLAGS: dict[str, str] = {
     "d_lr": "optim_groups.D.lr",
     "g_optimizer": "optim_groups.G.name",
     "d_optimizer": "optim_groups.D.name",
-}
-# DESIGN.md writes the learning rate as --train.lr: optimiser fields are reachable under train.
-ALIASES = {
-    "train.lr": "optim.lr",
-    "train.optimizer": "optim.name",
-    "train.betas": "optim.betas",
-    "train.momentum": "optim.momentum",
-    "train.weight_decay": "optim.weight_decay",
-    "train.clip": "optim.clip",
-    "data.size": None,  # handled like --size
-    "model.name": "family",
-}
-# what may change when a run is resumed
-RESUMABLE = {
-    "steps",
-    "epochs",
-    "minutes",
-    "log_every",
-    "sample_every",
-    "ckpt_every",
-    "device",
-    "channels_last",
-    "compile",
-    "compile_mode",
-    "optim_impl",
-    "tf32",
-    "threads",
-    "grid_n",
-    "monitor_every",
-    "monitor_n",
-    "monitor_fid",
-    "on_save_error",
-    "nan_retries",
-    "nan_lr_factor",
-    "snapshot_every",
-    "snapshot_keep",
 }
 
 

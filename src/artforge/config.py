@@ -30,6 +30,45 @@ Profile = Literal["none", "gpu"]
 Modality = Literal["auto", "image", "audio"]
 
 
+# Other spellings of settings: the learning rate is also --train.lr (the original design
+# wrote it so), so optimiser fields are reachable under train.
+ALIASES = {
+    "train.lr": "optim.lr",
+    "train.optimizer": "optim.name",
+    "train.betas": "optim.betas",
+    "train.momentum": "optim.momentum",
+    "train.weight_decay": "optim.weight_decay",
+    "train.clip": "optim.clip",
+    "data.size": None,  # handled like --size
+    "model.name": "family",
+}
+# train fields a resumed run may change (everything else is fixed for the run's life)
+RESUMABLE = {
+    "steps",
+    "epochs",
+    "minutes",
+    "log_every",
+    "sample_every",
+    "ckpt_every",
+    "device",
+    "channels_last",
+    "compile",
+    "compile_mode",
+    "optim_impl",
+    "tf32",
+    "threads",
+    "grid_n",
+    "monitor_every",
+    "monitor_n",
+    "monitor_fid",
+    "on_save_error",
+    "nan_retries",
+    "nan_lr_factor",
+    "snapshot_every",
+    "snapshot_keep",
+}
+
+
 def bounded(default: Any, hi: int | float) -> Any:
     """A dataclass field with an upper bound, kept in its metadata (``{"max": hi}``) beside
     the field so one check (``check_bounds``) enforces every bound and a CLI or form can be
