@@ -61,6 +61,7 @@ class Range:
     lo: float
     hi: float | None = None
     open_lo: bool = False
+    integer: bool = False
     default: float | None = None  # what an unset sample option means
     help: str = ""
 
