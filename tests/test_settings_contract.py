@@ -470,3 +470,57 @@ RESUMABLE = {
 
 def test_resumable_settings_are_frozen():
     assert config.RESUMABLE == RESUMABLE
+
+
+def test_settings_declared_outside_the_dataclasses_match_the_fields_they_name():
+    """EXTRA_SETTINGS' model.* entries name a field of some family's config with that type
+    (and the same choices, where both list them); optim_groups.* entries an OptimConfig field."""
+    import dataclasses
+    import typing
+
+    from artforge.models import MODELS
+
+    def plain(tp):
+        if typing.get_origin(tp) in (typing.Union, __import__("types").UnionType):
+            (tp,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        if typing.get_origin(tp) is typing.Literal:
+            return str, typing.get_args(tp)
+        return tp, None
+
+    for s in config.EXTRA_SETTINGS:
+        section, *_, name = s.path.split(".")
+        if section == "model":
+            classes = [m.config_class for m in MODELS.values()]
+        else:
+            assert section == "optim_groups"
+            classes = [config.OptimConfig]
+        found = [
+            plain(typing.get_type_hints(c)[name])
+            for c in classes
+            if name in {f.name for f in dataclasses.fields(c)}
+        ]
+        assert found, f"{s.path}: no config class has a field {name!r}"
+        for kind, choices in found:
+            assert kind is s.type, s.path
+            if s.choices is not None and choices is not None:
+                assert set(choices) == set(s.choices), s.path
+
+
+def test_the_studio_form_and_the_resume_rules_read_the_same_declarations():
+    from artforge.studio.jobs import TRAIN_FIELDS
+
+    form = {s.key for s in config.settings() if s.studio}
+    assert form == {
+        "base_channels",
+        "batch_size",
+        "builtin_count",
+        "captions",
+        "log_every",
+        "lr",
+        "minutes",
+        "sample_every",
+        "seed",
+        "steps",
+        "text_encoder",
+    }
+    assert form <= TRAIN_FIELDS
