@@ -251,6 +251,7 @@ async def settings(request: Request) -> Response:
             "flag": s.flag,
             "type": "choice" if s.choices else s.type.__name__,
             "choices": list(s.choices) if s.choices else None,
+            "help": s.help,
             **(s.studio.to_dict() if isinstance(s.studio, Range) else {}),
         }
         for s in jobs.FORM.values()

@@ -619,6 +619,9 @@ function settingInput(key, value, extra = {}) {
   return h("input", { type: "number", name: key, value, min: s.lo, max: s.hi, step, ...extra });
 }
 
+const LAID_OUT = new Set(["steps", "minutes", "batch_size", "base_channels", "lr", "captions", "text_encoder",
+  "seed", "log_every", "sample_every", "builtin_count"]);
+
 async function trainView(view, resumeRun) {
   const models = state.settings.models;
   const size = state.settings.size;
@@ -644,7 +647,10 @@ async function trainView(view, resumeRun) {
       field("seed", settingInput("seed")),
       field("log every", settingInput("log_every", 10), "steps between loss lines"),
       field("sample every", settingInput("sample_every", 100), "steps between sample grids"),
-      field("built-in images", settingInput("builtin_count"), "for builtin data (default 2000)")),
+      field("built-in images", settingInput("builtin_count"), "for builtin data (default 2000)"),
+      // a setting declared for the form (studio=... beside its field) and not laid out above
+      Object.keys(state.settings.train).filter((k) => !LAID_OUT.has(k))
+        .map((k) => field(k.replace(/_/g, " "), settingInput(k), state.settings.train[k].help))),
     h("button", { type: "submit", id: "train-button" }, "Start training"),
   );
   form.addEventListener("submit", async (e) => {
