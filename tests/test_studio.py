@@ -183,6 +183,31 @@ def test_novelty_view_explains_missing_data(page, server):
     assert "not there any more" in page.inner_text("#toast")
 
 
+def test_forms_take_their_fields_and_bounds_from_the_served_settings(page, server):
+    """Every training setting /api/settings serves has an input on the Train page, bounded by
+    the served numbers, and the generate form's options carry the models' ranges."""
+    served = server.get("/api/settings")
+    page.goto(server.url + "#/train")
+    page.wait_for_selector("#train-form")
+    fields = page.eval_on_selector_all(
+        "#train-form [name]",
+        "els => Object.fromEntries(els.map(e => [e.name, [e.tagName, e.min, e.max, "
+        "[...(e.options || [])].map(o => o.value)]]))",
+    )
+    for key, s in served["train"].items():
+        tag, lo, hi, options = fields[key]
+        if s["type"] == "choice":
+            assert tag == "SELECT" and options == s["choices"], key
+        else:
+            assert tag == "INPUT" and (float(lo), float(hi)) == (s["lo"], s["hi"]), key
+    assert fields["width"][1:3] == [str(served["size"]["lo"]), str(served["size"]["hi"])]
+    page.goto(server.url + "#/create/generate?run=gan")
+    page.wait_for_selector("#gen-form input[name=truncation]")
+    t = served["sample"]["truncation"]
+    assert page.get_attribute("#gen-form input[name=truncation]", "max") == f"{t['hi']:g}"
+    assert page.input_value("#gen-form input[name=truncation]") == f"{t['default']:g}"
+
+
 def test_live_training_started_from_the_page(page, server, runs_dir):
     page.goto(server.url + "#/train")
     page.wait_for_selector("#train-form")

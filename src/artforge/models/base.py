@@ -20,6 +20,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from artforge.config import Range
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1  # bump when the run-folder layout changes incompatibly
@@ -54,6 +56,8 @@ class GenerativeModel(nn.Module):
     optim_defaults: ClassVar[dict[str, Any]] = {}  # preferred OptimConfig fields; "groups": per group
     ema_groups: ClassVar[tuple[str, ...]] = ("main",)  # groups whose weights make the samples
     sample_options: ClassVar[tuple[str, ...]] = ()  # keyword options decode()/sample() take
+    # the numeric ones' ranges, checked by decode() and served to the studio's page
+    option_ranges: ClassVar[dict[str, Range]] = {}
     ema_default: ClassVar[bool] = False  # keep an EMA of ema_groups unless train.ema says otherwise
 
     def __init__(self, config: Any) -> None:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from artforge.config import bounded, check_bounds
+from artforge.config import Range, bounded, check_bounds
 from artforge.models.base import GenerativeModel, Phase
 from artforge.models.blocks import check_choices, check_image_size, group_count, reject_options, stage_sizes
 from artforge.text import TextFields, check_text_fields, condition_vectors, make_conditioner
@@ -237,6 +237,15 @@ class Diffusion(GenerativeModel):
     optim_defaults: ClassVar[dict[str, Any]] = {"name": "adam", "lr": 3e-4, "betas": (0.9, 0.99)}
     ema_groups: ClassVar[tuple[str, ...]] = ("main",)
     sample_options: ClassVar[tuple[str, ...]] = ("steps", "prompt", "guidance", "cond")
+    option_ranges: ClassVar[dict[str, Range]] = {
+        # at most the run's timesteps (ddim_timesteps checks): no fixed upper end here
+        "steps": Range(
+            1, integer=True, default=DiffusionConfig.sample_steps, help="diffusion: more is slower and finer"
+        ),
+        "guidance": Range(
+            0.0, 30.0, default=DiffusionConfig.guidance, help="text diffusion: how hard to follow the prompt"
+        ),
+    }
     ema_default: ClassVar[bool] = True  # GroupNorm only: EMA weights need no running statistics
     config: DiffusionConfig
     alpha_bar: Tensor  # (timesteps,) float32 buffer
@@ -351,8 +360,7 @@ class Diffusion(GenerativeModel):
         elif self.text is None:
             raise ValueError("this run was trained without captions, so it takes no condition")
         g = self.config.guidance if guidance is None else float(guidance)
-        if not 0 <= g <= 30:
-            raise ValueError(f"guidance must be in [0, 30], got {g}")
+        self.option_ranges["guidance"].check("guidance", g)
         if cond is not None:
             cond = cond.to(self.device)
             if not (prompt or cond.abs().sum() > 0):

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from artforge.config import bounded, check_bounds
+from artforge.config import Range, bounded, check_bounds
 from artforge.losses import (
     gan_d_loss,
     gan_d_reject_loss,
@@ -180,6 +180,11 @@ class _Adversarial(GenerativeModel):
     optim_defaults: ClassVar[dict[str, Any]] = {"name": "adam", "lr": 2e-4, "betas": (0.5, 0.999)}
     ema_groups: ClassVar[tuple[str, ...]] = ("G",)
     sample_options: ClassVar[tuple[str, ...]] = ("truncation",)
+    option_ranges: ClassVar[dict[str, Range]] = {
+        "truncation": Range(
+            0.0, 2.0, open_lo=True, default=1.0, help="GAN: below 1 is safer, above is wilder"
+        ),
+    }
 
     G: nn.Module  # (B, latent_dim) -> (B, C, H, W) in [-1, 1]
     D: nn.Module  # (B, C, H, W) -> logits (B,)
@@ -301,8 +306,7 @@ class _Adversarial(GenerativeModel):
         runs take a ``prompt`` or precomputed ``cond`` vectors (e.g. a blend of two prompts).
         """
         reject_options(self, options)
-        if not 0 < truncation <= 2:
-            raise ValueError(f"truncation must be in (0, 2], got {truncation}")
+        self.option_ranges["truncation"].check("truncation", truncation)
         z = latents.reshape(latents.shape[0], -1).to(self.device)  # (n, D); accepts (n, D, 1, 1)
         if cond is None:
             cond = self.condition(prompt, z.shape[0])

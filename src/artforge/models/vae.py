@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from artforge.config import bounded, check_bounds
+from artforge.config import Range, bounded, check_bounds
 from artforge.losses import kl_normal, recon_loss
 from artforge.models.base import GenerativeModel, Phase
 from artforge.models.blocks import (
@@ -124,6 +124,9 @@ class VAE(GenerativeModel):
     optim_defaults: ClassVar[dict[str, Any]] = {"name": "adam", "lr": 1e-3, "betas": (0.9, 0.999)}
     ema_groups: ClassVar[tuple[str, ...]] = ("main",)
     sample_options: ClassVar[tuple[str, ...]] = ("temperature", "prompt", "cond")
+    option_ranges: ClassVar[dict[str, Range]] = {
+        "temperature": Range(0.0, 2.0, open_lo=True, default=1.0, help="VAE: scales the prior samples"),
+    }
     config: VAEConfig
 
     def __init__(self, config: VAEConfig) -> None:
@@ -200,8 +203,7 @@ class VAE(GenerativeModel):
         (< 1: closer to the typical image, less varied). Text runs take a ``prompt`` or
         precomputed ``cond`` vectors."""
         reject_options(self, options)
-        if not 0 < temperature <= 2:
-            raise ValueError(f"temperature must be in (0, 2], got {temperature}")
+        self.option_ranges["temperature"].check("temperature", temperature)
         z = latents.reshape(latents.shape[0], -1).to(self.device)  # (n, D)
         if cond is None:
             cond = self.condition(prompt, z.shape[0])

@@ -4,6 +4,7 @@ Endpoints (docs/studio.md describes them with examples):
 
     GET  /                          the page (static/index.html; JS and CSS under /static/)
     GET  /api/info                  RUNS_DIR, limits, model families, queue lengths
+    GET  /api/settings              the forms' fields: training settings, sizes, sample options
     GET  /api/runs                  every run's summary (gallery cards)
     GET  /api/runs/{run}            one run: summary, config, grids, data report, evals
     GET  /api/live/{run}?since=N    metrics rows after the first N, progress, newest grid
@@ -28,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import json
 import logging
 from contextlib import asynccontextmanager
@@ -45,7 +47,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
-from . import favourites, gallery, safety, worker
+from ..config import Range
+from . import favourites, gallery, jobs, safety, worker
 from .jobs import JobManager
 from .safety import BadRequest, StudioError
 
@@ -135,17 +138,31 @@ async def json_body(request: Request, limit: int = MAX_BODY) -> dict[str, Any]:
     return body
 
 
+def option_ranges() -> dict[str, Range]:
+    """The numeric sample options of every family, by name, with the ranges the models declare
+    (``option_ranges``); an option without a fixed upper end (diffusion's steps, at most the
+    run's timesteps) is capped at what one request may cost."""
+    from ..models import MODELS
+
+    out: dict[str, Range] = {}
+    for cls in MODELS.values():
+        for name, r in cls.option_ranges.items():
+            out[name] = r if r.hi is not None else dataclasses.replace(r, hi=safety.MAX_SAMPLE_STEPS)
+    return out
+
+
 def sample_options(body: dict[str, Any]) -> worker.Options:
-    """The family options present in a request, each bounded; a prompt for text conditioning."""
+    """The family options present in a request, each in its model's range; a prompt for text
+    conditioning."""
     values: dict[str, Any] = {}
-    if body.get("truncation") is not None:
-        values["truncation"] = safety.get_float(body, "truncation", None, 0.0, 2.0, open_lo=True)
-    if body.get("temperature") is not None:
-        values["temperature"] = safety.get_float(body, "temperature", None, 0.0, 2.0, open_lo=True)
-    if body.get("steps") is not None:
-        values["steps"] = safety.get_int(body, "steps", None, 1, 250)
-    if body.get("guidance") is not None:
-        values["guidance"] = safety.get_float(body, "guidance", None, 0.0, 30.0)
+    for name, r in option_ranges().items():
+        if body.get(name) is None:
+            continue
+        assert r.hi is not None
+        if r.integer:
+            values[name] = safety.get_int(body, name, None, int(r.lo), int(r.hi))
+        else:
+            values[name] = safety.get_float(body, name, None, float(r.lo), float(r.hi), open_lo=r.open_lo)
     prompt = body.get("prompt")
     if prompt is not None and not isinstance(prompt, str):
         raise BadRequest("prompt must be text")
@@ -218,6 +235,33 @@ async def info(request: Request) -> Response:
             "running": {"generation": s.fast.running, "novelty": s.slow.running},
             "jobs": {"max_running": s.jobs.max_running, "data_roots": [str(p) for p in s.jobs.data_roots]},
             "models_cached": len(s.models),
+        }
+    )
+
+
+async def settings(request: Request) -> Response:
+    """What the page's forms may send, from the one declaration of each: the training form's
+    settings (config.settings() with studio=...), the image size, and the sample options'
+    ranges (the models' option_ranges)."""
+    from ..models import list_models
+
+    train = {
+        s.key: {
+            "path": s.path,
+            "flag": s.flag,
+            "type": "choice" if s.choices else s.type.__name__,
+            "choices": list(s.choices) if s.choices else None,
+            "help": s.help,
+            **(s.studio.to_dict() if isinstance(s.studio, Range) else {}),
+        }
+        for s in jobs.FORM.values()
+    }
+    return JSONResponse(
+        {
+            "models": list_models(),
+            "train": train,
+            "size": jobs.SIZE.to_dict(),
+            "sample": {name: r.to_dict() for name, r in option_ranges().items()},
         }
     )
 
@@ -523,6 +567,7 @@ def create_app(
     routes = [
         Route("/", index),
         Route("/api/info", info),
+        Route("/api/settings", settings),
         Route("/api/runs", list_runs),
         Route("/api/runs/{run:path}", run_detail),
         Route("/api/live/{run:path}", run_live),

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import Range, Setting, settings
 from .safety import BadRequest, Conflict, NotFound, StudioError, get_float, get_int, new_name, run_dir
 
 STATE_DIR = ".studio"
@@ -100,27 +101,36 @@ def train_argv(
         str(root / name),
     ]
     argv += _budget_argv(spec)
-    for key, flag, lo, hi in INT_FLAGS:
-        value = get_int(spec, key, None, lo, hi)
-        if value is not None:
-            argv += [flag, str(value)]
-    lr = get_float(spec, "lr", None, 0.0, 1.0, open_lo=True)
-    if lr is not None:
-        argv += ["--lr", repr(lr)]
-    for key, flag, choices in CHOICE_FLAGS:
-        value = spec.get(key)
-        if value is None:
-            continue
-        if value not in choices:
-            raise BadRequest(f"{key} must be one of {choices}, got {value!r}")
-        argv += [flag, value]
+    values = {s.key: _form_value(spec, s) for s in FORM.values() if s.key not in BUDGET}
+    flagged = [s for s in FORM.values() if s.flag and values.get(s.key) is not None]
+    argv += [x for s in flagged for x in (s.flag, values[s.key])]
+    # settings without a flag of their own go last, as --path=value
+    argv += [
+        f"--{s.path}={values[s.key]}" for s in FORM.values() if not s.flag and values.get(s.key) is not None
+    ]
     if spec.get("text_encoder", "none") != "none" and model == "dcgan":
         raise BadRequest("dcgan takes no captions; use gan, vae or diffusion with a text encoder")
-    channels = get_int(spec, "base_channels", None, 4, 512)
-    if channels is not None:
-        argv.append(f"--model.base_channels={channels}")
-    _check_size(model, height, width, channels, get_int(spec, "batch_size", None, 1, 4096))
+    channels = None if values.get("base_channels") is None else int(values["base_channels"])
+    batch = None if values.get("batch_size") is None else int(values["batch_size"])
+    _check_size(model, height, width, channels, batch)
     return name, argv
+
+
+def _form_value(spec: dict[str, Any], s: Setting) -> str | None:
+    """The form's value of setting ``s`` as flag text, checked against its choices or range;
+    None when not given."""
+    value = spec.get(s.key)
+    if value is None:
+        return None
+    if s.choices is not None:
+        if value not in s.choices:
+            raise BadRequest(f"{s.key} must be one of {list(s.choices)}, got {value!r}")
+        return str(value)
+    r = s.studio
+    assert isinstance(r, Range) and r.hi is not None, s.path
+    if s.type is int:
+        return str(get_int(spec, s.key, None, int(r.lo), int(r.hi)))
+    return repr(get_float(spec, s.key, None, float(r.lo), float(r.hi), open_lo=r.open_lo))
 
 
 def _check_data(data: str, root: Path, data_roots: list[Path] | None) -> str:
@@ -141,27 +151,26 @@ def _check_data(data: str, root: Path, data_roots: list[Path] | None) -> str:
 
 
 def _width_height(spec: dict[str, Any]) -> tuple[int, int]:
-    """``size`` (a square) or ``width`` and ``height`` (8-512 pixels each)."""
+    """``size`` (a square) or ``width`` and ``height`` (in SIZE, pixels each)."""
     if "width" not in spec and "height" not in spec:
-        size = get_int(spec, "size", 32, 8, 512)
+        size = get_int(spec, "size", 32, int(SIZE.lo), int(SIZE.hi))  # type: ignore[arg-type]
         assert size is not None
         return size, size
     if "size" in spec:
         raise BadRequest("give size (a square) or width and height, not both")
-    width, height = get_int(spec, "width", None, 8, 512), get_int(spec, "height", None, 8, 512)
+    lo, hi = int(SIZE.lo), int(SIZE.hi)  # type: ignore[arg-type]
+    width, height = get_int(spec, "width", None, lo, hi), get_int(spec, "height", None, lo, hi)
     if width is None or height is None:
-        raise BadRequest("give both width and height (pixels, 8 to 512)")
+        raise BadRequest(f"give both width and height (pixels, {lo} to {hi})")
     return width, height
 
 
 def _budget_argv(spec: dict[str, Any]) -> list[str]:
-    steps = get_int(spec, "steps", None, 1, 10_000_000)
-    minutes = get_float(spec, "minutes", None, 0.0, 7 * 24 * 60, open_lo=True)
-    if steps is None and minutes is None:
+    """--steps and/or --minutes, each in its declared range; one of them is needed."""
+    given = [(FORM[k], _form_value(spec, FORM[k])) for k in BUDGET]
+    if all(v is None for _, v in given):
         raise BadRequest("give a budget: steps, minutes or both (the first reached stops)")
-    return (["--steps", str(steps)] if steps is not None else []) + (
-        ["--minutes", repr(minutes)] if minutes is not None else []
-    )
+    return [x for s, v in given if v is not None for x in (s.flag, v)]
 
 
 def resume_argv(
@@ -197,8 +206,8 @@ def resume_argv(
     _check_data(data, root, data_roots)
     budget = _budget_argv(spec)
     last = next((r for r in reversed(rows) if "img_per_s" in r), {})
-    steps = get_int(spec, "steps", None, 1, 10_000_000)
-    minutes = get_float(spec, "minutes", None, 0.0, 7 * 24 * 60, open_lo=True)
+    given = (_form_value(spec, FORM[k]) for k in BUDGET)  # checked by _budget_argv
+    steps, minutes = (None if v is None else float(v) for v in given)
     if steps is not None and steps <= last.get("step", 0):
         raise BadRequest(f"{run_id!r} is at step {last['step']}; give more steps than that")
     if minutes is not None and minutes * 60 <= last.get("elapsed", 0):
@@ -230,31 +239,12 @@ def _check_size(model: str, height: int, width: int, channels: int | None, batch
         raise BadRequest(str(e)) from None
 
 
-INT_FLAGS = [
-    ("batch_size", "--batch-size", 1, 4096),
-    ("seed", "--seed", 0, 2**31 - 1),
-    ("log_every", "--log-every", 1, 1_000_000),
-    ("sample_every", "--sample-every", 0, 1_000_000),
-    ("builtin_count", "--builtin-count", 8, 100_000),
-]
-CHOICE_FLAGS = [
-    ("captions", "--captions", ["auto", "jsonl", "sidecar", "filename"]),
-    ("text_encoder", "--text-encoder", ["none", "hash", "minilm"]),
-]
-TRAIN_FIELDS = {
-    "out",
-    "model",
-    "data",
-    "size",
-    "width",
-    "height",
-    "steps",
-    "minutes",
-    "base_channels",
-    "lr",
-    *(k for k, *_ in INT_FLAGS),
-    *(k for k, *_ in CHOICE_FLAGS),
-}
+# The training form's settings: those declared with studio=... beside their field
+# (config.settings()), by the key the page sends; their bounds are the form's.
+FORM: dict[str, Setting] = {s.key: s for s in settings() if s.studio}
+BUDGET = ("steps", "minutes")  # at least one is needed; _budget_argv checks them
+SIZE = Range(8, 512)  # pixels a side of a run trained from the page
+TRAIN_FIELDS = {"out", "model", "data", "size", "width", "height", *FORM}
 RESUME_FIELDS = {"resume", "steps", "minutes"}
 
 

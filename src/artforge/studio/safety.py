@@ -24,6 +24,7 @@ MAX_NOVELTY = 8  # generated images in one novelty view
 MAX_NEIGHBOURS = 5
 MAX_PROJECT_STEPS = 1000  # optimiser steps of one projection
 MAX_CREATE = 16  # img2img / inpaint results per request (a GAN's each is a 200-step projection)
+MAX_SAMPLE_STEPS = 250  # DDIM steps one request may ask (the model takes up to its run's timesteps)
 # A run or output name made from the page: letters, digits, '.', '_', '-'; not hidden.
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
 

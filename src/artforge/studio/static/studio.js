@@ -53,7 +53,7 @@ function toast(message, kind = "error") {
   toast.timer = setTimeout(() => (t.hidden = true), kind === "error" ? 8000 : 3000);
 }
 
-const state = { info: null, runs: [], timers: [], view: null };
+const state = { info: null, settings: null, runs: [], timers: [], view: null };
 
 function every(ms, fn) {
   const id = setInterval(fn, ms);
@@ -285,12 +285,22 @@ function fmtLeft(seconds) {
 
 // -- create: generate, interpolate, novelty, img2img, inpaint -----------------------------------------------
 
-const OPTION_FIELDS = {
-  truncation: { label: "truncation", value: 1.0, step: 0.05, min: 0.05, max: 2, help: "GAN: below 1 is safer, above is wilder" },
-  temperature: { label: "temperature", value: 1.0, step: 0.05, min: 0.05, max: 2, help: "VAE: scales the prior samples" },
-  steps: { label: "DDIM steps", value: 25, step: 1, min: 1, max: 250, help: "diffusion: more is slower and finer" },
-  guidance: { label: "guidance", value: 3, step: 0.5, min: 0, max: 30, help: "text diffusion: how hard to follow the prompt" },
+// The sample options' labels and input steps; their ranges, defaults and help come from the
+// models' own declarations (GET /api/settings, in state.settings.sample).
+const OPTION_LABELS = {
+  truncation: { label: "truncation", step: 0.05 },
+  temperature: { label: "temperature", step: 0.05 },
+  steps: { label: "DDIM steps", step: 1 },
+  guidance: { label: "guidance", step: 0.5 },
 };
+
+// A labelled number input for sample option k (null for an option the page does not know).
+function optionField(k) {
+  const r = state.settings.sample[k], l = OPTION_LABELS[k];
+  if (!r || !l) return null;
+  const min = r.open_lo ? r.lo + l.step : r.lo;  // an input cannot say "above lo": its first step
+  return field(l.label, num(k, r.default, min, r.hi, l.step), r.help);
+}
 
 function field(label, input, help) {
   return h("label", { class: "field" }, h("span", {}, label), input, help ? h("small", { class: "muted" }, help) : null);
@@ -301,10 +311,7 @@ function num(name, value, min, max, step = 1) {
 }
 
 function optionInputs(run) {
-  return run.sample_options.map((k) => {
-    const f = OPTION_FIELDS[k];
-    return f ? field(f.label, num(k, f.value, f.min, f.max, f.step), f.help) : null;
-  });
+  return run.sample_options.map(optionField);
 }
 
 // The prompt only exists for runs trained on captions (--text-encoder); others say why not.
@@ -454,7 +461,7 @@ function createPanel(panel, run, kind) {
     field("seed", num("seed", 0, 0, 2147483647)),
     kind === "project" ? field("steps", num("steps", 200, 0, 1000), "optimiser steps: more is closer and slower")
       : field("count", num("n", 4, 1, limits.create), `1 to ${limits.create}`),
-    kind === "project" ? null : diffusionOnly.map((k) => field(OPTION_FIELDS[k].label, num(k, OPTION_FIELDS[k].value, OPTION_FIELDS[k].min, OPTION_FIELDS[k].max, OPTION_FIELDS[k].step), OPTION_FIELDS[k].help)),
+    kind === "project" ? null : diffusionOnly.map(optionField),
     promptInput(run),
     h("button", { type: "submit", id: "create-button" },
       { img2img: "Make variations", inpaint: "Fill", project: "Find its latent" }[kind]),
@@ -603,31 +610,47 @@ function noveltyPanel(panel, run) {
 
 // -- train: start and stop runs -----------------------------------------------------------
 
+// An input for training setting `key` of the form, bounded as declared beside its field
+// (GET /api/settings, state.settings.train); `value` is the form's starting value, if any.
+function settingInput(key, value, extra = {}) {
+  const s = state.settings.train[key];
+  if (s.type === "choice") return h("select", { name: key }, s.choices.map((c) => h("option", { value: c }, extra.labels?.[c] ?? c)));
+  const step = s.type === "int" ? 1 : "any";
+  return h("input", { type: "number", name: key, value, min: s.lo, max: s.hi, step, ...extra });
+}
+
+const LAID_OUT = new Set(["steps", "minutes", "batch_size", "base_channels", "lr", "captions", "text_encoder",
+  "seed", "log_every", "sample_every", "builtin_count"]);
+
 async function trainView(view, resumeRun) {
-  const models = state.info.models;
+  const models = state.settings.models;
+  const size = state.settings.size;
   const jobs = h("div", { id: "job-list" });
   const form = h("form", { id: "train-form", class: "form" },
     field("run name", h("input", { name: "out", required: true, pattern: "[A-Za-z0-9_][A-Za-z0-9._\\-]{0,63}", value: `run-${new Date().toISOString().slice(0, 16).replace(/[-:T]/g, "")}` }), "a new folder in the studio's folder"),
     field("data", h("input", { name: "data", value: "builtin", required: true }), "image folder or .zip inside the studio's folder (or a --data-root), or builtin[:NAME]"),
     field("model", h("select", { name: "model" }, models.map((m) => h("option", { value: m, selected: m === "gan" }, m)))),
     h("div", { class: "pair" },
-      field("width", num("width", 32, 8, 512), "pixels, 8 to 512"),
-      field("height", num("height", 32, 8, 512), "need not be square (not for dcgan)")),
-    field("steps", h("input", { type: "number", name: "steps", value: 500, min: 1 }), "budget in steps; blank for none"),
-    field("minutes", h("input", { type: "number", name: "minutes", min: 0, step: "any" }), "wall-clock budget; the first reached stops"),
-    field("batch size", num("batch_size", 32, 1, 4096)),
+      field("width", num("width", 32, size.lo, size.hi), `pixels, ${size.lo} to ${size.hi}`),
+      field("height", num("height", 32, size.lo, size.hi), "need not be square (not for dcgan)")),
+    field("steps", settingInput("steps", 500), "budget in steps; blank for none"),
+    field("minutes", settingInput("minutes"), "wall-clock budget; the first reached stops"),
+    field("batch size", settingInput("batch_size", 32, { required: true })),
     h("details", {}, h("summary", {}, "more"),
-      field("base channels", h("input", { type: "number", name: "base_channels", min: 4, max: 512 }), "model width (blank: the family's default)"),
-      field("learning rate", h("input", { type: "number", name: "lr", min: 0, max: 1, step: "any" }), "blank: the family's default (above 0, at most 1)"),
-      field("captions", h("select", { name: "captions" }, ["auto", "jsonl", "sidecar", "filename"].map((c) => h("option", { value: c }, c))),
+      field("base channels", settingInput("base_channels"), "model width (blank: the family's default)"),
+      field("learning rate", settingInput("lr"), `blank: the family's default (above ${state.settings.train.lr.lo}, at most ${state.settings.train.lr.hi})`),
+      field("captions", settingInput("captions"),
         "where captions come from: captions.jsonl, a .txt beside each image, or file names"),
-      field("text encoder", h("select", { name: "text_encoder" },
-        [["none", "none (no prompts)"], ["hash", "hash (built in)"], ["minilm", "minilm (MiniLM sentences)"]].map(([v, t]) => h("option", { value: v }, t))),
+      field("text encoder", settingInput("text_encoder", undefined,
+        { labels: { none: "none (no prompts)", hash: "hash (built in)", minilm: "minilm (MiniLM sentences)" } }),
         "train on captions so the run takes a prompt (gan, vae, diffusion)"),
-      field("seed", h("input", { type: "number", name: "seed", min: 0 })),
-      field("log every", h("input", { type: "number", name: "log_every", min: 1, value: 10 }), "steps between loss lines"),
-      field("sample every", h("input", { type: "number", name: "sample_every", min: 0, value: 100 }), "steps between sample grids"),
-      field("built-in images", h("input", { type: "number", name: "builtin_count", min: 8 }), "for builtin data (default 2000)")),
+      field("seed", settingInput("seed")),
+      field("log every", settingInput("log_every", 10), "steps between loss lines"),
+      field("sample every", settingInput("sample_every", 100), "steps between sample grids"),
+      field("built-in images", settingInput("builtin_count"), "for builtin data (default 2000)"),
+      // a setting declared for the form (studio=... beside its field) and not laid out above
+      Object.keys(state.settings.train).filter((k) => !LAID_OUT.has(k))
+        .map((k) => field(k.replace(/_/g, " "), settingInput(k), state.settings.train[k].help))),
     h("button", { type: "submit", id: "train-button" }, "Start training"),
   );
   form.addEventListener("submit", async (e) => {
@@ -713,7 +736,7 @@ async function continueForm(selected, done) {
 
 async function start() {
   try {
-    state.info = await api("/api/info");
+    [state.info, state.settings] = await Promise.all([api("/api/info"), api("/api/settings")]);
     $("#runs-dir").textContent = state.info.runs_dir;
   } catch (e) {
     $("#view").replaceChildren(h("p", { class: "error" }, `cannot reach the studio: ${e.message}`));
