@@ -31,7 +31,7 @@ import torch
 
 import artforge
 from artforge.create import load_image, psnr
-from artforge.faithfulness import is_held_out
+from artforge.data.holdout import is_held_out
 from artforge.sample import make_grid, save_image
 
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)

@@ -303,8 +303,9 @@ def test_prompt_errors_are_clear(tmp_path, capsys):
 def test_prompt_faithfulness_separates_a_trained_model_from_an_untrained_one(tmp_path, network):
     """A classifier of the real images' label scores a prompt-following model's images about
     as well as held-out real ones, and a 2-step model's near chance."""
+    from artforge.data.holdout import is_held_out
     from artforge.evaluate import evaluate_run  # noqa: F401 - the CLI path is tested below
-    from artforge.faithfulness import balanced_accuracy, is_held_out
+    from artforge.faithfulness import balanced_accuracy
 
     data = colour_folder(tmp_path / "colours", n_each=20)
     lines = [json.loads(x) for x in (data / "captions.jsonl").read_text().splitlines()]
