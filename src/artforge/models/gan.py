@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from artforge.config import bounded, check_bounds
+from artforge.config import bounded, check_bounds, check_choices
 from artforge.losses import (
     gan_d_loss,
     gan_d_reject_loss,
@@ -34,7 +34,6 @@ from artforge.models.base import GenerativeModel, Phase
 from artforge.models.blocks import (
     DownStack,
     UpStack,
-    check_choices,
     check_image_size,
     dcgan_init_,
     reject_options,
