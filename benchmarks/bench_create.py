@@ -1,4 +1,5 @@
-"""Projection and img2img on held-out images: the figures of issue 21 ([create]).
+"""Projection and img2img on held-out images: the figures of benchmarks/RESULTS.md ("Start
+from your own image").
 
     PYTHONPATH=src python benchmarks/bench_create.py --data data/emoji32 \\
         --gan runs/bench-gan --vae runs/bench-vae [--diffusion runs/bench-diffusion] \\

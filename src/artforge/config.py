@@ -30,8 +30,8 @@ Profile = Literal["none", "gpu"]
 Modality = Literal["auto", "image", "audio"]
 
 
-# Other spellings of settings: the learning rate is also --train.lr (the original design
-# wrote it so), so optimiser fields are reachable under train.
+# Other spellings of settings: the optimiser's fields are also reachable under train
+# (--train.lr is --optim.lr), and the model family under model.name.
 ALIASES = {
     "train.lr": "optim.lr",
     "train.optimizer": "optim.name",
