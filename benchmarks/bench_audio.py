@@ -51,10 +51,11 @@ def roundtrip_table(data: str, out: Path) -> None:
 
     from artforge.config import DataConfig
     from artforge.data.audio import AUDIO_EXTENSIONS, _candidates
-    from artforge.evaluate_audio import round_trip, split_held_out
+    from artforge.data.holdout import is_held_out
+    from artforge.evaluate_audio import HELD_OUT, round_trip
 
     names = _candidates(Path(data), AUDIO_EXTENSIONS)
-    held = [n for n, h in zip(names, split_held_out(names), strict=True) if h]
+    held = [n for n in names if is_held_out(n, HELD_OUT)]
     rows = []
     for mels in (64, 128):
         cfg = DataConfig(path=data, height=mels, width=64, modality="audio")

@@ -1,4 +1,5 @@
-"""Projection and img2img on held-out images: the figures of issue 21 ([create]).
+"""Projection and img2img on held-out images: the figures of benchmarks/RESULTS.md ("Start
+from your own image").
 
     PYTHONPATH=src python benchmarks/bench_create.py --data data/emoji32 \\
         --gan runs/bench-gan --vae runs/bench-vae [--diffusion runs/bench-diffusion] \\
@@ -31,7 +32,7 @@ import torch
 
 import artforge
 from artforge.create import load_image, psnr
-from artforge.faithfulness import is_held_out
+from artforge.data.holdout import is_held_out
 from artforge.sample import make_grid, save_image
 
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)

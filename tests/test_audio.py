@@ -305,6 +305,31 @@ def test_data_notes_renders_labelled_notes_and_eval_measures_a_run(tmp_path, cap
     assert (run / "eval.json").is_file()
 
 
+def test_audio_judge_holds_out_by_the_shared_rule_and_is_not_reused_across_splits(tmp_path, monkeypatch):
+    """The judge's held-out notes are data/holdout.py's 20%; a cached judge is reused only with
+    the split it was trained under, so it is never scored on notes it trained on."""
+    from artforge import evaluate_audio
+    from artforge.data.holdout import is_held_out
+
+    folder = tmp_path / "notes"
+    paths = write_tones(folder, 20)
+    labels = [{"file": p.name, "family": "low" if i % 2 else "high"} for i, p in enumerate(paths)]
+    (folder / "labels.jsonl").write_text("".join(json.dumps(x) + "\n" for x in labels))
+    cfg = DataConfig(
+        path=str(folder), height=16, width=16, modality="audio", cache_dir=str(tmp_path / "cache")
+    )
+    judges = lambda: sorted((tmp_path / "cache").glob("audio-judge-*.safetensors"))  # noqa: E731
+
+    j = evaluate_audio.load_judge(cfg)
+    assert j["held"].tolist() == [is_held_out(n, 0.2) for n in j["names"]] and 0 < j["held"].sum() < 20
+    assert len(judges()) == 1
+    evaluate_audio.load_judge(cfg)
+    assert len(judges()) == 1  # same data, same split: reused
+    monkeypatch.setattr(evaluate_audio, "HELD_OUT", 0.5)
+    j = evaluate_audio.load_judge(cfg)
+    assert j["held"].sum() > 4 and len(judges()) == 2  # another split: a judge of its own
+
+
 def test_data_notes_without_fluidsynth_names_the_packages(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no fluidsynth on this PATH
     assert main(["-q", "data", "notes", "--out", str(tmp_path / "n")]) == 1

@@ -438,3 +438,25 @@ def test_build_emoji_missing_files(tmp_path: Path) -> None:
         emoji_mod.build_emoji(32, tmp_path / "out", emoji_test_path=tmp_path / "no-emoji-test.txt")
     assert "no-emoji-test.txt" in str(err.value)
     assert not (tmp_path / "out").exists()
+
+
+# -- the hold-out split -----------------------------------------------------------------------
+
+
+def test_hold_out_split_is_pinned_and_nested() -> None:
+    """Which files a run trained with --data.holdout=S left out is part of its folder: these
+    lists were chosen by the rule runs have trained with (crc32 of the name, 10,000 buckets), and
+    must never change. A larger share holds out a superset (the sound judge's 20% contains a
+    run's 10%)."""
+    from artforge.data.holdout import is_held_out
+
+    names = [f"{i:04d}.png" for i in range(100)] + ["cat.png", "sub/dog.jpg", "été.png"]
+    held_10 = [n for n in names if is_held_out(n, 0.1)]
+    held_20 = [n for n in names if is_held_out(n, 0.2)]
+    assert held_10 == [f"00{i}.png" for i in (45, 48, 56, 61, 66, 69, 92, 98, 99)] + ["cat.png"]
+    assert held_20 == [
+        f"00{i}.png"
+        for i in (15, 23, 27, 35, 43, 45, 48, 56, 61, 66, 68, 69, 75, 78, 80, 88, 91, 92, 95, 98, 99)
+    ] + ["cat.png"]
+    assert set(held_10) <= set(held_20)
+    assert not any(is_held_out(n, 0.0) for n in names)

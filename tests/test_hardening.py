@@ -1,4 +1,4 @@
-"""Issue 18 [hardening]: the holes found probing run folders, divergence and limits.
+"""Hostile run folders, divergence and limits (docs/reliability.md): one test per hole found.
 
 Each test reproduces one defect found on f0ce8b9 with real files, the real CLI (in-process,
 or as a subprocess where a hang or a full disk is the point) and real tiny runs, and failed

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from artforge.losses import (
+    gan_d_accept_loss,
     gan_d_loss,
     gan_d_reject_loss,
     gan_g_loss,
@@ -33,16 +34,22 @@ def test_hinge() -> None:
     assert close(gan_g_loss("hinge", FAKE), 0.5)  # -mean(fake) = -(-1.5 / 3)
 
 
-def test_reject_term_is_the_fake_half_of_each_d_loss() -> None:
+def test_d_loss_is_its_accept_term_on_real_plus_its_reject_term_on_fake() -> None:
     # REAL as logits D should call fake: hinge relu(1 + x) = [3, 1.5, 0]
     assert close(gan_d_reject_loss("hinge", REAL), 1.5)
     assert close(gan_d_reject_loss("mse", REAL), 0.5 * (4 + 0.25 + 1) / 3)
     assert close(gan_d_reject_loss("wgan-gp", REAL), 0.5)  # mean(x) = 1.5 / 3
+    # FAKE as logits D should call real: hinge relu(1 - x) = [3, 1, 0.5]
+    assert close(gan_d_accept_loss("hinge", FAKE), 4.5 / 3)
+    assert close(gan_d_accept_loss("mse", FAKE), 0.5 * (9 + 1 + 0.25) / 3)
+    assert close(gan_d_accept_loss("wgan-gp", FAKE), 0.5)  # -mean(x) = 1.5 / 3
+    assert close(gan_d_accept_loss("bce", torch.zeros(3)), math.log(2))  # -log(1/2)
     for kind in ("bce", "mse", "hinge", "wgan-gp"):  # D's loss = a term on real + this on fake
         real_half = [gan_d_loss(kind, REAL, f) - gan_d_reject_loss(kind, f) for f in (FAKE, REAL, -REAL)]
         assert all(close(h, float(real_half[0])) for h in real_half), (kind, real_half)
-    with pytest.raises(ValueError, match="GAN loss"):
-        gan_d_reject_loss("l1", REAL)
+    for term in (gan_d_accept_loss, gan_d_reject_loss):
+        with pytest.raises(ValueError, match="GAN loss"):
+            term("l1", REAL)
 
 
 def test_lecam() -> None:

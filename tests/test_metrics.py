@@ -175,7 +175,7 @@ def test_preprocess_range_and_float_input():
     assert x.min() == -1.0 and x.max() == pytest.approx(0.9921875) and (x == 0).any()
     assert inception.preprocess(torch.full((2, 3, 32, 32), 64, dtype=torch.uint8)).shape == (2, 3, 299, 299)
     floats = u8.float() / 255
-    assert torch.equal(inception.to_uint8(floats), u8)
+    assert torch.equal(inception.to_uint8_nchw(floats), u8)
 
 
 def test_wrong_network_file_is_refused(tmp_path, monkeypatch):
@@ -213,7 +213,7 @@ def test_download_checks_sha1(tmp_path):
 
 def stub_features(images, batch_size=50, progress=False, **kw):
     """Deterministic (N, 2048) 'features' of uint8 images: channel means, stds and a few pixels, tiled."""
-    x = inception.to_uint8(images).double()
+    x = inception.to_uint8_nchw(images).double()
     base = torch.cat([x.mean((2, 3)), x.std((2, 3)), x[:, :, ::4, ::4].flatten(1)], 1).numpy()  # (N, k)
     return np.tile(base, (1, -(-2048 // base.shape[1])))[:, :2048].astype(np.float32).astype(np.float64)
 

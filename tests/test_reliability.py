@@ -28,9 +28,10 @@ from artforge.config import DataConfig, RunConfig, TrainConfig
 from artforge.models.base import load_weights
 from artforge.runs import read_config
 from artforge.training import Trainer, TrainingError
-from artforge.training.checkpoint import PAUSE_ENV, load_checkpoint, save_checkpoint, state_dir
+from artforge.training.checkpoint import load_checkpoint, save_checkpoint, state_dir
 
 SRC = str(Path(__file__).parents[1] / "src")
+SLOW_CHECKPOINTS = str(Path(__file__).with_name("slow_checkpoints.py"))
 
 
 def tiny_config(family="vae", steps=12, ckpt_every=4, **train) -> RunConfig:
@@ -135,19 +136,18 @@ KILL_ARGS = {
 KILL_STEPS = 40
 
 
-def train_cmd(family: str, out: Path, *extra: str) -> list[str]:
+def train_cmd(family: str, out: Path, *extra: str, pause: float = 0.0) -> list[str]:
+    """The CLI's train command; with ``pause``, through tests/slow_checkpoints.py, which sleeps
+    that many seconds at each of three stages of every checkpoint write."""
     common = ["--data", "builtin", "--builtin-count", "48", "--size", "16", "--batch-size", "8"]
     common += ["--hflip", "--seed", "3", "--ckpt-every", "6", "--log-every", "4", "--sample-every", "0"]
     common += ["--grid-n", "4", "--steps", str(KILL_STEPS), "--out", str(out)]
-    return [sys.executable, "-m", "artforge", "-q", "train", *common, *KILL_ARGS[family], *extra]
+    cli = [SLOW_CHECKPOINTS, str(pause)] if pause else ["-m", "artforge"]
+    return [sys.executable, *cli, "-q", "train", *common, *KILL_ARGS[family], *extra]
 
 
-def env(pause: float = 0.0) -> dict[str, str]:
-    e = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
-    e.pop(PAUSE_ENV, None)
-    if pause:
-        e[PAUSE_ENV] = str(pause)
-    return e
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +194,7 @@ def kill_trial(family: str, out: Path, ref: Path, ref_seconds: float, rng: rando
     for attempt in range(rng.choice([1, 2])):
         extra = ["--resume"] if attempt else []
         p = subprocess.Popen(
-            train_cmd(family, out, *extra), env=env(pause), stderr=subprocess.PIPE, text=True
+            train_cmd(family, out, *extra, pause=pause), env=env(), stderr=subprocess.PIPE, text=True
         )
         wait_for(out / "config.json", p)
         time.sleep(rng.uniform(0.0, ref_seconds * (2.0 if pause else 0.9)))
@@ -249,7 +249,7 @@ def test_kill_inside_a_checkpoint_write(references, tmp_path):
     # each checkpoint pauses 3 x 1 s between its stages; kill 1.5 s into the step-6 write
     ref, _ = references("gan")
     out = tmp_path / "run"
-    p = subprocess.Popen(train_cmd("gan", out), env=env(pause=1.0), stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(train_cmd("gan", out, pause=1.0), env=env(), stderr=subprocess.PIPE, text=True)
     while not (out / "state.tmp").exists() or state_dir(out) is None:  # the step-0 write is done
         assert p.poll() is None
         time.sleep(0.01)
@@ -261,7 +261,7 @@ def test_kill_inside_a_checkpoint_write(references, tmp_path):
     # resume from state.old/: through the next save there must always be a complete checkpoint on
     # disk (state.old/ is put back as state/ first, not deleted before the new one is in place)
     p = subprocess.Popen(
-        train_cmd("gan", out, "--resume"), env=env(pause=1.0), stderr=subprocess.PIPE, text=True
+        train_cmd("gan", out, "--resume", pause=1.0), env=env(), stderr=subprocess.PIPE, text=True
     )
     while (out / "state.old").exists() or (out / "state.tmp").exists() or not (out / "state").exists():
         assert state_dir(out) is not None, "no complete checkpoint on disk during the save"

@@ -16,7 +16,7 @@ from artforge.config import DataConfig, RunConfig, TrainConfig
 from artforge.data.captions import caption_from_filename, read_captions
 from artforge.models.base import load_weights
 from artforge.runs import read_config
-from artforge.sample import to_uint8
+from artforge.sample import to_uint8_nhwc
 from artforge.text import TextConditioner, hash_features
 from artforge.training import Trainer
 
@@ -153,7 +153,7 @@ def test_each_family_follows_the_prompt(tmp_path, family):
                  "--out", f"{out}/"]) == 0  # fmt: skip
     assert (out / "prompts.txt").read_text() == "row 1: red square\nrow 2: blue square\n"
     for row, prompt in enumerate(["red square", "blue square"]):
-        want = to_uint8(r.sample(3, seed=0, prompt=prompt))  # (3, H, W, 3)
+        want = to_uint8_nhwc(r.sample(3, seed=0, prompt=prompt))  # (3, H, W, 3)
         for k in range(3):
             got = np.asarray(Image.open(out / f"prompt{row:02d}-seed0-{k:04d}.png").convert("RGB"))
             assert np.array_equal(got, want[k]), (prompt, k)
@@ -303,8 +303,9 @@ def test_prompt_errors_are_clear(tmp_path, capsys):
 def test_prompt_faithfulness_separates_a_trained_model_from_an_untrained_one(tmp_path, network):
     """A classifier of the real images' label scores a prompt-following model's images about
     as well as held-out real ones, and a 2-step model's near chance."""
+    from artforge.data.holdout import is_held_out
     from artforge.evaluate import evaluate_run  # noqa: F401 - the CLI path is tested below
-    from artforge.faithfulness import balanced_accuracy, is_held_out
+    from artforge.faithfulness import balanced_accuracy
 
     data = colour_folder(tmp_path / "colours", n_each=20)
     lines = [json.loads(x) for x in (data / "captions.jsonl").read_text().splitlines()]

@@ -16,7 +16,6 @@ Everything is torch, batched, on any device; nothing here reads files except ``w
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import os
@@ -252,7 +251,3 @@ def write_wav(wave: Tensor | np.ndarray, path: str | os.PathLike[str], sample_ra
     sf.write(tmp, arr, sample_rate, subtype="PCM_16", format="WAV")
     os.replace(tmp, path)
     return path
-
-
-def replace_spec(spec: AudioSpec, **changes: object) -> AudioSpec:
-    return dataclasses.replace(spec, **changes)  # type: ignore[arg-type]

@@ -107,12 +107,12 @@ def _grid(panels: list[tuple[str, torch.Tensor]], path: Path) -> Path:
     """Candidates side by side, each a labelled GRID_SIDE x GRID_SIDE block of samples."""
     from PIL import Image, ImageDraw
 
-    from .sample import make_grid, to_uint8
+    from .sample import make_grid, to_uint8_nhwc
 
     blocks = []
     for name, imgs in panels:
         grid = make_grid(imgs[: GRID_SIDE**2].float() / 255, nrow=GRID_SIDE)  # (3, H, W) in [0, 1]
-        arr = to_uint8(grid[None])[0]  # (H, W, 3)
+        arr = to_uint8_nhwc(grid[None])[0]  # (H, W, 3)
         label_h = 16
         block = Image.new("RGB", (arr.shape[1], arr.shape[0] + label_h), "white")
         block.paste(Image.fromarray(arr), (0, label_h))

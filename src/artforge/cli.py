@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
-    s = sub.add_parser("sample", help="generate images from a run", allow_abbrev=False)
+    s = sub.add_parser("sample", help="generate images (or sounds) from a run", allow_abbrev=False)
     s.add_argument("run", metavar="RUN", help="run folder, or RUN@STEP / RUN@best for a snapshot")
     s.add_argument("-n", type=int, default=16, help="number of images (default 16)")
     s.add_argument("--seed", type=int, default=None, help="seed for all n images (default: random)")
@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--out",
         default=None,
-        help="FILE.png (or .jpg, .jpeg, .webp) for a grid, DIR/ for one image file per image",
+        help="FILE.png (or .jpg, .jpeg, .webp) for a grid, DIR/ for one image file per image "
+        "(a sound run: one WAV per sound and grid.png)",
     )
     s.add_argument(
         "--format",
@@ -127,7 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--frames", type=int, default=60, help="frames in all (default 60)")
     i.add_argument("--fps", type=float, default=20)
     i.add_argument("--no-loop", action="store_true", help="stop at the last seed")
-    i.add_argument("--out", default=None, help="walk.gif or walk.mp4 (default RUN/walk.gif)")
+    i.add_argument(
+        "--out",
+        default=None,
+        help="walk.gif or walk.mp4 (default RUN/walk.gif); a sound run: FILE.wav (default RUN/walk.wav) "
+        "or DIR/ (a WAV per frame)",
+    )
     _add_scale_flags(i)
     i.add_argument("--truncation", type=float, default=S)
     i.add_argument("--temperature", type=float, default=S)

@@ -31,8 +31,8 @@ Profile = Literal["none", "gpu"]
 Modality = Literal["auto", "image", "audio"]
 
 
-# Other spellings of settings: the learning rate is also --train.lr (the original design
-# wrote it so), so optimiser fields are reachable under train.
+# Other spellings of settings: the optimiser's fields are also reachable under train
+# (--train.lr is --optim.lr), and the model family under model.name.
 ALIASES = {
     "train.lr": "optim.lr",
     "train.optimizer": "optim.name",
@@ -149,11 +149,14 @@ def check_device(name: Any, where: str = "device") -> str:
     return name
 
 
-def _check_choice(obj: Any, name: str) -> None:
-    tp = typing.get_type_hints(type(obj))[name]
-    value = getattr(obj, name)
-    if get_origin(tp) is Literal and value not in get_args(tp):
-        raise ValueError(f"{name} must be one of {list(get_args(tp))}, got {value!r}")
+def check_choices(obj: Any, *names: str) -> None:
+    """Raise ValueError listing the allowed values when a ``Literal`` field of the dataclass
+    ``obj`` holds another value (the config sections and the model families' configs)."""
+    hints = typing.get_type_hints(type(obj))
+    for name in names:
+        tp, value = hints[name], getattr(obj, name)
+        if get_origin(tp) is Literal and value not in get_args(tp):
+            raise ValueError(f"{name} must be one of {list(get_args(tp))}, got {value!r}")
 
 
 @dataclass
@@ -216,8 +219,7 @@ class DataConfig:
     audio: AudioConfig = field(default_factory=AudioConfig)  # spectrogram settings for sound data
 
     def __post_init__(self) -> None:
-        for name in ("fit", "cache", "captions", "modality"):
-            _check_choice(self, name)
+        check_choices(self, "fit", "cache", "captions", "modality")
         if not 0 <= self.holdout < 1:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
         if self.height < 8 or self.width < 8:
@@ -250,7 +252,7 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         if self.name is not None:
-            _check_choice(self, "name")
+            check_choices(self, "name")
         if self.lr is not None and not 0 < self.lr < math.inf:
             raise ValueError(f"learning rate must be positive and finite, got {self.lr}")
         if not 0 <= self.clip < math.inf:
@@ -348,13 +350,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_bounds(self, "train")
         check_device(self.device, "train.device (--device)")
-        _check_choice(self, "amp")
-        _check_choice(self, "optim_impl")
-        _check_choice(self, "compile_mode")
-        _check_choice(self, "profile")
+        check_choices(self, "amp")
+        check_choices(self, "optim_impl")
+        check_choices(self, "compile_mode")
+        check_choices(self, "profile")
         if self.threads < 0:
             raise ValueError(f"--threads must be 0 (automatic) or positive, got {self.threads}")
-        _check_choice(self, "on_save_error")
+        check_choices(self, "on_save_error")
         if self.nan_retries < 0:
             raise ValueError(f"nan_retries must be 0 or more, got {self.nan_retries}")
         if not 0 < self.nan_lr_factor <= 1:

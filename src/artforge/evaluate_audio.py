@@ -3,7 +3,8 @@
 There is no standard network for these spectrograms (FAD uses VGGish on raw audio, which is
 not available here), so ``artforge eval`` on a sound run trains a small CNN on the real
 notes' log-mel images to tell the instrument family (labels.jsonl of ``artforge data
-notes``), on a fixed 80/20 split by file name, and reports:
+notes``), on a fixed 80/20 split by a hash of the file name (data/holdout.py, the rule of
+``--data.holdout``), and reports:
 
 - its accuracy on the held-out real notes (how good the judge is);
 - for held-out real and for generated sounds: the judge's mean top-class confidence, an
@@ -25,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from .audio import (
     AudioSpec,
@@ -47,12 +46,16 @@ from .audio import (
     wave_to_image,
 )
 from .config import DataConfig
+from .data.holdout import is_held_out
+from .metrics.classifier import epoch_batches, fit_classifier, to_signed_unit
 
 log = logging.getLogger(__name__)
 
-CLASSIFIER_VERSION = 1
+# part of the cache key: 2 since the held-out notes are data/holdout.py's (a version-1 judge
+# was trained on another 20%, some of them held out now)
+CLASSIFIER_VERSION = 2
 FEATURES = 128
-HELD_OUT = 0.2
+HELD_OUT = 0.2  # share of the real notes the judge never trains on (data/holdout.py)
 
 
 class FamilyNet(nn.Module):
@@ -74,37 +77,27 @@ class FamilyNet(nn.Module):
         return self.head(self.features(x))
 
 
-def split_held_out(names: list[str]) -> np.ndarray:
-    """True for held-out files: a fixed 20% chosen by a hash of the file name (not by order)."""
-    return np.array([zlib.crc32(n.encode()) % 1000 < HELD_OUT * 1000 for n in names])
-
-
-def _to_float(images: Tensor) -> Tensor:
-    return images.float() / 127.5 - 1 if images.dtype == torch.uint8 else images.float()
+def _time_shift(x: Tensor, g: torch.Generator) -> Tensor:
+    """Start the batch 0-3 frames later (silence, -1, before): notes elsewhere do not all
+    start on the first frame."""
+    shift = int(torch.randint(0, 4, (), generator=g))
+    if shift:
+        x = torch.cat([torch.full_like(x[..., :shift], -1), x[..., :-shift]], dim=-1)
+    return x
 
 
 def train_classifier(x: Tensor, y: Tensor, n_classes: int, epochs: int = 25, seed: int = 0) -> FamilyNet:
     """Fit FamilyNet on uint8 (N, 1, H, W) spectrograms; a random time shift is the only augmentation."""
-    torch.manual_seed(seed)
-    net = FamilyNet(n_classes)
-    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=epochs * ((len(x) + 63) // 64))
-    g = torch.Generator().manual_seed(seed)
-    net.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), 64):
-            idx = perm[i : i + 64]
-            xb = _to_float(x[idx])
-            shift = int(torch.randint(0, 4, (), generator=g))
-            if shift:  # a few frames later: notes do not all start on the first frame elsewhere
-                xb = torch.cat([torch.full_like(xb[..., :shift], -1), xb[..., :-shift]], dim=-1)
-            loss = F.cross_entropy(net(xb), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    return net.eval()
+    steps = epochs * ((len(x) + 63) // 64)
+    return fit_classifier(
+        lambda: FamilyNet(n_classes),
+        x,
+        y,
+        steps,
+        lambda g: epoch_batches(len(x), 64, epochs, g),
+        _time_shift,
+        seed,
+    )
 
 
 @torch.no_grad()
@@ -112,7 +105,7 @@ def judge(net: FamilyNet, images: Tensor) -> tuple[Tensor, Tensor]:
     """(probabilities (N, classes), features (N, 128)) for uint8 or [-1, 1] images."""
     probs, feats = [], []
     for i in range(0, len(images), 256):
-        f = net.features(_to_float(images[i : i + 256]))
+        f = net.features(to_signed_unit(images[i : i + 256]))
         feats.append(f)
         probs.append(net.head(f).softmax(-1))
     return torch.cat(probs), torch.cat(feats)
@@ -170,13 +163,14 @@ def load_judge(data: DataConfig, progress: bool = False) -> dict[str, Any]:
 
     real = load_images(data, progress=progress)
     classes, y = _labels_for(data, real.names)
-    held = split_held_out(real.names)
+    held = np.array([is_held_out(n, HELD_OUT) for n in real.names])
     if held.all() or not held.any():
         raise ValueError(f"{data.path}: too few notes ({len(real)}) for a train/held-out split")
     h = hashlib.sha256()
     h.update(json.dumps([CLASSIFIER_VERSION, str(Path(data.path).resolve()), classes]).encode())
     h.update(real.images.numpy().tobytes())
     h.update(y.tobytes())
+    h.update(held.tobytes())  # a judge is only reused with the notes it did not train on
     path = cache_dir(data) / f"audio-judge-{h.hexdigest()[:32]}.safetensors"
     net = FamilyNet(len(classes))
     x = real.images
@@ -236,7 +230,7 @@ def _gl(mag: Tensor, spec: AudioSpec) -> Tensor:
 def generated_consistency(images: Tensor, spec: AudioSpec) -> float:
     """Mean mel-domain spectral convergence between generated images and the images of the
     sounds made from them: how much of what the model drew survives as sound."""
-    x = _to_float(images)
+    x = to_signed_unit(images)
     waves = to_audio(x, spec)
     with one_thread():
         again = image_to_mel(wave_to_image(waves, spec), spec)

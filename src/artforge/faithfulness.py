@@ -4,8 +4,8 @@ Method (docs/eval.md, "Prompt faithfulness"):
 
 1. Every image of the captioned data set has a label in captions.jsonl (``--label-key``,
    default ``group``: the emoji set's 9 Unicode groups). A fixed share of the images is held
-   out by a hash of the file name (the run's ``data.holdout`` if it trained with one, so the
-   model never saw those images or, where captions are unique, those captions).
+   out by a hash of the file name (data/holdout.py: the run's ``data.holdout`` if it trained
+   with one, so the model never saw those images or, where captions are unique, those captions).
 2. A small CNN is trained from scratch on the *other* real images to predict the label.
 3. It classifies the real held-out images: its balanced accuracy there (the mean of per-label
    recalls, because one emoji group is ~60% of the set) is what a perfect generator could get.
@@ -17,24 +17,19 @@ from __future__ import annotations
 
 import json
 import logging
-import zlib
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data.captions import CAPTIONS_FILE
+from .data.holdout import is_held_out
+from .metrics.classifier import balanced_batches, fit_classifier, to_signed_unit
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HOLDOUT = 0.1
-
-
-def is_held_out(name: str, share: float) -> bool:
-    """The same images are held out on every machine and in every run with this share."""
-    return share > 0 and zlib.crc32(name.encode()) % 10_000 < share * 10_000
 
 
 def read_labels(root: str | Path, names: list[str], key: str) -> list[str | None]:
@@ -75,41 +70,34 @@ class LabelNet(nn.Module):
         return self.head(self.body(x).mean(dim=(2, 3)))
 
 
-def _to_input(images: Tensor) -> Tensor:
-    return images.float() / 127.5 - 1
+def _shift(x: Tensor, g: torch.Generator) -> Tensor:
+    """Roll the batch by up to 2 px along each axis: light augmentation."""
+    shift = torch.randint(-2, 3, (2,), generator=g).tolist()
+    return torch.roll(x, shifts=shift, dims=(2, 3))
 
 
 def train_classifier(
     images: Tensor, labels: Tensor, n_classes: int, epochs: int = 15, seed: int = 0, batch: int = 64
 ) -> LabelNet:
-    """Fit LabelNet on uint8 images (N, 3, H, W) with class-balanced sampling (so the big
-    group does not drown the small ones); flips and 2-px shifts as light augmentation."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        net = LabelNet(n_classes)
-    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
-    counts = torch.bincount(labels, minlength=n_classes).clamp(min=1).float()
-    weights = (1 / counts)[labels]
+    """Fit LabelNet on uint8 images (N, 3, H, W) with class-balanced batches (so the big group
+    does not drown the small ones) and 2-px shifts as light augmentation."""
     steps = epochs * max(len(labels) // batch, 1)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
-    net.train()
-    for _ in range(steps):
-        idx = torch.multinomial(weights, batch, replacement=True, generator=g)
-        x = _to_input(images[idx])
-        shift = torch.randint(-2, 3, (2,), generator=g).tolist()
-        x = torch.roll(x, shifts=shift, dims=(2, 3))
-        loss = F.cross_entropy(net(x), labels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    return net.eval()
+    return fit_classifier(
+        lambda: LabelNet(n_classes),
+        images,
+        labels,
+        steps,
+        lambda g: balanced_batches(labels, n_classes, batch, steps, g),
+        _shift,
+        seed=seed,
+    )
 
 
 @torch.no_grad()
 def predict(net: LabelNet, images: Tensor, chunk: int = 256) -> Tensor:
-    return torch.cat([net(_to_input(images[i : i + chunk])).argmax(1) for i in range(0, len(images), chunk)])
+    return torch.cat(
+        [net(to_signed_unit(images[i : i + chunk])).argmax(1) for i in range(0, len(images), chunk)]
+    )
 
 
 def balanced_accuracy(pred: Tensor, true: Tensor) -> float:

@@ -29,28 +29,34 @@ def _check_kind(kind: str, choices: tuple[str, ...], what: str) -> None:
 
 
 def gan_d_loss(kind: GanLoss | str, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
-    """Discriminator (critic) loss on real and fake logits, for the GAN loss ``kind``."""
+    """Discriminator (critic) loss for the GAN loss ``kind``: its term on real logits plus its
+    term on fake ones."""
+    return gan_d_accept_loss(kind, real_logits) + gan_d_reject_loss(kind, fake_logits)
+
+
+def gan_d_accept_loss(kind: GanLoss | str, logits: Tensor) -> Tensor:
+    """The part of D's loss for ``kind`` that pushes logits of real images towards "real"."""
     _check_kind(kind, GAN_LOSSES, "GAN loss")
-    if kind == "bce":
-        return bce_d_loss(real_logits, fake_logits)
-    if kind == "mse":
-        return lsgan_d_loss(real_logits, fake_logits)
-    if kind == "hinge":
-        return hinge_d_loss(real_logits, fake_logits)
-    return wasserstein_d_loss(real_logits, fake_logits)
+    if kind == "bce":  # -log D(x), D = sigmoid(logits) (Goodfellow et al. 2014)
+        return F.softplus(-logits).mean()
+    if kind == "mse":  # least squares 1/2 (D(x) - 1)^2, target b = 1 (Mao et al. 2017)
+        return 0.5 * ((logits - 1) ** 2).mean()
+    if kind == "hinge":  # max(0, 1 - D(x)) (Lim & Ye 2017; Miyato et al. 2018)
+        return F.relu(1 - logits).mean()
+    return -logits.mean()  # Wasserstein critic -D(x) (Arjovsky 2017; with gradient_penalty: Gulrajani 2017)
 
 
 def gan_d_reject_loss(kind: GanLoss | str, logits: Tensor) -> Tensor:
-    """The part of D's loss for ``kind`` that pushes logits towards "fake", on its own: for
-    negatives other than G's images (a real image under a caption that is not its own)."""
+    """The part of D's loss for ``kind`` that pushes logits towards "fake": on G's images, and on
+    other negatives (a real image under a caption that is not its own)."""
     _check_kind(kind, GAN_LOSSES, "GAN loss")
-    if kind == "bce":
+    if kind == "bce":  # -log(1 - D(G(z)))
         return F.softplus(logits).mean()
-    if kind == "mse":
+    if kind == "mse":  # 1/2 D(G(z))^2, target a = 0
         return 0.5 * (logits**2).mean()
-    if kind == "hinge":
+    if kind == "hinge":  # max(0, 1 + D(G(z)))
         return F.relu(1 + logits).mean()
-    return logits.mean()
+    return logits.mean()  # D(G(z))
 
 
 def gan_g_loss(kind: GanLoss | str, fake_logits: Tensor) -> Tensor:
@@ -65,29 +71,14 @@ def gan_g_loss(kind: GanLoss | str, fake_logits: Tensor) -> Tensor:
     return g[kind](fake_logits)
 
 
-def bce_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
-    """-log D(x) - log(1 - D(G(z))) with D = sigmoid(logits) (Goodfellow et al. 2014)."""
-    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
-
-
 def bce_g_loss(fake_logits: Tensor) -> Tensor:
     """Non-saturating generator loss -log D(G(z)) (Goodfellow et al. 2014, section 3)."""
     return F.softplus(-fake_logits).mean()
 
 
-def lsgan_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
-    """Least squares: 1/2 (D(x) - 1)^2 + 1/2 D(G(z))^2, targets b=1, a=0 (Mao et al. 2017)."""
-    return 0.5 * ((real_logits - 1) ** 2).mean() + 0.5 * (fake_logits**2).mean()
-
-
 def lsgan_g_loss(fake_logits: Tensor) -> Tensor:
     """Least squares generator loss 1/2 (D(G(z)) - 1)^2, target c=1 (Mao et al. 2017)."""
     return 0.5 * ((fake_logits - 1) ** 2).mean()
-
-
-def hinge_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
-    """Hinge loss max(0, 1 - D(x)) + max(0, 1 + D(G(z))) (Lim & Ye 2017; Miyato et al. 2018)."""
-    return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
 
 
 def lecam_penalty(real_logits: Tensor, fake_logits: Tensor, ema_real: Tensor, ema_fake: Tensor) -> Tensor:
@@ -100,11 +91,6 @@ def lecam_penalty(real_logits: Tensor, fake_logits: Tensor, ema_real: Tensor, em
 def hinge_g_loss(fake_logits: Tensor) -> Tensor:
     """Hinge generator loss -D(G(z)) (Lim & Ye 2017; Miyato et al. 2018)."""
     return -fake_logits.mean()
-
-
-def wasserstein_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
-    """Wasserstein critic loss D(G(z)) - D(x) (Arjovsky 2017; with gradient_penalty: Gulrajani 2017)."""
-    return fake_logits.mean() - real_logits.mean()
 
 
 def wasserstein_g_loss(fake_logits: Tensor) -> Tensor:

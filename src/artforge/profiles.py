@@ -6,9 +6,9 @@ written to config.json like any other setting, so resume, sample and eval read t
 values and never consult this table again. On a CPU the profile changes nothing (the CPU
 defaults were chosen by measurement on one, benchmarks/RESULTS.md).
 
-The values below are PROVISIONAL: the only figure behind them is one 3.5-minute H200 try in
-issue 19 (gan base_channels 64 at batch 128 ran 4,239 img/s end to end against 1,527 for the
-defaults; no FID was measured for it). They are chosen by FID per GPU minute with
+The values below are PROVISIONAL: the only figure behind them is one 3.5-minute H200 try
+(gan base_channels 64 at batch 128 ran 4,239 img/s end to end against 1,527 for the
+defaults; no FID was measured for it). They are to be chosen by FID per GPU minute with
 benchmarks/gpu_session.sh; until then the profile is opt-in (``GPU_PROFILE_BY_DEFAULT`` is
 False) and says so when applied.
 """

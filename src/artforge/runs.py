@@ -65,11 +65,11 @@ def _resolve_modality(cfg: RunConfig) -> RunConfig:
     return dataclasses.replace(cfg, model={**cfg.model, "channels": 1})
 
 
-# Model settings added with a default other than the behaviour before them, per family, and
-# that earlier behaviour: config.json holds every setting, so a saved run without one of these
-# predates it and is rebuilt (and resumed) as it was trained.
+# Model settings whose default differs from how a run folder that lacks them was trained, per
+# family, with the value such a run had: config.json holds every setting, so a saved run
+# without one of these is rebuilt (and resumed) with the value here, as it was trained.
 ADDED_SETTINGS: dict[str, dict[str, Any]] = {
-    "gan": {"cond_norm": False, "mismatch_weight": 0.0},  # sixth session: on for text runs
+    "gan": {"cond_norm": False, "mismatch_weight": 0.0},  # both default on (text runs only)
 }
 
 

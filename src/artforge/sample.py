@@ -25,7 +25,7 @@ def to_unit(x: Tensor) -> Tensor:
     return ((x.float().clamp(-1, 1) + 1) * 127.5).round().div(255)
 
 
-def to_uint8(x: Tensor) -> np.ndarray:
+def to_uint8_nhwc(x: Tensor) -> np.ndarray:
     """[0, 1] images (n, C, H, W) -> uint8 (n, H, W, C)."""
     return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
@@ -169,7 +169,7 @@ def check_scale(scale: int, resample: str, size: tuple[int, int]) -> None:
 def _pil(img: Tensor, scale: int = 1, resample: str = "nearest") -> Image.Image:
     """A [0, 1] (C, H, W) image as a Pillow image, ``scale`` times larger: nearest keeps pixel
     art's hard edges (each pixel a scale x scale block), lanczos smooths photos."""
-    arr = to_uint8(img[None])[0]
+    arr = to_uint8_nhwc(img[None])[0]
     if arr.shape[-1] == 1:  # one channel (sound spectrograms): greyscale
         arr = arr[..., 0]
     pil = Image.fromarray(arr)
@@ -277,7 +277,7 @@ def save_animation(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    arr = to_uint8(frames)
+    arr = to_uint8_nhwc(frames)
     if scale != 1:
         arr = np.stack([np.asarray(_pil(f, scale, resample)) for f in frames])
         if arr.ndim == 3:  # greyscale frames lost their channel axis in Pillow

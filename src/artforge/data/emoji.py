@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -162,18 +161,3 @@ def build_emoji(
     if skipped:
         log.info("%d emoji skipped: %s cannot draw them", len(skipped), Path(font_path).name)
     return written
-
-
-def contact_sheet(folder: str | Path, n: int = 64, cols: int = 8, background: str = "#ffffff") -> Image.Image:
-    """The first ``n`` PNGs of a folder on one sheet, for a quick look at a built set."""
-    files = sorted(Path(folder).glob("*.png"))[:n]
-    if not files:
-        raise FileNotFoundError(f"no PNG files in {folder}")
-    with Image.open(files[0]) as first:
-        w, h = first.size
-    rows = math.ceil(len(files) / cols)
-    sheet = Image.new("RGBA", (cols * w, rows * h), background)
-    for k, f in enumerate(files):
-        with Image.open(f) as im:
-            sheet.alpha_composite(im.convert("RGBA"), ((k % cols) * w, (k // cols) * h))
-    return sheet.convert("RGB")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from . import inception
-from .inception import FEATURE_DIM, INCEPTION_SHA1, PREPROCESS_VERSION, to_uint8
+from .inception import FEATURE_DIM, INCEPTION_SHA1, PREPROCESS_VERSION, to_uint8_nchw
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def features_dir() -> Path:
 
 def content_key(images: torch.Tensor | np.ndarray) -> str:
     """sha256 (32 hex digits) of the uint8 images (N, 3, H, W), the network and preprocessing."""
-    x = to_uint8(images)
+    x = to_uint8_nchw(images)
     h = hashlib.sha256(f"{PREPROCESS_VERSION}|{INCEPTION_SHA1}|{tuple(x.shape)}|".encode())
     for i in range(0, x.shape[0], HASH_CHUNK):
         h.update(np.ascontiguousarray(x[i : i + HASH_CHUNK].numpy()).data)
@@ -50,7 +50,7 @@ def cached_features(
     desc: str = "Inception features",
 ) -> np.ndarray:
     """``inception.features`` of the images, from the disk cache when these pixels were seen."""
-    x = to_uint8(images)
+    x = to_uint8_nchw(images)
     folder = Path(cache_dir) if cache_dir is not None else features_dir()
     path = folder / f"{content_key(x)}.npy"
     try:

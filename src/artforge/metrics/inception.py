@@ -187,7 +187,7 @@ def _legacy_bilinear_matrix(n_in: int, n_out: int) -> Tensor:
     return torch.from_numpy(m).float()
 
 
-def to_uint8(images: Tensor | np.ndarray) -> Tensor:
+def to_uint8_nchw(images: Tensor | np.ndarray) -> Tensor:
     """uint8 (N, 3, H, W) as is; float in [0, 1] -> round(x * 255), the 8 bits a PNG would hold."""
     x = torch.as_tensor(images)
     if x.ndim != 4 or x.shape[1] != 3:
@@ -221,7 +221,7 @@ def features(
     desc: str = "Inception features",
 ) -> np.ndarray:
     """Pool3 features (N, 2048) float64 of uint8 (N, 3, H, W) images or floats in [0, 1]."""
-    x = to_uint8(images)
+    x = to_uint8_nchw(images)
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     net = load_inception(inception, device)
@@ -274,5 +274,5 @@ __all__ = [
     "load_inception",
     "preprocess",
     "sha1_of",
-    "to_uint8",
+    "to_uint8_nchw",
 ]

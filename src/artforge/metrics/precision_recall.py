@@ -26,11 +26,6 @@ def distance_chunks(a: np.ndarray, b: np.ndarray, chunk: int = CHUNK) -> Iterato
         yield i, np.sqrt(np.clip(d2, 0, None))
 
 
-def pairwise_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """All Euclidean distances (len(a), len(b))."""
-    return np.concatenate([d for _, d in distance_chunks(a, b)]) if len(a) else np.zeros((0, len(b)))
-
-
 def nearest_neighbours(
     queries: np.ndarray, refs: np.ndarray, k: int, *, exclude_self: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:

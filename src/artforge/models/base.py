@@ -7,7 +7,6 @@ images. The Trainer owns backward, precision, clipping, EMA and checkpoints.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -161,10 +160,6 @@ def write_json(obj: Any, path: str | Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
     _atomic_replace(tmp, path)
-
-
-def model_config_dict(model: GenerativeModel) -> dict[str, Any]:
-    return dataclasses.asdict(model.config)
 
 
 def load_state_into(model: nn.Module, state: dict[str, Tensor], source: str | Path) -> None:

@@ -9,8 +9,7 @@ they land on exactly these sizes, and up stacks resize to exactly them.
 
 from __future__ import annotations
 
-import typing
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -19,15 +18,6 @@ from torch.nn.utils.parametrizations import _SpectralNorm
 
 Norm = Literal["batch", "group", "pixel", "spectral", "none"]
 Act = Literal["relu", "lrelu", "silu"]
-
-
-def check_choices(obj: Any, *names: str) -> None:
-    """Raise ValueError listing the allowed values when a ``Literal`` field holds another value."""
-    hints = typing.get_type_hints(type(obj))
-    for name in names:
-        tp, value = hints[name], getattr(obj, name)
-        if get_origin(tp) is Literal and value not in get_args(tp):
-            raise ValueError(f"{name} must be one of {list(get_args(tp))}, got {value!r}")
 
 
 def reject_options(model: Any, options: dict[str, Any]) -> None:
@@ -185,7 +175,6 @@ class DownStack(nn.Module):
             c_prev = c
         self.net = nn.Sequential(*layers)
         self.out_channels = c_prev
-        self.out_size = sizes[-1]
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)  # (B, C_k, h_k, w_k)

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from artforge.config import Range, bounded, check_bounds
+from artforge.config import Range, bounded, check_bounds, check_choices
 from artforge.models.base import GenerativeModel, Phase
-from artforge.models.blocks import check_choices, check_image_size, group_count, reject_options, stage_sizes
+from artforge.models.blocks import check_image_size, group_count, reject_options, stage_sizes
 from artforge.text import TextFields, check_text_fields, condition_vectors, make_conditioner
 
 Prediction = Literal["eps", "v"]

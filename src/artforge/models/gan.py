@@ -6,8 +6,8 @@ Two families share the training logic in ``_Adversarial``:
 - ``DCGAN`` ("dcgan"): exactly the pytorch/examples DCGAN (Radford et al. 2016) for square
   power-of-two sizes, 64x64 being the reference.
 
-The seed document's "k discriminator steps per generator step" is ``d_steps``: D trains every
-step (each on a fresh batch), G every ``d_steps``-th step.
+The "k discriminator steps per generator step" of Goodfellow et al. (2014, Algorithm 1) is
+``d_steps``: D trains every step (each on a fresh batch), G every ``d_steps``-th step.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from artforge.config import Range, bounded, check_bounds
+from artforge.config import Range, bounded, check_bounds, check_choices
 from artforge.losses import (
     gan_d_loss,
     gan_d_reject_loss,
@@ -34,7 +34,6 @@ from artforge.models.base import GenerativeModel, Phase
 from artforge.models.blocks import (
     DownStack,
     UpStack,
-    check_choices,
     check_image_size,
     dcgan_init_,
     reject_options,
@@ -59,7 +58,7 @@ class GANConfig(TextFields):
     height: int = bounded(64, 4096)  # image size; any size >= 8 (a run copies its data size here)
     width: int = bounded(64, 4096)
     channels: int = bounded(3, 16)  # image channels
-    latent_dim: int = bounded(100, 8192)  # size of z (the seed document's 100)
+    latent_dim: int = bounded(100, 8192)  # size of z (100 as in DCGAN, Radford et al. 2016)
     base_channels: int = bounded(32, 4096)  # channels after D's first halving; doubled per halving
     # G's widths (its full-size stage has this many); 0 = base_channels
     g_base_channels: int = bounded(0, 4096)

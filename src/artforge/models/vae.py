@@ -13,13 +13,12 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from artforge.config import Range, bounded, check_bounds
+from artforge.config import Range, bounded, check_bounds, check_choices
 from artforge.losses import kl_normal, recon_loss
 from artforge.models.base import GenerativeModel, Phase
 from artforge.models.blocks import (
     DownStack,
     UpStack,
-    check_choices,
     check_image_size,
     reject_options,
     stage_channels,

@@ -116,11 +116,6 @@ class Lane:
         return len(self._waiting) + len(self._started) + (self._current is not None)
 
     @property
-    def waiting(self) -> int:
-        """Requests not started yet (kept for callers of the first API; see ``pending``)."""
-        return len(self._waiting)
-
-    @property
     def running(self) -> int:
         """Requests started and not finished (one has its turn, the others wait for theirs)."""
         return len(self._started) + (self._current is not None)

@@ -11,7 +11,6 @@ embeddings with sentence-transformers' own.
 from __future__ import annotations
 
 import json
-import math
 import unicodedata
 from functools import lru_cache
 from pathlib import Path
@@ -208,7 +207,3 @@ class MiniLM(nn.Module):
 def shared_minilm() -> MiniLM:
     """One frozen encoder per process (90 MB of weights; it never trains)."""
     return MiniLM()
-
-
-def cosine(a: Tensor, b: Tensor) -> float:
-    return float((a * b).sum() / math.sqrt(float((a * a).sum() * (b * b).sum())))

@@ -15,7 +15,6 @@ import pickle
 import random
 import re
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,6 @@ from torch import nn
 from ..models.base import WEIGHTS_NAME, load_state_into, load_weights, save_weights
 
 STATE = "state"
-# Test-only: seconds to sleep at each stage of a checkpoint write, so kill trials can land
-# inside one. Unset (always, outside tests) it does nothing.
-PAUSE_ENV = "ARTFORGE_TEST_CKPT_PAUSE"
 
 
 class SaveError(RuntimeError):
@@ -65,12 +61,6 @@ def _fsync_file(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _pause_for_tests() -> None:
-    seconds = os.environ.get(PAUSE_ENV)
-    if seconds:
-        time.sleep(float(seconds))
 
 
 def _write_failure(run_dir: Path, what: str, e: BaseException) -> str:
@@ -170,16 +160,13 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)  # give the space back
         what = f"the checkpoint for step {state.step} to {tmp}"
         raise SaveError(f"{_write_failure(run_dir, what, e)}; {kept}") from e
-    _pause_for_tests()
     # swap: state -> state.old, state.tmp -> state, drop state.old (renames need no space)
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         os.replace(final, old)
-    _pause_for_tests()
     os.replace(tmp, final)
     _fsync_dir(run_dir)
     shutil.rmtree(old, ignore_errors=True)
-    _pause_for_tests()
     # the weights users sample from
     weights = run_dir / WEIGHTS_NAME
     had_weights = weights.is_file()

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..config import RunConfig, TrainConfig
 from ..data import ImageSet, load_images
+from ..data.holdout import is_held_out
 from ..models.base import GenerativeModel, write_json
 from ..optim import EMA, build_optimizer
 from ..runs import resolve, write_config
@@ -176,8 +177,6 @@ class Trainer:
             if self.main:
                 distributed.barrier(self.dist)
         if self.cfg.data.holdout > 0:  # kept out of training, so eval can use them as unseen
-            from ..faithfulness import is_held_out
-
             keep = [not is_held_out(n, self.cfg.data.holdout) for n in data.names]
             if not any(keep):
                 raise ValueError(f"--data.holdout={self.cfg.data.holdout} leaves no image to train on")
