@@ -110,6 +110,9 @@ def build_model(
         check_size(cfg, mcfg, params, training=training, device=device)
         if meta:
             return shapes
+    if meta:  # a family that cannot be built on the meta device: a real build that draws nothing
+        with torch.random.fork_rng(devices=[]):
+            return cls(mcfg)
     return cls(mcfg)
 
 
