@@ -1332,8 +1332,8 @@ def report(e: BaseException, debug: bool = False) -> int:
         traceback.print_exception(e, file=sys.stderr)
     if not user:
         print(
-            f"artforge: internal error: {type(e).__name__}: {printable(str(e))} (a bug in artforge, "
-            "not in what you gave; the traceback above says where)",
+            f"artforge: internal error: {type(e).__name__}: {printable(str(e))} (the traceback above "
+            "says where; please report it)",
             file=sys.stderr,
         )
         return 1
