@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from artforge.models import build_model, make_model_config
+from artforge.models import GAN, make_model_config
 from artforge.models.augment import adapt_p, augment, color, cutout, parse_policy, translation
 
 
@@ -91,11 +91,11 @@ def test_ada_controller_moves_toward_target() -> None:
 def test_adaptive_gan_logs_p_and_saves_it() -> None:
     fields = {"base_channels": 8, "latent_dim": 8, "augment": "color,translation,cutout"}
     cfg = make_model_config("gan", {**fields, "ada_target": 0.6, "augment_p": 0.0}, height=16, width=16)
-    model = build_model("gan", cfg)
+    model = GAN(cfg)
     assert "aug_p" in model.state_dict()
     out = model.training_step("D", images(8, 16, 16), 0)
     assert "aug_p" in out and 0.0 <= float(out["aug_p"]) <= 8 / 50_000
-    fixed = build_model("gan", make_model_config("gan", fields, height=16, width=16))
+    fixed = GAN(make_model_config("gan", fields, height=16, width=16))
     assert "aug_p" not in fixed.state_dict()  # a fixed probability is config, not state
     with pytest.raises(ValueError, match="augment_p must be in"):
         make_model_config("gan", {"augment_p": 1.5}, height=16, width=16)
@@ -131,7 +131,7 @@ def test_gan_state_that_adapts_resumes_exactly(tmp_path, extra, buffer) -> None:
     Trainer(cfg(8), split, progress=False).train(resume=True)
     a = load_weights(straight / "state" / "model.safetensors")
     b = load_weights(split / "state" / "model.safetensors")
-    start = build_model("gan", make_model_config("gan", fields, height=16, width=16)).state_dict()[buffer]
+    start = GAN(make_model_config("gan", fields, height=16, width=16)).state_dict()[buffer]
     assert not torch.equal(a[buffer], start)  # training moved it
     for k in a:
         assert torch.equal(a[k], b[k]), k

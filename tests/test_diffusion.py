@@ -7,14 +7,14 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from artforge.models import Diffusion, DiffusionConfig, build_model, make_model_config
+from artforge.models import Diffusion, DiffusionConfig, make_model_config
 from artforge.models.diffusion import cosine_alpha_bar, ddim_timesteps, timestep_embedding
 
 
 def tiny(**extra: object) -> Diffusion:
     torch.manual_seed(0)
     fields = {"base_channels": 16, "channel_mult": (1, 2), "sample_steps": 5, **extra}
-    model = build_model("diffusion", make_model_config("diffusion", fields, height=12, width=20))
+    model = Diffusion(make_model_config("diffusion", fields, height=12, width=20))
     assert isinstance(model, Diffusion)
     return model
 

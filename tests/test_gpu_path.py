@@ -278,10 +278,10 @@ def test_profile_values_are_recorded_in_config_json(tmp_path, monkeypatch):
 
 
 def test_generate_gives_the_same_images_in_any_chunking():
-    from artforge.models import model_from_config_dict
+    from artforge.models import GAN, make_model_config
 
     torch.manual_seed(0)
-    model = model_from_config_dict("gan", {"height": 16, "width": 16, "base_channels": 8, "latent_dim": 16})
+    model = GAN(make_model_config("gan", {"base_channels": 8, "latent_dim": 16}, height=16, width=16))
     model.eval()
     z = model.sample_latents(10, torch.Generator().manual_seed(3))
     whole = generate(model, z, chunk=10)

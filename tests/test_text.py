@@ -167,11 +167,11 @@ def test_each_family_follows_the_prompt(tmp_path, family):
 def test_mode_seeking_pairs_captions_and_spreads_one_prompts_images(tmp_path):
     """MSGAN's term: G's step shows each caption with two noises, and the images of one prompt
     end up further apart than without it, from the same start."""
-    from artforge.models import build_model, make_model_config
+    from artforge.models import GAN, make_model_config
     from artforge.models.gan import mode_seeking_ratio
 
     fields = {**FAMILY["gan"][0], "text_encoder": "hash", "text_dim": 16, "cond_drop": 0.0}
-    model = build_model("gan", make_model_config("gan", fields, height=16, width=16))
+    model = GAN(make_model_config("gan", fields, height=16, width=16))
     cg, _ = model._conds(["a", "b", "c", "d", "e"], 5, torch.device("cpu"), paired=True)
     assert torch.equal(cg[:2], cg[2:4]) and torch.equal(cg[4], model.G.text(["e"], "cpu")[0])
     z = torch.randn(4, 3)
@@ -191,12 +191,12 @@ def test_mode_seeking_pairs_captions_and_spreads_one_prompts_images(tmp_path):
 def test_conditional_norm_and_matching_aware_d(tmp_path):
     """--model.cond_norm puts the caption into every stage of G; --model.mismatch_weight has D
     call a real image under another image's caption fake; a run with both follows its prompt."""
-    from artforge.models import build_model, make_model_config
+    from artforge.models import GAN, make_model_config
     from artforge.models.blocks import Modulate
 
     def gan(**fields):
         fields = {**FAMILY["gan"][0], "text_encoder": "hash", "text_dim": 16, **fields}
-        return build_model("gan", make_model_config("gan", fields, height=16, width=16))
+        return GAN(make_model_config("gan", fields, height=16, width=16))
 
     plain, cbn = gan(cond_norm=False, mismatch_weight=0.0), gan()  # the default: both on
     norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in cbn.G.modules())

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .config import RunConfig, check_device, from_dict
+from .config import RunConfig, check_device
 from .models.base import WEIGHTS_NAME, GenerativeModel
 from .runs import load_model, split_ref
 from .sample import generate, interpolation_path, latents_for_seed, latents_per_seed
@@ -204,9 +204,14 @@ def train(
     overwrite: bool = False,
     progress: bool = False,
 ) -> Run:
-    """Train a run into ``out`` and return it loaded (from the weights it wrote)."""
+    """Train a run into ``out`` and return it loaded (from the weights it wrote).
+
+    ``config`` is resolved as ``artforge train --config`` resolves a file (resolve.resolve_run):
+    a dict may leave out what the command line would default (a sound run's size, a profile's
+    settings)."""
+    from .resolve import resolve_run
     from .training.trainer import Trainer
 
-    cfg = config if isinstance(config, RunConfig) else from_dict(RunConfig, config)
+    cfg = resolve_run(config=config.to_dict() if isinstance(config, RunConfig) else config)
     run_dir = Trainer(cfg, out, progress=progress).train(resume=resume, overwrite=overwrite)
     return load(run_dir, device=cfg.train.device)

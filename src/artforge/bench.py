@@ -25,6 +25,7 @@ import torch
 
 from .config import DataConfig
 from .data import load_images
+from .errors import UserError
 from .metrics import evaluate
 from .metrics.cache import cached_features
 from .metrics.inception import INCEPTION_SHA1, features
@@ -71,7 +72,7 @@ def _train(
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise RuntimeError(
+        raise UserError(  # the child has said why, in one line unless it was a bug
             f"bench: training {family} failed (exit {proc.returncode}); see the messages above"
         )
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]

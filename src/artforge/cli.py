@@ -17,26 +17,24 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import ALIASES, RESUMABLE, TRAIN_FLAGS, printable, settings
+from .config import TRAIN_FLAGS, printable, settings
+from .errors import UsageError
 
 log = logging.getLogger("artforge")
 
 
-class CLIError(Exception):
-    """A user error reported as one line."""
+class CLIError(UsageError):
+    """A user error in the command line, reported as one line (exit status 2)."""
 
 
 def parse_size(text: str) -> tuple[int, int]:
     """'64' -> (64, 64); '80x48' -> height 48, width 80 (width x height, like ImageMagick)."""
+    from .resolve import parse_size as size
+
     try:
-        if "x" in text.lower():
-            w, h = text.lower().split("x", 1)
-            return int(h), int(w)
-        return int(text), int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"bad size {text!r}: use N for NxN or WIDTHxHEIGHT like 80x48"
-        ) from None
+        return size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 # -- parser -----------------------------------------------------------------------------------
@@ -51,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"artforge {__version__}")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info lines")
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of every error, not only of internal ones (also after the command)",
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     S = argparse.SUPPRESS
 
@@ -362,47 +365,14 @@ def _add_setting_flags(p: argparse.ArgumentParser) -> None:
 # -- train --------------------------------------------------------------------------------------
 
 
-def _config_dict(args: argparse.Namespace, extras: list[str], base: dict[str, Any]) -> dict[str, Any]:
-    from .config import load_config_file, merge, parse_override, set_path
-
-    d = dict(base)
-    if "config" in args:
-        d = merge(d, load_config_file(args.config))
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """{dotted config path: value} of the train flags given on the command line."""
     given = vars(args)
-    for dest, path in TRAIN_FLAGS.items():
-        if dest in given:
-            set_path(d, path, list(given[dest]) if isinstance(given[dest], tuple) else given[dest])
+    out = {path: given[dest] for dest, path in TRAIN_FLAGS.items() if dest in given}
+    out = {path: list(v) if isinstance(v, tuple) else v for path, v in out.items()}
     if "size" in given:
-        set_path(d, "data.height", given["size"][0])
-        set_path(d, "data.width", given["size"][1])
-    for arg in extras:
-        if not arg.startswith("--"):
-            raise CLIError(f"unexpected argument {arg!r}")
-        key, value = parse_override(arg)
-        if key == "data.size":
-            h, w = parse_size(str(value))
-            set_path(d, "data.height", h)
-            set_path(d, "data.width", w)
-            continue
-        key = ALIASES.get(key, key) or key
-        set_path(d, key, value)
-    return d
-
-
-def _audio_size_default(d: dict[str, Any]) -> dict[str, Any]:
-    """Sound data with no size given: 128 mel bands x 64 frames (docs/audio.md: 64 bands lose
-    much more in the round trip back to sound)."""
-    data = d.get("data", {})
-    if not isinstance(data, dict) or "height" in data or "width" in data:
-        return d
-    from .data.audio import detect_modality
-
-    modality = data.get("modality", "auto")
-    if modality == "auto":
-        modality = detect_modality(str(data.get("path", "builtin")))
-    if modality == "audio":
-        d = {**d, "data": {**data, "height": 128, "width": 64}}
-    return d
+        out["data.height"], out["data.width"] = given["size"]
+    return out
 
 
 def _default_out(cfg: Any) -> Path:
@@ -416,30 +386,23 @@ def _default_out(cfg: Any) -> Path:
 
 
 def cmd_train(args: argparse.Namespace, extras: list[str]) -> int:
-    from .config import RunConfig, from_dict
-    from .runs import read_config, resolve
+    from .resolve import resolve_run
     from .training import Trainer
 
-    base: dict[str, Any] = {}
     if args.resume and args.restart:
         raise CLIError("give --resume (continue from the checkpoint) or --restart (start over), not both")
-    if args.resume or args.restart:
-        if "out" not in args:
-            flag = "--resume" if args.resume else "--restart"
-            raise CLIError(f"{flag} needs --out RUN (the run folder to continue or start over)")
-        saved = read_config(args.out)
-        base = saved.to_dict()
-    from .profiles import apply_profile
-
-    d = _audio_size_default(_config_dict(args, extras, base))
-    if not args.resume:  # a resumed run already holds every setting its profile filled in
-        d = apply_profile(d)
-    cfg: RunConfig = from_dict(RunConfig, d)
-    if args.resume:
-        _check_resume_changes(saved, cfg)
+    if (args.resume or args.restart) and "out" not in args:
+        flag = "--resume" if args.resume else "--restart"
+        raise CLIError(f"{flag} needs --out RUN (the run folder to continue or start over)")
+    cfg = resolve_run(
+        _given(args),
+        extras,
+        config=getattr(args, "config", None),
+        saved=args.out if args.resume or args.restart else None,
+        resume=args.resume,
+    )
     if args.dry_run:
-        resolved, _ = resolve(cfg)
-        print(json.dumps(resolved.to_dict(), indent=2))
+        print(json.dumps(cfg.to_dict(), indent=2))
         return 0
     out = Path(args.out) if "out" in args else _default_out(cfg)
     trainer = Trainer(cfg, out, progress=not args.quiet)
@@ -453,19 +416,6 @@ def cmd_train(args: argparse.Namespace, extras: list[str]) -> int:
         f"  next: artforge sample {out} -n 64 --seed 7 --out grid.png"
     )
     return 0
-
-
-def _check_resume_changes(saved: Any, new: Any) -> None:
-    from .runs import resolve
-
-    a, _ = resolve(saved)
-    b, _ = resolve(new)
-    for section in ("family", "model", "data", "optim_groups"):
-        if getattr(a, section) != getattr(b, section):
-            raise CLIError(f"--resume cannot change {section} settings; start a new run with another --out")
-    for f in dataclasses.fields(a.train):
-        if f.name not in RESUMABLE and getattr(a.train, f.name) != getattr(b.train, f.name):
-            raise CLIError(f"--resume cannot change train.{f.name}; only {sorted(RESUMABLE)}")
 
 
 # -- sample / interpolate ---------------------------------------------------------------------
@@ -928,9 +878,8 @@ def _data_notes(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_folders, evaluate_run, write_json
+    from .evaluate import write_json
 
-    progress = not args.quiet
     if args.snapshots:
         return cmd_eval_snapshots(args)
     if (args.run is None) == (args.fake is None):
@@ -939,52 +888,67 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return _eval_sound(args)
     if args.n is None:
         args.n = 5000
-    if args.fake is not None:
-        if args.data is None:
-            raise CLIError("--fake needs --data PATH: the real images to compare with")
-        for path in (args.fake, args.data):
-            _refuse_sound(path, "eval --fake compares pictures; sound is measured from a RUN")
-        if _sample_options(args):
-            raise CLIError("--truncation/--temperature/--steps apply to a RUN, not to --fake images")
-        result = evaluate_folders(
-            args.fake,
-            args.data,
-            args.batch_size,
-            args.inception,
-            seed=args.seed,
-            device=args.device,
-            progress=progress,
-            sheet=args.sheet,
-            fit=args.fit,
-            size=args.size,  # (height, width)
-        )
-        source = f"{result['fake']}"
-    else:
-        if args.n < 4:
-            raise CLIError(f"-n must be at least 4, got {args.n}")
-        if args.size is not None:
-            raise CLIError("--size applies to --fake; a RUN is measured at its own size")
-        folder, eval_name = _eval_paths(args.run)
-        sheet = args.sheet or str(folder / eval_name.replace("eval", "novelty").replace(".json", ".png"))
-        result = evaluate_run(
-            args.run,
-            args.data,
-            args.n,
-            args.seed,
-            args.batch_size,
-            args.inception,
-            device=args.device,
-            progress=progress,
-            sheet=sheet,
-            sample_options=_sample_options(args),
-            faithfulness=args.faithfulness,
-        )
-        result["options"] = _sample_options(args)
-        source = f"{args.run} (n={args.n}, seed {args.seed})"
-        write_json(result, folder / eval_name)
+    result, source = _eval_fake(args) if args.fake is not None else _eval_run(args)
     if args.json:
         write_json(result, args.json)
-    r = result
+    _print_eval(args, result, source)
+    return 0
+
+
+def _eval_fake(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """eval --fake DIR --data PATH: two folders of pictures compared."""
+    from .evaluate import evaluate_folders
+
+    if args.data is None:
+        raise CLIError("--fake needs --data PATH: the real images to compare with")
+    for path in (args.fake, args.data):
+        _refuse_sound(path, "eval --fake compares pictures; sound is measured from a RUN")
+    if _sample_options(args):
+        raise CLIError("--truncation/--temperature/--steps apply to a RUN, not to --fake images")
+    result = evaluate_folders(
+        args.fake,
+        args.data,
+        args.batch_size,
+        args.inception,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.quiet,
+        sheet=args.sheet,
+        fit=args.fit,
+        size=args.size,  # (height, width)
+    )
+    return result, f"{result['fake']}"
+
+
+def _eval_run(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """eval RUN: n samples of a run (or a snapshot) against its data; written beside the run."""
+    from .evaluate import evaluate_run, write_json
+
+    if args.n < 4:
+        raise CLIError(f"-n must be at least 4, got {args.n}")
+    if args.size is not None:
+        raise CLIError("--size applies to --fake; a RUN is measured at its own size")
+    folder, eval_name = _eval_paths(args.run)
+    sheet = args.sheet or str(folder / eval_name.replace("eval", "novelty").replace(".json", ".png"))
+    result = evaluate_run(
+        args.run,
+        args.data,
+        args.n,
+        args.seed,
+        args.batch_size,
+        args.inception,
+        device=args.device,
+        progress=not args.quiet,
+        sheet=sheet,
+        sample_options=_sample_options(args),
+        faithfulness=args.faithfulness,
+    )
+    result["options"] = _sample_options(args)
+    write_json(result, folder / eval_name)
+    return result, f"{args.run} (n={args.n}, seed {args.seed})"
+
+
+def _print_eval(args: argparse.Namespace, r: dict[str, Any], source: str) -> None:
     print(f"{source}  vs  {r['data']}  at {r['size'][0]}x{r['size'][1]}")
     rows = [
         ("FID", f"{r['fid']:.3f}", "lower is better"),
@@ -1013,7 +977,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         written.insert(0, str(Path.joinpath(*_eval_paths(args.run))))
     if written:
         print("  wrote " + ", ".join(written))
-    return 0
 
 
 def _refuse_sound(data: str, message: str) -> None:
@@ -1187,10 +1150,80 @@ def cmd_studio(args: argparse.Namespace) -> int:
 # -- main ---------------------------------------------------------------------------------------
 
 
+COMMANDS: dict[str, Any] = {  # command -> fn(args) or, for those that take extra words, fn(args, extras)
+    "train": lambda args, extras: _train_exit(cmd_train(args, extras)),
+    "bench": cmd_bench,
+    "sample": cmd_sample,
+    "interpolate": cmd_interpolate,
+    "data": cmd_data,
+    "eval": cmd_eval,
+    "project": cmd_project,
+    "img2img": cmd_img2img_inpaint,
+    "inpaint": cmd_img2img_inpaint,
+    "studio": cmd_studio,
+    "models": lambda args: cmd_models(),
+}
+TAKES_EXTRAS = ("train", "bench")
+
+
+def cmd_models() -> int:
+    from .models import list_models
+
+    print("\n".join(list_models()))
+    return 0
+
+
+def _train_exit(rc: int) -> int:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Under torchrun the process group is destroyed by now, yet gloo's C++ threads can
+        # still abort the interpreter's shutdown ("terminate called without an active
+        # exception", pytorch/pytorch#179291), turning a finished run into a failed one.
+        # Everything is written and flushed, so leave without the finalisers.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    return rc
+
+
+def _run(args: argparse.Namespace, extras: list[str]) -> int:
+    if getattr(args, "device", None) is not None:  # sample, eval, studio...: before any work
+        from .config import check_device
+
+        check_device(args.device, "--device")
+    command = COMMANDS[args.command]
+    return int(command(args, extras) if args.command in TAKES_EXTRAS else command(args))
+
+
+def report(e: BaseException, debug: bool = False) -> int:
+    """Say what went wrong on stderr; the exit status. A user error (errors.py's rule, or a
+    TrainingError: the run cannot go on, its checkpoint is intact) is one line; anything else
+    is a bug and shows its traceback, as every error does with --debug."""
+    import traceback
+
+    from .errors import is_user_error
+    from .training import TrainingError
+
+    user = is_user_error(e) or isinstance(e, TrainingError)
+    if debug or not user:
+        traceback.print_exception(e, file=sys.stderr)
+    if not user:
+        print(
+            f"artforge: internal error: {type(e).__name__}: {printable(str(e))} (the traceback above "
+            "says where; please report it)",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"artforge: error: {printable(str(e))}", file=sys.stderr)
+    return int(getattr(e, "exit_status", 1))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
-    if extras and args.command not in ("train", "bench"):
+    if "--debug" in extras:  # also accepted after the command
+        extras = [x for x in extras if x != "--debug"]
+        args.debug = True
+    if extras and args.command not in TAKES_EXTRAS:
         parser.error(f"unrecognized arguments: {' '.join(extras)}")
     other_rank = os.environ.get("RANK", "0") != "0"  # under torchrun only rank 0 talks
     logging.basicConfig(
@@ -1198,52 +1231,13 @@ def main(argv: list[str] | None = None) -> int:
         format="artforge: %(message)s",
         stream=sys.stderr,
     )
-    from .training import TrainingError
-
     try:
-        if getattr(args, "device", None) is not None:  # sample, eval, studio...: before any work
-            from .config import check_device
-
-            check_device(args.device, "--device")
-        if args.command == "train":
-            rc = cmd_train(args, extras)
-            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-                # Under torchrun the process group is destroyed by now, yet gloo's C++ threads can
-                # still abort the interpreter's shutdown ("terminate called without an active
-                # exception", pytorch/pytorch#179291), turning a finished run into a failed one.
-                # Everything is written and flushed, so leave without the finalisers.
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(rc)
-            return rc
-        if args.command == "sample":
-            return cmd_sample(args)
-        if args.command == "interpolate":
-            return cmd_interpolate(args)
-        if args.command == "data":
-            return cmd_data(args)
-        if args.command == "eval":
-            return cmd_eval(args)
-        if args.command == "project":
-            return cmd_project(args)
-        if args.command in ("img2img", "inpaint"):
-            return cmd_img2img_inpaint(args)
-        if args.command == "bench":
-            return cmd_bench(args, extras)
-        if args.command == "studio":
-            return cmd_studio(args)
-        if args.command == "models":
-            from .models import list_models
-
-            print("\n".join(list_models()))
-            return 0
-    except (CLIError, ValueError, OSError, TrainingError) as e:  # OSError: e.g. a full disk
-        print(f"artforge: error: {printable(str(e))}", file=sys.stderr)
-        return 2 if isinstance(e, CLIError) else 1
+        return _run(args, extras)
     except KeyboardInterrupt:
         print("artforge: interrupted", file=sys.stderr)
         return 130
-    return 1
+    except Exception as e:  # noqa: BLE001 - report() decides: one line, or the traceback of a bug
+        return report(e, args.debug)
 
 
 if __name__ == "__main__":

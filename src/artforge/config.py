@@ -511,60 +511,77 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if tp is Any:
         return value
     if origin in (typing.Union, types.UnionType):
-        args = get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(a, value, where)
-            except ValueError as e:
-                errors.append(str(e))
-        raise ValueError(errors[0] if errors else f"{where}: bad value {value!r}")
+        return _coerce_union(tp, value, where)
     if origin is Literal:
         if value not in get_args(tp):
             raise ValueError(f"{where} must be one of {list(get_args(tp))}, got {value!r}")
         return value
     if origin is tuple:
-        args = get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: any length
-            if not isinstance(value, list | tuple):
-                raise ValueError(f"{where} must be a list, got {value!r}")
-            return tuple(_coerce(args[0], v, where) for v in value)
-        if not isinstance(value, list | tuple) or len(value) != len(args):
-            raise ValueError(f"{where} must be a list of {len(args)} values, got {value!r}")
-        return tuple(_coerce(a, v, where) for a, v in zip(args, value, strict=True))
-    if origin is dict:
+        return _coerce_tuple(tp, value, where)
+    if origin is dict or dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ValueError(f"{where} must be a table/dict, got {value!r}")
-        return dict(value)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ValueError(f"{where} must be a table/dict, got {value!r}")
-        return from_dict(tp, value, where)  # type: ignore[arg-type]
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{where} must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{where} must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{where} must be a number, got {value!r}")
+        return dict(value) if origin is dict else from_dict(tp, value, where)
+    scalar = _SCALARS.get(tp)
+    return value if scalar is None else scalar(value, where)
+
+
+def _coerce_union(tp: Any, value: Any, where: str) -> Any:
+    """The first member type that takes ``value`` (None for an optional field)."""
+    args = get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    errors = []
+    for a in args:
+        if a is type(None):
+            continue
         try:
-            return float(value)
-        except OverflowError:  # an integer beyond any float
-            digits = int(value.bit_length() * 0.30103) + 1  # str() refuses over 4300 digits
-            raise ValueError(f"{where} is too large: an integer of about {digits} digits") from None
-    if tp is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{where} must be a string, got {value!r}")
-        return value
+            return _coerce(a, value, where)
+        except ValueError as e:
+            errors.append(str(e))
+    raise ValueError(errors[0] if errors else f"{where}: bad value {value!r}")
+
+
+def _coerce_tuple(tp: Any, value: Any, where: str) -> tuple[Any, ...]:
+    args = get_args(tp)
+    if len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: any length
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"{where} must be a list, got {value!r}")
+        return tuple(_coerce(args[0], v, where) for v in value)
+    if not isinstance(value, list | tuple) or len(value) != len(args):
+        raise ValueError(f"{where} must be a list of {len(args)} values, got {value!r}")
+    return tuple(_coerce(a, v, where) for a, v in zip(args, value, strict=True))
+
+
+def _coerce_bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{where} must be true or false, got {value!r}")
     return value
+
+
+def _coerce_int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{where} must be an integer, got {value!r}")
+    return value
+
+
+def _coerce_float(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond any float
+        digits = int(value.bit_length() * 0.30103) + 1  # str() refuses over 4300 digits
+        raise ValueError(f"{where} is too large: an integer of about {digits} digits") from None
+
+
+def _coerce_str(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{where} must be a string, got {value!r}")
+    return value
+
+
+_SCALARS = {bool: _coerce_bool, int: _coerce_int, float: _coerce_float, str: _coerce_str}
 
 
 def from_dict(cls: type, d: dict[str, Any], where: str = "") -> Any:

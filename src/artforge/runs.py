@@ -1,12 +1,12 @@
 """The run folder: config.json + model.safetensors (+ state/, samples/, metrics.jsonl, plots/).
 
-This module resolves a user's RunConfig into a complete one (every model and optimiser
-field concrete, so config.json alone rebuilds the model) and loads models from folders.
+This module reads and writes a run's config.json, builds a run's model (``build_model``, the
+one builder, behind the size guard) and loads models from folders. Completing a user's
+settings into the config.json of a run is resolve.py's.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -28,41 +28,8 @@ from .models.base import (
     load_weights,
     write_json,
 )
-from .optim import resolve_optim
 
 log = logging.getLogger(__name__)
-
-
-def resolve(cfg: RunConfig) -> tuple[RunConfig, GenerativeModel]:
-    """Fill in the family's model config and optimiser defaults; build the model (on CPU)."""
-    cls = model_class(cfg.family)
-    cfg = _resolve_modality(cfg)
-    mcfg = check_training_size(cfg)  # before anything is allocated
-    model = cls(mcfg)
-    groups = list(model.param_groups())
-    optim = resolve_optim(cfg, groups, model.default_optim())
-    train = cfg.train.budget_defaulted()
-    if train.ema is None:
-        train = dataclasses.replace(train, ema=cls.ema_default)
-    resolved = dataclasses.replace(cfg, model=dataclasses.asdict(mcfg), optim_groups=optim, train=train)
-    return resolved, model
-
-
-def _resolve_modality(cfg: RunConfig) -> RunConfig:
-    """Decide image or audio from the data (once, saved in config.json); sound is one channel."""
-    from .data.audio import resolve_modality
-
-    data = resolve_modality(cfg.data)
-    cfg = dataclasses.replace(cfg, data=data)
-    if data.modality != "audio":
-        return cfg
-    if cfg.train.monitor_every:
-        raise ValueError(
-            "the training monitor (--monitor-every) measures pictures; use artforge eval for sound"
-        )
-    if "channels" in cfg.model and cfg.model["channels"] != 1:
-        raise ValueError(f"sound spectrograms have one channel; model.channels={cfg.model['channels']!r}")
-    return dataclasses.replace(cfg, model={**cfg.model, "channels": 1})
 
 
 # Model settings whose default differs from how a run folder that lacks them was trained, per
@@ -127,11 +94,25 @@ def read_config(run_dir: str | Path) -> RunConfig:
         raise ValueError(f"{path}: {e}") from None
 
 
-def build_from_config(cfg: RunConfig, device: str = "cpu") -> GenerativeModel:
-    """The model of a run's config (on the CPU), after the size guard for sampling on ``device``."""
+def build_model(
+    cfg: RunConfig, device: str = "cpu", *, training: bool = False, meta: bool = False
+) -> GenerativeModel:
+    """The one builder of a run's model: the family's model config from ``cfg`` (its image size
+    from the data), the size guard for ``device`` (training: weights, gradients, EMA and a
+    batch; else the weights), then the model on the CPU, its weights drawn from torch's global
+    RNG. ``meta=True`` returns the guard's shapes-only build instead (no storage, no random
+    draws): what resolving a config needs (parameter groups, optimiser defaults)."""
     cls = model_class(cfg.family)
     mcfg = make_model_config(cfg.family, cfg.model, height=cfg.data.height, width=cfg.data.width)
-    check_size(cfg, mcfg, training=False, device=device)
+    shapes = meta_model(cls, mcfg)
+    if shapes is not None:
+        params = sum(p.numel() for p in shapes.parameters())
+        check_size(cfg, mcfg, params, training=training, device=device)
+        if meta:
+            return shapes
+    if meta:  # a family that cannot be built on the meta device: a real build that draws nothing
+        with torch.random.fork_rng(devices=[]):
+            return cls(mcfg)
     return cls(mcfg)
 
 
@@ -161,7 +142,7 @@ def load_model(
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)
     try:
-        model = build_from_config(cfg, device)
+        model = build_model(cfg, device)
     except ValueError as e:  # a model setting out of bounds, or too large for this machine
         raise ValueError(f"{run_dir / CONFIG_NAME}: {e}") from None
     path = run_dir / weights
@@ -178,8 +159,8 @@ def load_model(
 
 # -- the size guard ---------------------------------------------------------------------------
 # Every entry point (train, --dry-run, sample, interpolate, eval, artforge.load, studio jobs)
-# builds its model through resolve() or build_from_config(), so this one guard runs before any
-# of them allocates. Each setting that sizes memory has an upper bound beside its field
+# builds its model, or resolves its config, through build_model(), so this one guard runs
+# before any of them allocates. Each setting that sizes memory has an upper bound beside its field
 # (config.bounded), checked when the model config is built; combinations of in-bound settings
 # can still be huge, so the parameters are counted on the meta device (shapes, no storage) and
 # a lower bound of the memory needed is refused above what the machine has.
@@ -206,16 +187,15 @@ class _ShapesOnly(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def count_parameters(cls: type[GenerativeModel], mcfg: Any) -> int | None:
-    """The model's parameter count, from a build on the meta device (allocates nothing); None
-    if a family cannot be built there (then only the field bounds apply)."""
+def meta_model(cls: type[GenerativeModel], mcfg: Any) -> GenerativeModel | None:
+    """The model built on the meta device (shapes only: allocates nothing, draws no random
+    numbers); None if a family cannot be built there (then only the field bounds apply)."""
     try:
         with torch.device("meta"), _ShapesOnly():
-            model = cls(mcfg)
+            return cls(mcfg)
     except (RuntimeError, NotImplementedError, TypeError) as e:
         log.debug("size guard: could not build %s on the meta device (%s)", cls.__name__, e)
         return None
-    return sum(p.numel() for p in model.parameters())
 
 
 def machine_memory(device: str) -> tuple[int, str]:
@@ -238,15 +218,7 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.1f} MiB"
 
 
-def check_training_size(cfg: RunConfig) -> Any:
-    """The size guard for training ``cfg`` (bounds, then the memory estimate); returns the
-    family's model config. The studio calls it before starting a training job."""
-    mcfg = make_model_config(cfg.family, cfg.model, height=cfg.data.height, width=cfg.data.width)
-    check_size(cfg, mcfg, training=True, device=cfg.train.device)
-    return mcfg
-
-
-def check_size(cfg: RunConfig, mcfg: Any, *, training: bool, device: str) -> None:
+def check_size(cfg: RunConfig, mcfg: Any, params: int, *, training: bool, device: str) -> None:
     """Refuse a model whose memory need (a lower bound) exceeds the machine's, before building it.
 
     Training needs at least the weights, their gradients, an EMA copy if on (4 bytes per
@@ -254,9 +226,6 @@ def check_size(cfg: RunConfig, mcfg: Any, *, training: bool, device: str) -> Non
     weights. Models are built on the CPU first, so RAM must hold the weights in any case.
     Activations are not counted: a run that passes can still run out of memory.
     """
-    params = count_parameters(model_class(cfg.family), mcfg)
-    if params is None:
-        return
     weights = 4 * params
     need = weights
     what = "its weights"

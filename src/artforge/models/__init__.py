@@ -1,4 +1,7 @@
-"""The model families by name: one literal registry, no import-time registration."""
+"""The model families by name: one literal registry, no import-time registration.
+
+A run's model is built by runs.build_model (behind the size guard); here are the registry and
+the family's config from plain settings."""
 
 from __future__ import annotations
 
@@ -30,11 +33,9 @@ __all__ = [
     "GenerativeModel",
     "Phase",
     "VAEConfig",
-    "build_model",
     "list_models",
     "make_model_config",
     "model_class",
-    "model_from_config_dict",
 ]
 
 
@@ -68,15 +69,3 @@ def make_model_config(family: str, fields: dict[str, Any], *, height: int, width
             )
         fields[name] = value
     return _config_from_fields(family, fields)
-
-
-def build_model(family: str, config: Any) -> GenerativeModel:
-    cls = model_class(family)
-    if not isinstance(config, cls.config_class):
-        raise TypeError(f"{family} needs a {cls.config_class.__name__}, got {type(config).__name__}")
-    return cls(config)
-
-
-def model_from_config_dict(family: str, fields: dict[str, Any]) -> GenerativeModel:
-    """Rebuild a model from the "model" table of a run's config.json (sizes included)."""
-    return build_model(family, _config_from_fields(family, fields))

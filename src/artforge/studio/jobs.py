@@ -221,20 +221,17 @@ def resume_argv(
 
 
 def _check_size(model: str, height: int, width: int, channels: int | None, batch_size: int | None) -> None:
-    """The training size guard every entry point shares (runs.check_training_size), here before
+    """The training size guard every entry point shares (in resolve.resolve_run), here before
     a job starts, so a model the machine cannot hold is refused on the page, not in a log."""
-    from ..config import DataConfig, RunConfig, TrainConfig
-    from ..runs import check_training_size
+    from ..resolve import resolve_run
 
-    train = TrainConfig() if batch_size is None else TrainConfig(batch_size=batch_size)
-    cfg = RunConfig(
-        family=model,
-        model={} if channels is None else {"base_channels": channels},
-        data=DataConfig(height=height, width=width),
-        train=train,
-    )
+    given: dict[str, Any] = {"family": model, "data.height": height, "data.width": width}
+    if channels is not None:
+        given["model.base_channels"] = channels
+    if batch_size is not None:
+        given["train.batch_size"] = batch_size
     try:
-        check_training_size(cfg)
+        resolve_run(given)
     except ValueError as e:
         raise BadRequest(str(e)) from None
 

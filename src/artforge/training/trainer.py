@@ -25,7 +25,8 @@ from ..data import ImageSet, load_images
 from ..data.holdout import is_held_out
 from ..models.base import GenerativeModel, write_json
 from ..optim import EMA, build_optimizer
-from ..runs import resolve, write_config
+from ..resolve import complete_config
+from ..runs import build_model, write_config
 from ..sample import generate, latents_for_seed, save_grid
 from . import distributed
 from .batches import BatchStream
@@ -164,7 +165,8 @@ class Trainer:
                 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         seed_everything(cfg.train.seed)  # the same on every rank: same weights, same RNG stream
-        self.cfg, model = resolve(cfg)  # model weights drawn from the seeded RNG
+        self.cfg = complete_config(cfg)  # a no-op on a config from resolve.resolve_run
+        model = build_model(self.cfg, cfg.train.device, training=True)  # weights from the seeded RNG
         if cfg.train.batch_size % self.dist.world:
             raise ValueError(
                 f"--batch-size {cfg.train.batch_size} must be divisible by the number of processes "
