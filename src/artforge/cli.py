@@ -878,7 +878,7 @@ def cmd_project(args: argparse.Namespace) -> int:
     if args.gif and proj.frames:
         save_animation(torch_cat_frames(proj.frames), out / "progress.gif", fps=10)
         written.append("progress.gif")
-    from .models.base import write_json
+    from .io import write_json
 
     psnr, dist = float(proj.psnr[0]), float(proj.distance[0])
     write_json(
@@ -1052,7 +1052,8 @@ def _data_notes(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_folders, evaluate_run, write_json
+    from .evaluate import evaluate_folders, evaluate_run
+    from .io import write_json
 
     progress = not args.quiet
     if args.snapshots:
@@ -1158,8 +1159,8 @@ def _is_sound_run(run: str) -> bool:
 
 def _eval_sound(args: argparse.Namespace) -> int:
     """A sound run: the family classifier and round-trip measures of docs/audio.md."""
-    from .evaluate import write_json
     from .evaluate_audio import evaluate_audio_run
+    from .io import write_json
 
     n = 500 if args.n is None else args.n
     if n < 4:

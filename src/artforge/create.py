@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import DataConfig
+from .io import save_safetensors
 from .models.base import GenerativeModel
 from .sample import latents_for_seed, slerp, to_unit
 
@@ -566,18 +567,7 @@ LATENTS_KEY = "latents"
 
 def save_latents(latents: Tensor, path: str | os.PathLike[str], meta: dict[str, str]) -> Path:
     """Write latents (n, ...) as safetensors (key "latents") via a temp name."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        save_file({LATENTS_KEY: latents.detach().float().contiguous().cpu()}, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return save_safetensors({LATENTS_KEY: latents.float()}, path, metadata=meta)
 
 
 def load_latents(path: str | os.PathLike[str], model: GenerativeModel) -> Tensor:

@@ -336,19 +336,6 @@ def evaluate_folders(
     return {"fake": str(fake_dir), "data": real_cfg.path, **result}
 
 
-def write_json(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write an evaluation result as JSON through a temporary name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(result, indent=1) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 # -- the in-training monitor ---------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ from torch.overrides import TorchFunctionMode
 
 from . import __version__
 from .config import RunConfig, check_depth, read_config_bytes, run_config_from_dict
+from .io import write_json
 from .models import make_model_config, model_class
 from .models.base import (
     CONFIG_NAME,
@@ -26,7 +27,6 @@ from .models.base import (
     GenerativeModel,
     load_state_into,
     load_weights,
-    write_json,
 )
 from .optim import resolve_optim
 
@@ -81,13 +81,12 @@ def config_to_json(cfg: RunConfig) -> dict[str, Any]:
 
 
 def write_config(cfg: RunConfig, run_dir: Path) -> None:
-    """Write config.json via a temp name; on failure (a full disk) remove the temp file and say
-    which file could not be written."""
+    """Write config.json via a temp name; on failure (a full disk) say which file could not be
+    written."""
     path = run_dir / CONFIG_NAME
     try:
-        write_json(config_to_json(cfg), path)
+        write_json(config_to_json(cfg), path)  # leaves no temporary file behind on failure
     except OSError as e:
-        path.with_name(path.name + ".tmp").unlink(missing_ok=True)
         raise OSError(f"could not write {path} ({e.strerror or e})") from None
 
 

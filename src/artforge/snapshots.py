@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors.torch import save_file
 
-from .models.base import WEIGHTS_NAME, write_json
+from .io import save_safetensors, write_json, write_text
+from .models.base import WEIGHTS_NAME
 
 if TYPE_CHECKING:
     from .training.trainer import Trainer
@@ -60,15 +60,7 @@ def save_snapshot(model: torch.nn.Module, run_dir: Path, step: int, meta: dict[s
     folder = run_dir / SNAPSHOT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / snapshot_name(step)
-    tmp = path.with_name(path.name + ".tmp")
-    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    try:
-        save_file(sd, str(tmp), metadata={"format": "pt", "step": str(step), **meta})
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return save_safetensors(model.state_dict(), path, metadata={"format": "pt", "step": str(step), **meta})
 
 
 def to_remove(steps: list[int], keep: int, protect: set[int]) -> list[int]:
@@ -263,9 +255,7 @@ def _write_markdown(table: dict[str, Any], path: Path) -> None:
     for r in table["rows"]:
         mark = "best" if r["step"] == table["best"] else ""
         lines.append(f"| {r['step']} | {r['fid']:.2f} | {mark} |")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def plot_table(table: dict[str, Any], out: Path) -> Path:

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import re
-import threading
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from ..config import DataConfig
+from ..io import replacing, write_json
 from .captions import CaptionFile, Captions, read_caption_file, read_captions
 from .folder import IMAGE_EXTENSIONS, Flagged, FolderSource, Skip, Spec, ZipSource, parse_background
 from .procedural import BuiltinSource, builtin_names, parse_builtin
@@ -121,7 +121,7 @@ class ImageSet:
             "warnings": [{"file": f, "reason": r} for f, r in self.warnings],
             "held_out": list(self.held_out),
         }
-        _write_json(Path(path), report)
+        write_json(report, path)
         if self.skipped or self.warnings:
             log.info("every image used, skipped or kept with a warning is listed in %s", path)
 
@@ -318,23 +318,18 @@ def _load_disk(
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{base.name}.u8.tmp-{os.getpid()}-{threading.get_ident()}"
-        mm = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(len(source.names), *item))
     except OSError as e:
-        raise OSError(
-            f"cannot write the data cache in {folder} ({e.strerror or e}); "
-            "set data.cache_dir to a writable folder or use data.cache='memory'"
-        ) from None
-    try:
+        raise _unwritable(folder, e) from None
+    with replacing(data_path) as tmp:  # interrupted or refused: no half-written cache is left
+        try:
+            mm = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(len(source.names), *item))
+        except OSError as e:
+            raise _unwritable(folder, e) from None
         names, skipped, warnings = _decode_into(source, spec, mm, progress, cfg.path)
         mm.flush()
         del mm
         _check_any(cfg.path, names, skipped)
         os.truncate(tmp, len(names) * int(np.prod(item)))
-        os.replace(tmp, data_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     meta = {
         "version": CACHE_VERSION,
         "key": key,
@@ -344,10 +339,17 @@ def _load_disk(
         "skipped": [list(s) for s in skipped],
         "warnings": [list(w) for w in warnings],
     }
-    _write_json(meta_path, meta)  # written last: its presence means the data file is complete
+    write_json(meta, meta_path)  # written last: its presence means the data file is complete
     log.info("wrote data cache %s", data_path)
     images = np.memmap(data_path, dtype=np.uint8, mode="c", shape=(len(names), *item))
     return images, names, skipped, warnings
+
+
+def _unwritable(folder: Path, e: OSError) -> OSError:
+    return OSError(
+        f"cannot write the data cache in {folder} ({e.strerror or e}); "
+        "set data.cache_dir to a writable folder or use data.cache='memory'"
+    )
 
 
 def _read_cache(
@@ -365,16 +367,6 @@ def _read_cache(
     images = np.memmap(data_path, dtype=np.uint8, mode="c", shape=shape)  # copy-on-write
     skipped = [(f, r) for f, r in meta["skipped"]]
     return images, list(meta["names"]), skipped, [(f, r) for f, r in meta.get("warnings", [])]
-
-
-def _write_json(path: Path, obj: object) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
-        tmp.write_text(json.dumps(obj, indent=1) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def total_ram_bytes() -> int:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from ..audio import AudioSpec, spec_from_config, wave_to_image
 from ..config import DataConfig
+from ..io import replacing
 
 log = logging.getLogger(__name__)
 
@@ -210,9 +211,7 @@ def _read_cache(path: Path) -> tuple[np.ndarray, list[str], list[tuple[str, str]
 def _write_cache(path: Path, images: np.ndarray, names: list[str], skipped: list[tuple[str, str]]) -> None:
     meta = json.dumps({"names": names, "skipped": [list(s) for s in skipped]})
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
-        np.savez(tmp, images=images, meta=np.array(meta))
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            np.savez(tmp, images=images, meta=np.array(meta))
     except OSError as e:  # a cache is an optimisation: carry on without it
         log.warning("could not write the audio cache %s (%s)", path, e.strerror or e)

@@ -531,7 +531,7 @@ def project(
     """The latent that reproduces an uploaded picture (``artforge project``'s files: latent,
     reconstruction, target, project.json) in a fresh RUN/generated/studio/ folder."""
     from .. import create as cr
-    from ..models.base import write_json
+    from ..io import write_json
     from ..sample import save_image
 
     run = cache.get(run_path)

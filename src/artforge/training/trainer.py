@@ -22,7 +22,8 @@ from torch import nn
 
 from ..config import RunConfig, TrainConfig
 from ..data import ImageSet, load_images
-from ..models.base import GenerativeModel, write_json
+from ..io import write_json
+from ..models.base import GenerativeModel
 from ..optim import EMA, build_optimizer
 from ..runs import resolve, write_config
 from ..sample import generate, latents_for_seed, save_grid
