@@ -391,7 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--seed", type=int, default=0, help="seed of the sampled images and KID subsets (default 0)"
     )
-    e.add_argument("--batch-size", type=int, default=50, help="images per Inception batch (default 50)")
+    e.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images per Inception batch (default 50 on a CPU, 200 on a GPU)",
+    )
     e.add_argument("--json", metavar="FILE", default=None, help="also write the results here as JSON")
     e.add_argument(
         "--sheet",
@@ -447,7 +452,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, metavar="DIR", help="folder for the table, grid and runs")
     b.add_argument("-n", type=int, default=5000, help="samples per model for the metrics (default 5000)")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--batch-size", type=int, default=50, help="images per Inception batch")
+    b.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images per Inception batch (default 50 on a CPU, 200 on a GPU)",
+    )
     b.add_argument("--inception", metavar="PATH", default=None, help="the FID network file (see eval)")
     b.add_argument("--device", default="auto")
 
@@ -541,6 +551,7 @@ def _default_out(cfg: Any) -> Path:
 
 def cmd_train(args: argparse.Namespace, extras: list[str]) -> int:
     from .config import RunConfig, from_dict
+    from .evaluate import training_hooks
     from .runs import read_config, resolve
     from .training import Trainer
 
@@ -566,7 +577,7 @@ def cmd_train(args: argparse.Namespace, extras: list[str]) -> int:
         print(json.dumps(resolved.to_dict(), indent=2))
         return 0
     out = Path(args.out) if "out" in args else _default_out(cfg)
-    trainer = Trainer(cfg, out, progress=not args.quiet)
+    trainer = Trainer(cfg, out, progress=not args.quiet, hooks=training_hooks(cfg.train))
     trainer.train(resume=args.resume, overwrite=args.overwrite or args.restart)
     if not trainer.main:  # under torchrun, rank 0 reports
         return 0
@@ -951,7 +962,7 @@ def _eval_paths(run: str) -> tuple[Path, str]:
 
 
 def cmd_eval_snapshots(args: argparse.Namespace) -> int:
-    from .snapshots import evaluate_snapshots
+    from .evaluate import evaluate_snapshots
 
     if args.run is None or args.fake is not None:
         raise CLIError("--snapshots scores a RUN's snapshots; give the run folder (no --fake)")

@@ -260,10 +260,10 @@ def evaluate_audio_run(
     """Sample ``n`` sounds from a sound run and measure them against the labelled real notes."""
     import dataclasses
 
-    from .api import load
     from .evaluate import generate_uint8
+    from .runs import load_run
 
-    run = load(run_dir, device=device)
+    run = load_run(run_dir, device=device)
     if not run.is_audio:
         raise ValueError(f"{run_dir} is an image run; audio measures need a run trained on sound")
     cfg = run.config.data

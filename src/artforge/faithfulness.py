@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +25,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data.captions import CAPTIONS_FILE
+from .data.holdout import is_held_out
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HOLDOUT = 0.1
-
-
-def is_held_out(name: str, share: float) -> bool:
-    """The same images are held out on every machine and in every run with this share."""
-    return share > 0 and zlib.crc32(name.encode()) % 10_000 < share * 10_000
 
 
 def read_labels(root: str | Path, names: list[str], key: str) -> list[str | None]:

@@ -10,14 +10,15 @@ import dataclasses
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
 
-from . import __version__
-from .config import RunConfig, check_depth, read_config_bytes, run_config_from_dict
+from .config import RunConfig, check_depth, check_device, read_config_bytes, run_config_from_dict
+from .device import resolve_device
 from .io import write_json
 from .models import make_model_config, model_class
 from .models.base import (
@@ -29,6 +30,7 @@ from .models.base import (
     load_weights,
 )
 from .optim import resolve_optim
+from .version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +175,38 @@ def load_model(
                 "resume the run from its last checkpoint (train --resume) or train it again"
             )
     return cfg, model.eval()
+
+
+@dataclass(eq=False)
+class LoadedRun:
+    """A run folder's config and model (weights ``weights``) on a device: what evaluation reads.
+    ``api.Run`` adds sampling, interpolation and the create tools to it."""
+
+    path: Path
+    config: RunConfig
+    model: GenerativeModel
+    weights: str = WEIGHTS_NAME  # or snapshots/step-N.safetensors for RUN@STEP
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def is_audio(self) -> bool:
+        """True for a run trained on sound: its images are (n, 1, mel bands, frames) spectrograms."""
+        return self.config.data.modality == "audio"
+
+
+def load_run(ref: str | Path, *, device: str = "auto", weights: str = WEIGHTS_NAME) -> LoadedRun:
+    """Load a run folder, or one of its weight snapshots as ``RUN@STEP`` / ``RUN@best`` /
+    ``RUN@last`` (snapshots.py), on ``device``. Never unpickles anything."""
+    path, weights = split_ref(ref, weights)
+    check_device(device)
+    cfg, model = load_model(path, weights, device)  # after the size guard for ``device``
+    model = model.to(resolve_device(device))
+    if cfg.train.channels_last:  # as trained; sampling 1,000 images was 1.2-3.8x faster on a CPU
+        model = model.to(memory_format=torch.channels_last)
+    return LoadedRun(path, cfg, model, weights)
 
 
 # -- the size guard ---------------------------------------------------------------------------

@@ -27,7 +27,16 @@ from tqdm import tqdm
 from ..config import DataConfig
 from ..io import replacing, write_json
 from .captions import CaptionFile, Captions, read_caption_file, read_captions
-from .folder import IMAGE_EXTENSIONS, Flagged, FolderSource, Skip, Spec, ZipSource, parse_background
+from .folder import (
+    IMAGE_EXTENSIONS,
+    Flagged,
+    FolderSource,
+    Skip,
+    Spec,
+    ZipSource,
+    parse_background,
+    probe_size,
+)
 from .procedural import BuiltinSource, builtin_names, parse_builtin
 
 __all__ = [
@@ -162,6 +171,37 @@ def load_images(cfg: DataConfig, *, progress: bool = False) -> ImageSet:
     result = ImageSet(torch.from_numpy(images), names, skipped, cfg.path, warnings)
     log.info("%s", result.summary())
     return result
+
+
+def image_sizes(path: str, limit: int) -> Counter[tuple[int, int]]:
+    """How many of (up to ``limit``) images of a folder or zip have each (height, width).
+
+    Headers are read through the loader's own checks (format by content, the pixel limit),
+    so a decompression bomb or a broken file is passed over and nothing is decoded; the
+    files are visited in a fixed shuffled order, so a probe of a few sees all of a folder.
+    Raises DataError naming the path and the reasons when no file has a usable header.
+    """
+    cfg = DataConfig(path=path)
+    source = _open_source(cfg)
+    spec = Spec(cfg.height, cfg.width, max_pixels=cfg.max_pixels)
+    sizes: Counter[tuple[int, int]] = Counter()
+    skipped: list[tuple[str, str]] = list(source.listing_skipped)
+    try:
+        if not source.names:
+            raise DataError(_nothing_found(path, source))
+        for i in np.random.default_rng(0).permutation(len(source.names)).tolist():
+            try:
+                sizes[probe_size(source, i, spec)] += 1  # type: ignore[arg-type]
+            except Skip as e:
+                skipped.append((source.names[i], e.reason))
+                continue
+            if sizes.total() >= limit:
+                break
+    finally:
+        source.close()
+    if not sizes:
+        _check_any(path, [], sorted(skipped))
+    return sizes
 
 
 # -- sources -------------------------------------------------------------------------------

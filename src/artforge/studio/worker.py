@@ -34,9 +34,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from ..data import load_images
+from ..metrics.inception import find_inception
+from ..metrics.reference import Reference
 from .safety import BadRequest, Conflict, StudioError
 
 log = logging.getLogger(__name__)
@@ -372,19 +374,15 @@ def interpolate(
 
 
 class NoveltyData:
-    """Training images and their Inception features per data set, kept for the next request."""
+    """The metrics reference (Inception features, copy threshold) of each training data set,
+    with its image names, kept for the next request."""
 
     def __init__(self, size: int = 2):
         self.size = size
-        self._items: OrderedDict[str, tuple[Any, np.ndarray, float]] = OrderedDict()
-        self.network: Path | None = None
+        self._items: OrderedDict[str, tuple[Any, Reference]] = OrderedDict()
 
-    def get(self, data_cfg: Any, device: torch.device) -> tuple[Any, np.ndarray, float]:
-        """(ImageSet, features, copy threshold) of a run's training data."""
-        from ..data import load_images
-        from ..metrics.cache import cached_features
-        from ..metrics.inception import find_inception
-        from ..metrics.novelty import copy_threshold
+    def get(self, data_cfg: Any, device: torch.device) -> tuple[Any, Reference]:
+        """(ImageSet, Reference) of a run's training data."""
 
         key = repr(data_cfg)
         if key in self._items:
@@ -396,15 +394,14 @@ class NoveltyData:
                 f"the training data {path!r} named in this run's config.json is not there any more, "
                 "so there is nothing to compare with; restore it at that path to use the novelty view"
             )
-        try:
-            self.network = network = find_inception(allow_download=False)
+        try:  # never a download from a web request: the network must be installed
+            network = find_inception(allow_download=False)
         except FileNotFoundError as e:
             raise Conflict(f"the novelty view needs the FID network: {e}") from None
         data = load_images(data_cfg)
         if len(data) < 2:
             raise Conflict(f"the training data {path!r} has {len(data)} image(s); novelty needs at least 2")
-        feats = cached_features(data.images, 50, inception_path=network, device=device)
-        item = (data, feats, copy_threshold(feats))
+        item = (data, Reference(data.images, device, inception=network))
         self._items[key] = item
         while len(self._items) > self.size:
             self._items.popitem(last=False)
@@ -423,17 +420,15 @@ def novelty(
     Inception feature space that ``artforge eval``'s copy rate uses. ``ratio`` is the distance
     over the copy threshold (the median nearest-neighbour distance among training images): below
     1 the image is closer to a training image than training images are to each other."""
-    from ..metrics.inception import features
-    from ..metrics.precision_recall import nearest_neighbours
     from ..sample import save_image
 
     run = cache.get(run_path)
     opts = options.check(run)
-    data, real_f, tau = store.get(run.config.data, run.device)
+    data, real = store.get(run.config.data, run.device)
+    tau = real.threshold
     k = min(k, len(data))
     images = run.sample_seeds(seeds, **opts)
-    fake_f = features(images, 50, inception=store.network, device=run.device)
-    dist, idx = nearest_neighbours(fake_f, real_f, k)
+    dist, idx = real.nearest(real.features_of(images), k)
     out = new_output_dir(run_path, "novelty")
     rows = []
     for i, s in enumerate(seeds):

@@ -22,6 +22,9 @@ from torch import nn
 
 from ..config import RunConfig, TrainConfig
 from ..data import ImageSet, load_images
+from ..data.captions import read_captions
+from ..data.holdout import is_held_out
+from ..device import resolve_device
 from ..io import write_json
 from ..models.base import GenerativeModel
 from ..optim import EMA, build_optimizer
@@ -61,15 +64,6 @@ class Diverged(TrainingError):
     def __init__(self, message: str, step: int) -> None:
         super().__init__(message)
         self.step = step
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-    return dev
 
 
 def configure_backends(t: TrainConfig, device: torch.device) -> None:
@@ -137,7 +131,9 @@ def seed_everything(seed: int) -> None:
 
 class Trainer:
     """Train ``cfg`` into ``run_dir``. ``hooks`` are ``fn(trainer, step)`` called after each step
-    (on the main process only).
+    (on the main process only). The Trainer imports no evaluation code: the hooks that
+    ``train.monitor_every`` and ``train.snapshot_every`` ask for are built by the caller
+    (``evaluate.training_hooks(cfg.train)``, as ``api.train`` and ``artforge train`` do).
 
     Under ``torchrun`` every process runs a Trainer: each takes its slice of every batch, the
     gradients are averaged (training/distributed.py), and only rank 0 writes the run folder.
@@ -177,8 +173,6 @@ class Trainer:
             if self.main:
                 distributed.barrier(self.dist)
         if self.cfg.data.holdout > 0:  # kept out of training, so eval can use them as unseen
-            from ..faithfulness import is_held_out
-
             keep = [not is_held_out(n, self.cfg.data.holdout) for n in data.names]
             if not any(keep):
                 raise ValueError(f"--data.holdout={self.cfg.data.holdout} leaves no image to train on")
@@ -224,14 +218,6 @@ class Trainer:
             )
         self.captions = self._read_captions()  # None unless the model is text-conditioned
         self._grid_prompts: list[str] | None = None
-        if t.monitor_every > 0:  # the [eval] creativity monitor, on the standard FID network
-            from ..evaluate import make_monitor_hook
-
-            self.hooks.append(make_monitor_hook(t.monitor_every, t.monitor_n, fid=t.monitor_fid))
-        if t.snapshot_every > 0:  # numbered copies of the sampling weights (snapshots.py)
-            from ..snapshots import make_snapshot_hook
-
-            self.hooks.append(make_snapshot_hook(t.snapshot_every, t.snapshot_keep))
         self.state = TrainState()
         self.logbook = Logbook(self.run_dir / "metrics.jsonl")
         self.saved_step: int | None = None  # step of the last checkpoint written (the rollback target)
@@ -262,8 +248,6 @@ class Trainer:
     def _read_captions(self) -> list[str] | None:
         if not getattr(self.model, "conditional", False):
             return None
-        from ..data.captions import read_captions
-
         caps = read_captions(self.data.root or self.cfg.data.path, self.data.names, self.cfg.data.captions)
         if len(caps.uncaptioned) == len(caps.texts):
             raise ValueError(
