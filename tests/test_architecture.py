@@ -34,6 +34,7 @@ def test_the_contract_catches_an_upward_import(tmp_path):
     shutil.copytree(ROOT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     trainer = tmp_path / "src" / "artforge" / "training" / "trainer.py"
-    trainer.write_text(trainer.read_text() + "\n\ndef _monitor():\n    from ..evaluate import make_monitor_hook\n")
+    upward = "\n\ndef _monitor():\n    from ..evaluate import make_monitor_hook\n"
+    trainer.write_text(trainer.read_text() + upward)
     p = lint_imports(tmp_path)
     assert p.returncode != 0 and "artforge.training.trainer -> artforge.evaluate" in p.stdout, p.stdout

@@ -262,7 +262,6 @@ def test_monitor_hook_writes_metrics_and_plot(tmp_path, monkeypatch):
 
 
 def test_monitor_switched_on_from_the_cli(tmp_path, monkeypatch):
-    import artforge.evaluate as ev
     from artforge.cli import main
 
     monkeypatch.setattr(inception, "features", stub_features)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image, ImageDraw
 
 from .config import DataConfig
 from .data import load_images
@@ -31,6 +32,7 @@ from .metrics.inception import INCEPTION_SHA1
 from .metrics.reference import Reference
 from .models import list_models
 from .runs import load_run
+from .sample import make_grid, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +107,6 @@ def _sample(run_dir: Path, n: int, seed: int, device: str) -> tuple[torch.Tensor
 
 def _grid(panels: list[tuple[str, torch.Tensor]], path: Path) -> Path:
     """Candidates side by side, each a labelled GRID_SIDE x GRID_SIDE block of samples."""
-    from PIL import Image, ImageDraw
-
-    from .sample import make_grid, to_uint8
-
     blocks = []
     for name, imgs in panels:
         grid = make_grid(imgs[: GRID_SIDE**2].float() / 255, nrow=GRID_SIDE)  # (3, H, W) in [0, 1]

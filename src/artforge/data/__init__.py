@@ -16,7 +16,6 @@ import re
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -26,6 +25,7 @@ from tqdm import tqdm
 
 from ..config import DataConfig
 from ..io import replacing, write_json
+from .audio import load_audio, resolve_modality
 from .captions import CaptionFile, Captions, read_caption_file, read_captions
 from .folder import (
     IMAGE_EXTENSIONS,
@@ -37,6 +37,7 @@ from .folder import (
     parse_background,
     probe_size,
 )
+from .imageset import DataError, ImageSet, cache_dir
 from .procedural import BuiltinSource, builtin_names, parse_builtin
 
 __all__ = [
@@ -56,83 +57,6 @@ CACHE_VERSION = (
     2  # 2: warnings about degenerate images; bump when decoding changes, so old disk caches are not reused
 )
 AUTO_RAM_FRACTION = 0.25  # cache="auto" keeps data in memory below this share of RAM
-_SHORT_REASON = {"corrupt or truncated": "corrupt", "empty file": "empty", "could not decode": "failed"}
-
-
-SUMMARY_EXAMPLES = 3  # skipped files named in the one-line summary
-
-
-def _examples(items: list[tuple[str, str]], k: int) -> str:
-    """': a.png: corrupt (...); b.txt: not an image; and 4 more' for the first ``k`` items."""
-    if k <= 0 or not items:
-        return ""
-    more = f"; and {len(items) - k:,} more" if len(items) > k else ""
-    return ": " + "; ".join(f"{f}: {r}" for f, r in items[:k]) + more
-
-
-class DataError(ValueError):
-    """The data cannot be used; the message names the path and the problem."""
-
-
-@dataclass
-class ImageSet:
-    """Decoded images with where each came from and what was left out."""
-
-    images: torch.Tensor  # uint8 (N, 3, H, W), contiguous; may be backed by a np.memmap
-    names: list[str]  # "rel/path.png", "archive.zip:member" or "builtin:shapes/000123"
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
-    root: str = ""  # the data path as given
-    # (file, why): degenerate images that were kept (tiny, extreme aspect ratio, flat)
-    warnings: list[tuple[str, str]] = field(default_factory=list)
-    held_out: list[str] = field(default_factory=list)  # names left out by subset() (data.holdout)
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def subset(self, keep: list[bool]) -> ImageSet:
-        """The images where ``keep`` is true (an in-memory copy), same root and skip list; the
-        others are listed as held out."""
-        idx = torch.tensor([i for i, k in enumerate(keep) if k], dtype=torch.long)
-        names = [n for n, k in zip(self.names, keep, strict=True) if k]
-        out = [n for n, k in zip(self.names, keep, strict=True) if not k]
-        kept = set(names)
-        warnings = [(f, r) for f, r in self.warnings if f in kept]
-        return ImageSet(
-            self.images[idx].contiguous(), names, list(self.skipped), self.root, warnings, self.held_out + out
-        )
-
-    def summary(self, examples: int = SUMMARY_EXAMPLES) -> str:
-        """One line, e.g. '1,234 images from data/emoji (3 skipped: 2 corrupt, 1 too large: a.png:
-        corrupt or truncated (...); ...)', naming the first ``examples`` skipped files and warnings
-        (data_report.json lists them all)."""
-        n = len(self)
-        text = f"{n:,} image{'' if n == 1 else 's'} from {self.root}"
-        extra = []
-        if self.held_out:
-            extra.append(f"{len(self.held_out):,} held out")
-        if self.skipped:
-            kinds = Counter(_reason_kind(r) for _, r in self.skipped)
-            parts = ", ".join(f"{c} {k}" for k, c in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
-            extra.append(f"{len(self.skipped):,} skipped: {parts}{_examples(self.skipped, examples)}")
-        if self.warnings:
-            extra.append(f"{len(self.warnings):,} degenerate but kept{_examples(self.warnings, examples)}")
-        return text + (f" ({'; '.join(extra)})" if extra else "")
-
-    def write_report(self, path: str | os.PathLike[str]) -> None:
-        """Write {"root", "n_images", "images", "skipped": [{"file", "reason"}], "warnings":
-        [{"file", "reason"}], "held_out"} as JSON, atomically; say where when a file was left
-        out or kept with a warning."""
-        report = {
-            "root": self.root,
-            "n_images": len(self),
-            "images": list(self.names),
-            "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
-            "warnings": [{"file": f, "reason": r} for f, r in self.warnings],
-            "held_out": list(self.held_out),
-        }
-        write_json(report, path)
-        if self.skipped or self.warnings:
-            log.info("every image used, skipped or kept with a warning is listed in %s", path)
 
 
 def load_images(cfg: DataConfig, *, progress: bool = False) -> ImageSet:
@@ -142,8 +66,6 @@ def load_images(cfg: DataConfig, *, progress: bool = False) -> ImageSet:
     spectrogram images of one channel instead (data/audio.py).
     """
     if cfg.modality != "image":
-        from .audio import load_audio, resolve_modality
-
         cfg = resolve_modality(cfg)
         if cfg.modality == "audio":
             return load_audio(cfg, progress=progress)
@@ -254,11 +176,6 @@ def _check_any(path: str, names: list[str], skipped: list[tuple[str, str]]) -> N
     raise DataError(f"{path}: no usable images ({len(skipped)} files skipped: {first}{more})")
 
 
-def _reason_kind(reason: str) -> str:
-    head = reason.split(" (", 1)[0]
-    return _SHORT_REASON.get(head, head)
-
-
 # -- decoding ------------------------------------------------------------------------------
 
 
@@ -321,14 +238,6 @@ def _decode_into(
 
 
 # -- disk cache ----------------------------------------------------------------------------
-
-
-def cache_dir(cfg: DataConfig) -> Path:
-    """cfg.cache_dir, or $XDG_CACHE_HOME/artforge/data (default ~/.cache/artforge/data)."""
-    if cfg.cache_dir:
-        return Path(cfg.cache_dir).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "artforge" / "data"
 
 
 def _cache_key(source: _Source, spec: Spec) -> str:
