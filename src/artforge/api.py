@@ -11,28 +11,24 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .config import RunConfig, check_device
-from .models.base import WEIGHTS_NAME, GenerativeModel
-from .runs import load_model, split_ref
+from .audio import spec_from_config, to_audio
+from .config import RunConfig
+from .create import as_images, img2img, inpaint, load_latents, load_mask, mix, project
+from .evaluate import training_hooks
+from .models.base import WEIGHTS_NAME
+from .resolve import resolve_run
+from .runs import LoadedRun, load_run
 from .sample import generate, interpolation_path, latents_for_seed, latents_per_seed
+from .training import Trainer
 
 
-class Run:
-    """A trained model loaded from its run folder. Images come back as (n, 3, H, W) in [0, 1]."""
-
-    def __init__(self, path: Path, config: RunConfig, model: GenerativeModel):
-        self.path = path
-        self.config = config
-        self.model = model
-        self.weights = WEIGHTS_NAME  # or snapshots/step-N.safetensors for RUN@STEP
+class Run(LoadedRun):
+    """A trained model loaded from its run folder (``path``, ``config``, ``model``, ``weights``,
+    ``device``, ``is_audio``). Images come back as (n, 3, H, W) in [0, 1]."""
 
     def __repr__(self) -> str:
         c = self.config
         return f"Run({str(self.path)!r}, family={c.family!r}, size={c.data.width}x{c.data.height})"
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
 
     def to(self, device: str | torch.device) -> Run:
         self.model.to(device)
@@ -107,13 +103,9 @@ class Run:
     def read_latents(self, path: str | Path) -> Tensor:
         """Latents from a file ``artforge project`` wrote (latent.safetensors), checked against
         this run's latent shape: ``run.decode(run.read_latents(path))``."""
-        from .create import load_latents
-
         return load_latents(path, self.model)
 
     def _images(self, image: Any) -> Tensor:
-        from .create import as_images
-
         if self.is_audio:
             raise ValueError(f"{self.path}: a sound run; project, img2img and inpaint take pictures")
         return as_images(image, self.config.data)
@@ -123,45 +115,30 @@ class Run:
     ) -> Any:
         """The latent that reproduces an image (a path, or (B, 3, H, W) in [0, 1]); GAN, DCGAN,
         VAE. Returns a create.Projection (latents, images, targets, distance, psnr, frames)."""
-        from .create import project
-
         return project(self.model, self._images(image), steps=steps, seed=seed, prompt=prompt, frames=frames)
 
     def img2img(self, image: Any, strength: float, n: int = 1, *, seed: int = 0, **options: Any) -> Tensor:
         """n variations (n, 3, H, W) in [0, 1] of an image: strength 0 gives it back, 1 ignores
         it (diffusion: SDEdit; GAN/VAE: projection, then slerp toward random latents)."""
-        from .create import img2img
-
         return img2img(self.model, self._images(image), strength, n, seed=seed, **options)
 
     def inpaint(self, image: Any, mask: Any, n: int = 1, *, seed: int = 0, **options: Any) -> Tensor:
         """n fills of the mask's white part (a path, or (1, 1, H, W) bool, True = fill); the
         black part keeps the image's pixels exactly."""
-        from .create import inpaint, load_mask
-
         fill = load_mask(mask, self.config.data) if not isinstance(mask, Tensor) else mask
         return inpaint(self.model, self._images(image), fill, n, seed=seed, **options)
 
     def mix(self, seed_a: int | list[int], seed_b: int | list[int], at: int, **options: Any) -> Tensor:
         """Coarse from A, fine from B: A's layout with B's per-channel feature statistics from
         generator layer ``at`` on (GAN, DCGAN, VAE; create.mix explains why not per-layer z)."""
-        from .create import mix
-
         return mix(self.model, self.latent(seed_a), self.latent(seed_b), at, **self._check_options(options))
 
     # -- sound (runs trained on audio data; docs/audio.md) ---------------------------------------
-    @property
-    def is_audio(self) -> bool:
-        """True for a run trained on sound: its images are (n, 1, mel bands, frames) spectrograms."""
-        return self.config.data.modality == "audio"
-
     @property
     def sample_rate(self) -> int:
         return self._audio_spec().sample_rate
 
     def _audio_spec(self) -> Any:
-        from .audio import spec_from_config
-
         if not self.is_audio:
             raise ValueError(f"{self.path} was trained on images, not sound; use sample() for pictures")
         return spec_from_config(self.config.data)
@@ -169,8 +146,6 @@ class Run:
     def to_audio(self, images: Tensor, *, iters: int | None = None) -> Tensor:
         """Spectrogram images in [0, 1] (as sample() returns them) -> (n, samples) waveforms in [-1, 1]
         by mel inversion and Griffin-Lim (``iters``: the run's audio.gl_iters by default)."""
-        from .audio import to_audio
-
         return to_audio(images.float() * 2 - 1, self._audio_spec(), iters=iters)
 
     def sample_audio(self, n: int, *, seed: int | None = None, **options: Any) -> tuple[Tensor, int]:
@@ -183,17 +158,8 @@ class Run:
 def load(path: str | Path, *, device: str = "auto", weights: str = WEIGHTS_NAME) -> Run:
     """Load a run folder, or one of its weight snapshots as ``RUN@STEP`` / ``RUN@best`` /
     ``RUN@last`` (snapshots.py). Never unpickles anything."""
-    from .training.trainer import resolve_device
-
-    path, weights = split_ref(path, weights)
-    check_device(device)
-    cfg, model = load_model(path, weights, device)  # after the size guard for ``device``
-    model = model.to(resolve_device(device))
-    if cfg.train.channels_last:  # as trained; sampling 1,000 images was 1.2-3.8x faster on a CPU
-        model = model.to(memory_format=torch.channels_last)
-    run = Run(path, cfg, model)
-    run.weights = weights
-    return run
+    r = load_run(path, device=device, weights=weights)
+    return Run(r.path, r.config, r.model, r.weights)
 
 
 def train(
@@ -209,9 +175,7 @@ def train(
     ``config`` is resolved as ``artforge train --config`` resolves a file (resolve.resolve_run):
     a dict may leave out what the command line would default (a sound run's size, a profile's
     settings)."""
-    from .resolve import resolve_run
-    from .training.trainer import Trainer
-
     cfg = resolve_run(config=config.to_dict() if isinstance(config, RunConfig) else config)
-    run_dir = Trainer(cfg, out, progress=progress).train(resume=resume, overwrite=overwrite)
+    trainer = Trainer(cfg, out, progress=progress, hooks=training_hooks(cfg.train))
+    run_dir = trainer.train(resume=resume, overwrite=overwrite)
     return load(run_dir, device=cfg.train.device)

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .io import replacing
+
 EPS = 1e-10
 
 
@@ -244,10 +246,8 @@ def write_wav(wave: Tensor | np.ndarray, path: str | os.PathLike[str], sample_ra
     import soundfile as sf
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arr = wave.detach().cpu().numpy() if isinstance(wave, Tensor) else np.asarray(wave)
     arr = np.clip(arr.astype(np.float32).reshape(-1), -1, 1)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    sf.write(tmp, arr, sample_rate, subtype="PCM_16", format="WAV")
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        sf.write(tmp, arr, sample_rate, subtype="PCM_16", format="WAV")
     return path

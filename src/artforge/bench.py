@@ -20,15 +20,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
 from .config import DataConfig
 from .data import load_images
+from .device import resolve_device
 from .errors import UserError
-from .metrics import evaluate
-from .metrics.cache import cached_features
-from .metrics.inception import INCEPTION_SHA1, features
+from .evaluate import generate_uint8
+from .io import write_json, write_text
+from .metrics.inception import INCEPTION_SHA1
+from .metrics.reference import Reference
+from .models import list_models
+from .runs import load_run
+from .sample import make_grid, to_uint8_nhwc
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +98,7 @@ def _train(
 @torch.no_grad()
 def _sample(run_dir: Path, n: int, seed: int, device: str) -> tuple[torch.Tensor, float]:
     """n uint8 samples (the images ``artforge sample -n N --seed S`` writes) and seconds per 1,000."""
-    from .api import load
-    from .evaluate import generate_uint8
-
-    run = load(run_dir, device=device)
+    run = load_run(run_dir, device=device)
     start = time.perf_counter()
     fakes = generate_uint8(run.model, n, seed)
     if run.device.type == "cuda":
@@ -106,10 +108,6 @@ def _sample(run_dir: Path, n: int, seed: int, device: str) -> tuple[torch.Tensor
 
 def _grid(panels: list[tuple[str, torch.Tensor]], path: Path) -> Path:
     """Candidates side by side, each a labelled GRID_SIDE x GRID_SIDE block of samples."""
-    from PIL import Image, ImageDraw
-
-    from .sample import make_grid, to_uint8_nhwc
-
     blocks = []
     for name, imgs in panels:
         grid = make_grid(imgs[: GRID_SIDE**2].float() / 255, nrow=GRID_SIDE)  # (3, H, W) in [0, 1]
@@ -188,14 +186,11 @@ def run_bench(
     seed: int = 0,
     device: str = "auto",
     inception: str | os.PathLike[str] | None = None,
-    batch_size: int = 50,
+    batch_size: int | None = None,
     train_args: list[str] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Train and measure each family in ``models``; write bench.json, bench.md and grid.png to ``out``."""
-    from .models import list_models
-    from .training.trainer import resolve_device
-
     unknown = [m for m in models if m not in list_models()]
     if unknown:
         raise ValueError(f"unknown model {unknown[0]!r}; choose from {list_models()}")
@@ -207,9 +202,7 @@ def run_bench(
     height, width = size
     dev = resolve_device(device)
     reals = load_images(DataConfig(path=data, height=height, width=width), progress=progress).images
-    real_f = cached_features(
-        reals, batch_size, progress, inception_path=inception, device=dev, desc="features: real"
-    )
+    real = Reference(reals, dev, batch_size=batch_size, inception=inception, progress=progress)
     rows, panels = [], []
     for family in models:
         run_dir = out / "runs" / family
@@ -218,10 +211,8 @@ def run_bench(
             _train(family, data, size, minutes, run_dir, seed, str(dev), list(train_args or []), not progress)
         )
         fakes, s_per_1000 = _sample(run_dir, n, seed, str(dev))
-        fake_f = features(
-            fakes, batch_size, progress, inception=inception, device=dev, desc=f"features: {family}"
-        )
-        metrics = evaluate(np.asarray(real_f), np.asarray(fake_f), seed=seed)
+        fake_f = real.features_of(fakes, progress=progress, desc=f"features: {family}")
+        metrics = real.metrics(fake_f, seed)
         row.update({k: float(v) for k, v in metrics.items()})
         row["sample_s_per_1000"] = s_per_1000
         rows.append(row)
@@ -241,6 +232,6 @@ def run_bench(
     }
     out.mkdir(parents=True, exist_ok=True)
     _grid(panels, out / "grid.png")
-    (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "bench.md").write_text(markdown(result))
+    write_json(result, out / "bench.json")
+    write_text(out / "bench.md", markdown(result))
     return result

@@ -251,7 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--seed", type=int, default=0, help="seed of the sampled images and KID subsets (default 0)"
     )
-    e.add_argument("--batch-size", type=int, default=50, help="images per Inception batch (default 50)")
+    e.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images per Inception batch (default 50 on a CPU, 200 on a GPU)",
+    )
     e.add_argument("--json", metavar="FILE", default=None, help="also write the results here as JSON")
     e.add_argument(
         "--sheet",
@@ -307,7 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, metavar="DIR", help="folder for the table, grid and runs")
     b.add_argument("-n", type=int, default=5000, help="samples per model for the metrics (default 5000)")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--batch-size", type=int, default=50, help="images per Inception batch")
+    b.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images per Inception batch (default 50 on a CPU, 200 on a GPU)",
+    )
     b.add_argument("--inception", metavar="PATH", default=None, help="the FID network file (see eval)")
     b.add_argument("--device", default="auto")
 
@@ -386,6 +396,7 @@ def _default_out(cfg: Any) -> Path:
 
 
 def cmd_train(args: argparse.Namespace, extras: list[str]) -> int:
+    from .evaluate import training_hooks
     from .resolve import resolve_run
     from .training import Trainer
 
@@ -405,7 +416,7 @@ def cmd_train(args: argparse.Namespace, extras: list[str]) -> int:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
     out = Path(args.out) if "out" in args else _default_out(cfg)
-    trainer = Trainer(cfg, out, progress=not args.quiet)
+    trainer = Trainer(cfg, out, progress=not args.quiet, hooks=training_hooks(cfg.train))
     trainer.train(resume=args.resume, overwrite=args.overwrite or args.restart)
     if not trainer.main:  # under torchrun, rank 0 reports
         return 0
@@ -704,7 +715,7 @@ def cmd_project(args: argparse.Namespace) -> int:
     if args.gif and proj.frames:
         save_animation(torch_cat_frames(proj.frames), out / "progress.gif", fps=10)
         written.append("progress.gif")
-    from .models.base import write_json
+    from .io import write_json
 
     psnr, dist = float(proj.psnr[0]), float(proj.distance[0])
     write_json(
@@ -777,7 +788,7 @@ def _eval_paths(run: str) -> tuple[Path, str]:
 
 
 def cmd_eval_snapshots(args: argparse.Namespace) -> int:
-    from .snapshots import evaluate_snapshots
+    from .evaluate import evaluate_snapshots
 
     if args.run is None or args.fake is not None:
         raise CLIError("--snapshots scores a RUN's snapshots; give the run folder (no --fake)")
@@ -878,7 +889,7 @@ def _data_notes(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluate import write_json
+    from .io import write_json
 
     if args.snapshots:
         return cmd_eval_snapshots(args)
@@ -922,7 +933,8 @@ def _eval_fake(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
 
 def _eval_run(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     """eval RUN: n samples of a run (or a snapshot) against its data; written beside the run."""
-    from .evaluate import evaluate_run, write_json
+    from .evaluate import evaluate_run
+    from .io import write_json
 
     if args.n < 4:
         raise CLIError(f"-n must be at least 4, got {args.n}")
@@ -997,8 +1009,8 @@ def _is_sound_run(run: str) -> bool:
 
 def _eval_sound(args: argparse.Namespace) -> int:
     """A sound run: the family classifier and round-trip measures of docs/audio.md."""
-    from .evaluate import write_json
     from .evaluate_audio import evaluate_audio_run
+    from .io import write_json
 
     n = 500 if args.n is None else args.n
     if n < 4:

@@ -41,8 +41,11 @@ import torch
 from torch import Tensor, nn
 
 from .config import DataConfig
-from .models.base import GenerativeModel
-from .sample import latents_for_seed, slerp, to_unit
+from .data.folder import MAX_FILE_BYTES, Skip, Spec, decode, parse_background
+from .io import save_safetensors
+from .models.base import GenerativeModel, load_weights
+from .models.diffusion import ddim_timesteps
+from .sample import generate, latents_for_seed, slerp, to_unit
 
 PIXEL_WEIGHT = 1.0
 PERCEPTUAL_WEIGHT = 0.1
@@ -64,8 +67,6 @@ def load_image(
     in [0, 1] at the run's size, fit and background, through the training data's decoder
     (format by content, pixel-count limit, EXIF orientation). A bad file raises ValueError
     naming the file and the problem."""
-    from .data.folder import MAX_FILE_BYTES, Skip, Spec, decode, parse_background
-
     if isinstance(path, bytes):
         label, size = name, len(path)
     else:
@@ -384,8 +385,6 @@ def img2img(
 
 def _schedule(model: Any, strength: float, steps: int | None) -> list[int]:
     """DDIM timesteps from strength * (T - 1) down to 0, about strength * steps of them."""
-    from .models.diffusion import ddim_timesteps
-
     steps = model.config.sample_steps if steps is None else int(steps)
     total = model.config.timesteps
     if strength >= 1:
@@ -467,8 +466,6 @@ def _repaint(
     """DDIM with the known region replaced at every step by the input noised to that step's
     timestep; with ``resample`` r > 1, each step is taken r times, going back up by fresh
     noise in between (RePaint's resampling, which lets the fill and the known part agree)."""
-    from .models.diffusion import ddim_timesteps
-
     dev = model.device
     g = torch.Generator().manual_seed(seed)
     ts = ddim_timesteps(model.config.timesteps, model.config.sample_steps if steps is None else int(steps))
@@ -523,8 +520,6 @@ def _stats(x: Tensor) -> tuple[Tensor, Tensor]:
 def mix(model: GenerativeModel, z_a: Tensor, z_b: Tensor, at: int, **options: Any) -> Tensor:
     """Images (n, C, H, W) in [0, 1] with A's layout (layers < ``at``) and B's per-channel
     feature statistics from layer ``at`` on; ``at`` = the number of layers gives A itself."""
-    from .sample import generate
-
     layers = mix_layers(model)
     if not 0 <= at <= len(layers):
         raise ValueError(
@@ -566,24 +561,11 @@ LATENTS_KEY = "latents"
 
 def save_latents(latents: Tensor, path: str | os.PathLike[str], meta: dict[str, str]) -> Path:
     """Write latents (n, ...) as safetensors (key "latents") via a temp name."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        save_file({LATENTS_KEY: latents.detach().float().contiguous().cpu()}, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return save_safetensors({LATENTS_KEY: latents.float()}, path, metadata=meta)
 
 
 def load_latents(path: str | os.PathLike[str], model: GenerativeModel) -> Tensor:
     """Latents (n, ...) from a file ``save_latents`` wrote, checked against the run's latent shape."""
-    from .models.base import load_weights
-
     tensors = load_weights(path)  # safetensors only: never unpickles
     if LATENTS_KEY not in tensors:
         raise ValueError(f"{path}: no {LATENTS_KEY!r} tensor (write it with artforge project)")

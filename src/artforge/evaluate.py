@@ -1,42 +1,47 @@
-"""Evaluation glue: a run or a folder of images against real data, and the in-training monitor.
+"""Evaluation glue: a run or a folder of images against real data, the in-training monitor and
+the snapshot table.
 
 ``evaluate_run`` samples n images from a run (the images ``artforge sample -n N --seed S``
 writes) and ``evaluate_folders`` reads any folder of images; both load images through
 ``artforge.data.load_images`` (the training loader, with its checks and skip reasons) at one
-size that comes from the run or the real data, take Inception features (cached by content
-hash) and return the metrics of ``artforge.metrics.evaluate``.
-``make_monitor_hook`` is a Trainer hook for a cheap check every N steps.
+size that comes from the run or the real data, measure them against a ``metrics.Reference``
+of the real images (Inception features cached by content hash) and return the metrics of
+``artforge.metrics.evaluate``. ``training_hooks`` builds the Trainer hooks a run's settings
+ask for: the monitor (``make_monitor_hook``, a cheap check every N steps) and weight
+snapshots; ``evaluate_snapshots`` scores the snapshots.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import json
 import logging
 import math
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
 import torch
 
-from .config import DataConfig, Fit
-from .data import load_images
-from .metrics import evaluate
-from .metrics.cache import cached_features
+from .config import DataConfig, Fit, TrainConfig
+from .data import DataError, image_sizes, load_images
+from .data.captions import read_captions
+from .device import resolve_device
+from .faithfulness import prompt_faithfulness
+from .io import write_json, write_text
 from .metrics.fid import fid_from_features
-from .metrics.inception import INCEPTION_SHA1, features
-from .metrics.novelty import copy_rate, copy_threshold, diversity, novelty_sheet
-from .metrics.precision_recall import nearest_neighbours
-from .training.logbook import save_figure
-
-if TYPE_CHECKING:
-    from .training.trainer import Trainer
+from .metrics.inception import INCEPTION_SHA1
+from .metrics.novelty import novelty_sheet
+from .metrics.reference import Reference
+from .models.base import WEIGHTS_NAME
+from .runs import load_run, read_config
+from .sample import generate, latents_for_seed, options_slice
+from .snapshots import SNAPSHOT_DIR, TABLE_NAME, list_snapshots, make_snapshot_hook
+from .training import Trainer
+from .training.logbook import read_jsonl, save_figure
 
 log = logging.getLogger(__name__)
+Hook = Callable[[Trainer, int], None]
 
 MONITOR_SEED = 4321  # latents of the monitor's samples: the same images at every check
 SHEET_NEIGHBOURS = 3
@@ -44,12 +49,6 @@ SHEET_NEIGHBOURS = 3
 # sees 299 x 299, and N images at a 4000-pixel photo's size would not fit in memory
 MAX_AUTO_SIDE = 512
 SIZE_PROBE = 256  # real images whose headers decide that size
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    from .training.trainer import resolve_device
-
-    return device if isinstance(device, torch.device) else resolve_device(device)
 
 
 def _to_data_config(data: DataConfig | str | os.PathLike[str], like: DataConfig) -> DataConfig:
@@ -68,18 +67,12 @@ def _to_data_config(data: DataConfig | str | os.PathLike[str], like: DataConfig)
 
 
 def _finish(
-    real_u8: torch.Tensor,
-    fake_u8: torch.Tensor,
-    real_f: np.ndarray,
-    fake_f: np.ndarray,
-    seed: int,
-    sheet: str | os.PathLike[str] | None,
+    real: Reference, fake_u8: torch.Tensor, fake_f: Any, seed: int, sheet: str | os.PathLike[str] | None
 ) -> dict[str, Any]:
-    result: dict[str, Any] = evaluate(real_f, fake_f, seed=seed)
+    result = real.metrics(fake_f, seed)
     if sheet is not None:
-        k = min(SHEET_NEIGHBOURS, real_f.shape[0])
-        dist, idx = nearest_neighbours(fake_f, real_f, k)
-        result["sheet"] = str(novelty_sheet(fake_u8, real_u8, idx, dist, result["copy_threshold"], sheet))
+        dist, idx = real.nearest(fake_f, SHEET_NEIGHBOURS)
+        result["sheet"] = str(novelty_sheet(fake_u8, real.images, idx, dist, real.threshold, sheet))
     result["seed"] = seed
     result["size"] = [int(fake_u8.shape[3]), int(fake_u8.shape[2])]  # width, height
     result["inception_sha1"] = INCEPTION_SHA1
@@ -113,8 +106,6 @@ def caveats(n_fake: int, n_real: int) -> list[str]:
 @torch.no_grad()
 def generate_uint8(model: Any, n: int, seed: int, chunk: int = 256, **options: Any) -> torch.Tensor:
     """uint8 (n, 3, H, W) images of ``latents_for_seed(model, n, seed)``, decoded in chunks."""
-    from .sample import generate, latents_for_seed, options_slice
-
     z = latents_for_seed(model, n, seed)
     out = []
     for i in range(0, n, chunk):
@@ -127,8 +118,6 @@ def data_prompts(root: str, names: list[str], n: int, seed: int) -> tuple[list[s
     """n captions drawn (seeded, with replacement) from the data's captioned images: a text run
     is measured on what users ask of it, pictures of the data's captions, not on the
     caption-less input it saw in a tenth of its training."""
-    from .data.captions import read_captions
-
     captions = [c for c in read_captions(root, names).texts if c]
     if not captions:
         raise ValueError(f"{root}: no captions to prompt this text-conditioned run with; give --prompt")
@@ -142,7 +131,7 @@ def evaluate_run(
     data: DataConfig | str | os.PathLike[str] | None = None,
     n: int = 5000,
     seed: int = 0,
-    batch_size: int = 50,
+    batch_size: int | None = None,
     inception: str | os.PathLike[str] | None = None,
     *,
     device: str | torch.device = "auto",
@@ -156,20 +145,17 @@ def evaluate_run(
     ``data`` is a path (loaded like the run's training data: same size, fit and background),
     a DataConfig, or None for the run's own training data. ``sheet`` writes the novelty PNG.
     ``faithfulness`` (a label key such as "group") adds prompt faithfulness (faithfulness.py)
-    for text-conditioned runs.
+    for text-conditioned runs. ``batch_size`` (images per Inception pass) None: chosen for
+    the device (``metrics.reference.batch_size_for``).
     """
-    from .api import load
-
     if n < 4:
         raise ValueError(f"evaluation needs at least 4 generated images, got n={n}")
-    dev = _resolve_device(device)
-    run = load(Path(run_dir), device=str(dev))
+    dev = resolve_device(device)
+    run = load_run(Path(run_dir), device=str(dev))
     cfg = _to_data_config(data if data is not None else run.config.data, run.config.data)
     real_set = load_images(cfg, progress=progress)
     reals = real_set.images  # uint8 (N, 3, H, W)
-    real_f = cached_features(
-        reals, batch_size, progress, inception_path=inception, device=dev, desc="features: real"
-    )
+    real = Reference(reals, dev, batch_size=batch_size, inception=inception, progress=progress)
     options = dict(sample_options or {})
     for k in options:
         if k not in run.model.sample_options:
@@ -178,24 +164,15 @@ def evaluate_run(
     if getattr(run.model, "conditional", False) and "prompt" not in options:
         gen_options["prompt"], prompted_with = data_prompts(cfg.path, real_set.names, n, seed)
     fakes = generate_uint8(run.model, n, seed, **gen_options)
-    fake_f = features(
-        fakes, batch_size, progress, inception=inception, device=dev, desc="features: generated"
-    )
-    result = _finish(reals, fakes, real_f, fake_f, seed, sheet)
+    fake_f = real.features_of(fakes, progress=progress)
+    result = _finish(real, fakes, fake_f, seed, sheet)
     if prompted_with:
         result["prompts"] = prompted_with
     if faithfulness:
-        from .faithfulness import prompt_faithfulness
-
         result["faithfulness"] = prompt_faithfulness(
             run, reals, real_set.names, cfg.path, label_key=faithfulness, seed=seed, **options
         )
     return {"run": str(run_dir), "data": cfg.path, **result}
-
-
-def _probe_order(n: int) -> list[int]:
-    """Indices 0..n-1 in a fixed shuffled order, so a probe of the first few sees all of a folder."""
-    return [int(i) for i in np.random.default_rng(0).permutation(n)]
 
 
 def data_size(path: str | os.PathLike[str], max_side: int = MAX_AUTO_SIDE) -> tuple[int, int]:
@@ -207,34 +184,11 @@ def data_size(path: str | os.PathLike[str], max_side: int = MAX_AUTO_SIDE) -> tu
     nothing is decoded. Raises DataError naming the path and the reasons when no file has a
     usable header. A built-in set has no size of its own: DataConfig's default is used.
     """
-    from .data import DataError, _check_any, _nothing_found, _open_source
-    from .data.folder import Skip, Spec, probe_size
-
     path = str(path)
-    cfg = DataConfig(path=path)
     if path == "builtin" or path.startswith("builtin:"):
+        cfg = DataConfig(path=path)
         return cfg.height, cfg.width
-    source = _open_source(cfg)
-    spec = Spec(cfg.height, cfg.width, max_pixels=cfg.max_pixels)
-    sizes: collections.Counter[tuple[int, int]] = collections.Counter()
-    skipped: list[tuple[str, str]] = list(source.listing_skipped)
-    try:
-        if not source.names:
-            raise DataError(_nothing_found(path, source))
-        for i in _probe_order(len(source.names)):
-            try:
-                h, w = probe_size(source, i, spec)  # type: ignore[arg-type]
-            except Skip as e:
-                skipped.append((source.names[i], e.reason))
-                continue
-            sizes[(h, w)] += 1
-            if sum(sizes.values()) >= SIZE_PROBE:
-                break
-    finally:
-        source.close()
-    if not sizes:
-        _check_any(path, [], sorted(skipped))
-    (h, w), _ = sizes.most_common(1)[0]
+    (h, w), _ = image_sizes(path, SIZE_PROBE).most_common(1)[0]
     return fit_side(h, w, max_side)
 
 
@@ -256,8 +210,6 @@ def _real_config(
     if isinstance(data, DataConfig):
         cfg, why = data, "the given data config"
     elif (Path(data).expanduser() / "config.json").is_file():
-        from .runs import read_config
-
         cfg = read_config(Path(data).expanduser()).data
         if cfg.modality == "audio":
             raise ValueError(f"{data}: a sound run; eval --fake compares pictures")
@@ -284,7 +236,7 @@ def skip_summary(where: str, kept: int, skipped: list[tuple[str, str]], shown: i
 def evaluate_folders(
     fake_dir: str | os.PathLike[str],
     data: DataConfig | str | os.PathLike[str],
-    batch_size: int = 50,
+    batch_size: int | None = None,
     inception: str | os.PathLike[str] | None = None,
     *,
     seed: int = 0,
@@ -304,11 +256,9 @@ def evaluate_folders(
     cannot be used are skipped with a reason (``result["skipped"]``), and a large set goes to
     a memory-mapped file instead of memory (``cache="auto"``). Both sides' features are cached.
     """
-    from .data import DataError
-
     if not Path(fake_dir).expanduser().exists():
         raise FileNotFoundError(f"{fake_dir}: no such folder or zip of generated images")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     real_cfg, why = _real_config(data, size, fit)
     log.info("evaluating at %dx%d (from %s)", real_cfg.width, real_cfg.height, why)
     fake_cfg = dataclasses.replace(
@@ -324,11 +274,10 @@ def evaluate_folders(
     for name, s in (("generated", fake_set), ("real", real_set)):
         if s.skipped:
             log.warning("%s", skip_summary(f"{s.root} ({name})", len(s), s.skipped))
-    fakes, reals = fake_set.images, real_set.images
-    kw: dict[str, Any] = {"inception_path": inception, "device": dev}
-    real_f = cached_features(reals, batch_size, progress, desc="features: real", **kw)
-    fake_f = cached_features(fakes, batch_size, progress, desc="features: generated", **kw)
-    result = _finish(reals, fakes, real_f, fake_f, seed, sheet)
+    real = Reference(real_set.images, dev, batch_size=batch_size, inception=inception, progress=progress)
+    fakes = fake_set.images
+    fake_f = real.features_of(fakes, cache=True, progress=progress)
+    result = _finish(real, fakes, fake_f, seed, sheet)
     result["skipped"] = {
         "fake": [{"file": f, "reason": r} for f, r in fake_set.skipped],
         "real": [{"file": f, "reason": r} for f, r in real_set.skipped],
@@ -336,20 +285,20 @@ def evaluate_folders(
     return {"fake": str(fake_dir), "data": real_cfg.path, **result}
 
 
-def write_json(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write an evaluation result as JSON through a temporary name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(result, indent=1) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 # -- the in-training monitor ---------------------------------------------------------------
+
+
+def training_hooks(t: TrainConfig) -> list[Hook]:
+    """The Trainer hooks a run's settings ask for: the monitor (``--monitor-every``) and weight
+    snapshots (``--snapshot-every``). The Trainer runs the hooks it is given and imports no
+    evaluation code; every entry point that trains (``api.train``, ``artforge train`` and so
+    the studio's jobs) builds its hooks here."""
+    hooks: list[Hook] = []
+    if t.monitor_every > 0:  # the creativity monitor, on the standard FID network
+        hooks.append(make_monitor_hook(t.monitor_every, t.monitor_n, fid=t.monitor_fid))
+    if t.snapshot_every > 0:  # numbered copies of the sampling weights (snapshots.py)
+        hooks.append(make_snapshot_hook(t.snapshot_every, t.snapshot_keep))
+    return hooks
 
 
 def make_monitor_hook(
@@ -358,43 +307,41 @@ def make_monitor_hook(
     *,
     fid: bool = False,
     max_real: int = 2000,
-    batch_size: int = 50,
+    batch_size: int | None = None,
     inception: str | os.PathLike[str] | None = None,
     collapse: float = 0.7,
     copy_warn: float = 0.65,
     seed: int = MONITOR_SEED,
-) -> Callable[[Trainer, int], None]:
+) -> Hook:
     """A Trainer hook: every ``every`` steps, ``n`` samples from ``trainer.sampling_model``
     (fixed latents) against up to ``max_real`` training images (their features computed once,
-    cached on disk). Appends ``{"step", "monitor/diversity", "monitor/copy_rate"}`` (and
+    cached on disk). Logs ``{"step", "monitor/diversity", "monitor/copy_rate"}`` (and
     ``"monitor/fid"`` with ``fid``; at small n it is biased upward: compare it across steps
-    only) to ``metrics.jsonl``, plots ``plots/monitor.png`` and logs a warning when diversity
-    falls below ``collapse`` times its best so far or the copy rate exceeds ``copy_warn``
-    (fresh real images score about 0.5). ``every <= 0`` turns it off.
+    only) as a line of the trainer's Logbook (metrics.jsonl), plots ``plots/monitor.png`` and
+    logs a warning when diversity falls below ``collapse`` times its best so far or the copy
+    rate exceeds ``copy_warn`` (fresh real images score about 0.5). ``every <= 0`` turns it off.
     """
     if n < 2:
         raise ValueError(f"the monitor needs at least 2 samples, got n={n}")
-    state: dict[str, Any] = {"real": None, "tau": None, "best": -math.inf}
+    state: dict[str, Any] = {"real": None, "best": -math.inf}
 
     def hook(trainer: Trainer, step: int) -> None:
         if every <= 0 or step % every:
             return
-        dev = trainer.device
-        metrics_path = trainer.run_dir / "metrics.jsonl"
+        metrics_path = trainer.logbook.path
         if state["real"] is None:
             images = trainer.data.images
-            if len(images) > max_real:
-                pick = np.sort(np.random.default_rng(0).choice(len(images), max_real, replace=False))
-                images = images[torch.from_numpy(pick)]
-            log.info("monitor: Inception features of %d training images (once, then cached)", len(images))
-            real_f = cached_features(
-                images, batch_size, inception_path=inception, device=dev, desc="monitor: real"
+            log.info(
+                "monitor: Inception features of %d training images (once, then cached)",
+                min(len(images), max_real),
             )
-            state["real"], state["tau"] = real_f, copy_threshold(real_f)
+            kw: dict[str, Any] = {"batch_size": batch_size, "inception": inception, "desc": "monitor: real"}
+            state["real"] = Reference(images, trainer.device, limit=max_real, **kw)
             state["best"] = max(
                 [r["monitor/diversity"] for r in _read_rows(metrics_path) if "monitor/diversity" in r]
                 + [-math.inf]
             )
+        real: Reference = state["real"]
         model = trainer.sampling_model
         was_training = model.training
         model.eval()
@@ -402,17 +349,15 @@ def make_monitor_hook(
             fakes = generate_uint8(model, n, seed)
         finally:
             model.train(was_training)
-        fake_f = features(fakes, batch_size, inception=inception, device=dev)
-        real = state["real"]
+        fake_f = real.features_of(fakes, desc="monitor: generated")
         row: dict[str, Any] = {
             "step": step,
-            "monitor/diversity": round(diversity(real, fake_f), 5),
-            "monitor/copy_rate": round(copy_rate(fake_f, real, state["tau"]), 5),
+            "monitor/diversity": round(real.diversity(fake_f), 5),
+            "monitor/copy_rate": round(real.copy_rate(fake_f), 5),
         }
         if fid:
-            row["monitor/fid"] = round(fid_from_features(real, fake_f), 4)
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+            row["monitor/fid"] = round(fid_from_features(real.features, fake_f), 4)
+        trainer.logbook.event(**row)
         d, c = row["monitor/diversity"], row["monitor/copy_rate"]
         if d < collapse * state["best"]:
             log.warning(
@@ -436,14 +381,12 @@ def make_monitor_hook(
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
-    from .training.logbook import read_jsonl
-
     return read_jsonl(path) if path.exists() else []
 
 
 def plot_monitor(metrics: Path, out: Path) -> Path | None:
     """One panel per monitor/* series against step, with the real data's level marked."""
-    import matplotlib
+    import matplotlib  # lazy: plotting libraries load only when a plot is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -463,5 +406,100 @@ def plot_monitor(metrics: Path, out: Path) -> Path | None:
         ax.set_title(key.split("/", 1)[1].replace("_", " "))
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
+    save_figure(fig, out)
+    return out
+
+
+# -- scoring snapshots --------------------------------------------------------------------------------------
+
+
+def evaluate_snapshots(
+    run_dir: str | os.PathLike[str],
+    n: int = 500,
+    seed: int = 0,
+    data: str | None = None,
+    *,
+    batch_size: int | None = None,
+    inception: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """FID of ``n`` samples (latents of ``seed``) from each snapshot and the final weights
+    against the run's data (its Inception features cached on disk): writes snapshots.json,
+    snapshots.md and plots/snapshots.png, and returns the table. At a small n FID is biased
+    upward; compare the rows with each other, not with FIDs at another n."""
+    run_dir = Path(run_dir)
+    snaps = list_snapshots(run_dir)
+    if not snaps:
+        raise ValueError(f"{run_dir}: no snapshots to score; train with --snapshot-every N")
+    if n < 4:
+        raise ValueError(f"scoring snapshots needs n >= 4 generated images, got {n}")
+    final = load_run(run_dir, device=device)
+    if final.is_audio:
+        raise ValueError(f"{run_dir}: scoring snapshots measures pictures; this is a sound run")
+    cfg = final.config.data if data is None else _data_like(final.config.data, data)
+    real = load_images(cfg, progress=progress)
+    kw: dict[str, Any] = {"batch_size": batch_size, "inception": inception, "progress": progress}
+    reference = Reference(real.images, final.device, **kw)
+    options: dict[str, Any] = {}
+    if getattr(final.model, "conditional", False):
+        options["prompt"], _ = data_prompts(cfg.path, real.names, n, seed)
+    rows = []
+    entries = [(s, f"{SNAPSHOT_DIR}/{p.name}") for s, p in snaps] + [(None, WEIGHTS_NAME)]
+    for step, weights in entries:
+        run = final if step is None else load_run(run_dir, device=device, weights=weights)
+        fakes = generate_uint8(run.model, n, seed, **options)
+        fake_f = reference.features_of(fakes)
+        fid = round(float(fid_from_features(reference.features, fake_f)), 4)
+        rows.append({"step": "final" if step is None else step, "weights": weights, "fid": fid})
+        log.info("%s: FID %.2f (n=%d)", weights, fid, n)
+    best = min(rows, key=lambda r: r["fid"])
+    table = {"run": str(run_dir), "data": cfg.path, "n": n, "seed": seed, "rows": rows, "best": best["step"]}
+    write_json(table, run_dir / TABLE_NAME)
+    _write_markdown(table, run_dir / "snapshots.md")
+    plot_table(table, run_dir / "plots" / "snapshots.png")
+    return table
+
+
+def _data_like(like: DataConfig, path: str) -> DataConfig:
+    return dataclasses.replace(like, path=path)
+
+
+def _write_markdown(table: dict[str, Any], path: Path) -> None:
+    lines = [
+        f"# Snapshots of {table['run']}",
+        "",
+        f"FID of {table['n']} samples (seed {table['seed']}) against {table['data']}; lower is better. "
+        "At a small n FID is biased upward: compare rows with each other.",
+        "",
+        "| step | FID | |",
+        "|---:|---:|---|",
+    ]
+    for r in table["rows"]:
+        mark = "best" if r["step"] == table["best"] else ""
+        lines.append(f"| {r['step']} | {r['fid']:.2f} | {mark} |")
+    write_text(path, "\n".join(lines) + "\n")
+
+
+def plot_table(table: dict[str, Any], out: Path) -> Path:
+    """FID against step, the best snapshot marked, the final weights as a dashed line."""
+    import matplotlib  # lazy: plotting libraries load only when a plot is drawn
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [(r["step"], r["fid"]) for r in table["rows"] if isinstance(r["step"], int)]
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, lw=1.2, label="snapshot")
+    final = [r["fid"] for r in table["rows"] if r["step"] == "final"]
+    if final:
+        ax.axhline(final[0], color="grey", ls="--", lw=0.8, label="final weights")
+    best = next(r for r in table["rows"] if r["step"] == table["best"])
+    if isinstance(best["step"], int):
+        ax.plot([best["step"]], [best["fid"]], marker="*", ms=14, color="tab:red", ls="", label="best")
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"FID (n={table['n']})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     save_figure(fig, out)
     return out

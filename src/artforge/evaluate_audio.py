@@ -47,6 +47,7 @@ from .audio import (
 )
 from .config import DataConfig
 from .data.holdout import is_held_out
+from .io import load_safetensors, save_safetensors
 from .metrics.classifier import epoch_batches, fit_classifier, to_signed_unit
 
 log = logging.getLogger(__name__)
@@ -157,8 +158,6 @@ def _labels_for(data: DataConfig, names: list[str]) -> tuple[list[str], np.ndarr
 def load_judge(data: DataConfig, progress: bool = False) -> dict[str, Any]:
     """Real notes split into train/held-out, and the family classifier trained on the train part
     (from the cache when the same data and settings were judged before)."""
-    from safetensors.torch import load_file, save_file
-
     from .data import cache_dir, load_images
 
     real = load_images(data, progress=progress)
@@ -177,7 +176,7 @@ def load_judge(data: DataConfig, progress: bool = False) -> dict[str, Any]:
     y_t = torch.from_numpy(y)
     train_idx = torch.from_numpy(np.flatnonzero(~held))
     if path.is_file():
-        net.load_state_dict(load_file(path))
+        net.load_state_dict(load_safetensors(path))
         net.eval()
         log.info("reusing the audio judge %s", path)
     else:
@@ -185,8 +184,7 @@ def load_judge(data: DataConfig, progress: bool = False) -> dict[str, Any]:
         with one_thread():  # small convolutions: one thread was 3x faster on the shared 2-core machine
             net = train_classifier(x[train_idx], y_t[train_idx], len(classes))
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_file(net.state_dict(), str(path))
+            save_safetensors(net.state_dict(), path)
         except OSError as e:
             log.warning("could not cache the audio judge in %s (%s)", path, e)
     return {"net": net, "classes": classes, "images": x, "labels": y_t, "held": torch.from_numpy(held),
@@ -256,10 +254,10 @@ def evaluate_audio_run(
     """Sample ``n`` sounds from a sound run and measure them against the labelled real notes."""
     import dataclasses
 
-    from .api import load
     from .evaluate import generate_uint8
+    from .runs import load_run
 
-    run = load(run_dir, device=device)
+    run = load_run(run_dir, device=device)
     if not run.is_audio:
         raise ValueError(f"{run_dir} is an image run; audio measures need a run trained on sound")
     cfg = run.config.data

@@ -7,7 +7,6 @@ models work in [-1, 1] and ``to_unit`` converts.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from .io import replacing
 from .models.base import GenerativeModel
 
 
@@ -181,15 +181,9 @@ def _pil(img: Tensor, scale: int = 1, resample: str = "nearest") -> Image.Image:
 def _write(pil: Image.Image, path: Path) -> Path:
     """Write via a temp name in the format the suffix names (JPEG and WebP at quality 95)."""
     fmt = image_format(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     options: dict[str, Any] = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
-    try:
+    with replacing(path) as tmp:  # a full disk leaves no half-written file behind
         pil.save(tmp, format=fmt, **options)
-        os.replace(tmp, path)
-    except BaseException:  # e.g. a full disk: leave no half-written temp file behind
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -285,10 +279,12 @@ def save_animation(
     if arr.shape[-1] == 1:  # greyscale frames (sound spectrograms)
         arr = np.repeat(arr, 3, axis=-1)
     suffix = path.suffix.lower()
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    if suffix == ".gif":
-        iio.imwrite(tmp, arr, extension=".gif", duration=1000 / fps, loop=0)
-    elif suffix == ".mp4":
+    if suffix not in (".gif", ".mp4"):
+        raise ValueError(f"{path}: animation output must end in .gif or .mp4")
+    with replacing(path) as tmp:
+        if suffix == ".gif":
+            iio.imwrite(tmp, arr, extension=".gif", duration=1000 / fps, loop=0)
+            return path
         # H.264 in yuv420p needs even sizes: repeat the last row/column of an odd-sized frame
         # instead of letting imageio rescale every frame to a multiple of 16
         pad_h, pad_w = arr.shape[1] % 2, arr.shape[2] % 2
@@ -300,7 +296,4 @@ def save_animation(
                 f"{path}: writing MP4 needs imageio-ffmpeg, which setup installs "
                 f"(pip install imageio-ffmpeg; or write a .gif): {e}"
             ) from None
-    else:
-        raise ValueError(f"{path}: animation output must end in .gif or .mp4")
-    os.replace(tmp, path)
     return path

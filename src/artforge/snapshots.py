@@ -7,8 +7,9 @@ on where the clock stops, while ``model.safetensors`` only holds the latest weig
 (the sampling weights, EMA where used, with the step in the file's metadata) every N steps;
 ``--snapshot-keep K`` bounds their number by thinning the older ones evenly (never the first,
 the newest or the best scored). ``artforge eval RUN --snapshots`` scores each one (FID at a
-small n against the cached real features) into ``snapshots.json`` / ``snapshots.md`` and
-``plots/snapshots.png``; ``RUN@best`` is that table's best row.
+small n against the cached real features; ``evaluate.evaluate_snapshots``) into
+``snapshots.json`` / ``snapshots.md`` and ``plots/snapshots.png``; ``RUN@best`` is that
+table's best row. This module is the files and the hook; scoring is evaluation's.
 
 Resume and rollback: a snapshot newer than the step training continues from belongs to a
 history that was undone (the steps after the last checkpoint of a killed run, or the steps
@@ -28,9 +29,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors.torch import save_file
 
-from .models.base import WEIGHTS_NAME, write_json
+from .io import save_safetensors
+from .models.base import WEIGHTS_NAME
 
 if TYPE_CHECKING:
     from .training.trainer import Trainer
@@ -60,15 +61,7 @@ def save_snapshot(model: torch.nn.Module, run_dir: Path, step: int, meta: dict[s
     folder = run_dir / SNAPSHOT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / snapshot_name(step)
-    tmp = path.with_name(path.name + ".tmp")
-    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    try:
-        save_file(sd, str(tmp), metadata={"format": "pt", "step": str(step), **meta})
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return save_safetensors(model.state_dict(), path, metadata={"format": "pt", "step": str(step), **meta})
 
 
 def to_remove(steps: list[int], keep: int, protect: set[int]) -> list[int]:
@@ -184,111 +177,3 @@ def resolve_weights(run_dir: Path, ref: str) -> str:
     if not any(s == step for s, _ in snaps):
         raise ValueError(f"{run_dir}@{step}: no snapshot of step {step} (latest snapshots: {have})")
     return f"{SNAPSHOT_DIR}/{snapshot_name(step)}"
-
-
-# -- scoring --------------------------------------------------------------------------------------
-
-
-def evaluate_snapshots(
-    run_dir: str | os.PathLike[str],
-    n: int = 500,
-    seed: int = 0,
-    data: str | None = None,
-    *,
-    batch_size: int = 50,
-    inception: str | os.PathLike[str] | None = None,
-    device: str = "auto",
-    progress: bool = False,
-) -> dict[str, Any]:
-    """FID of ``n`` samples (latents of ``seed``) from each snapshot and the final weights
-    against the run's data (its Inception features cached on disk): writes snapshots.json,
-    snapshots.md and plots/snapshots.png, and returns the table. At a small n FID is biased
-    upward; compare the rows with each other, not with FIDs at another n."""
-    from .api import load
-    from .data import load_images
-    from .evaluate import data_prompts, generate_uint8
-    from .metrics.cache import cached_features
-    from .metrics.fid import fid_from_features
-    from .metrics.inception import features
-
-    run_dir = Path(run_dir)
-    snaps = list_snapshots(run_dir)
-    if not snaps:
-        raise ValueError(f"{run_dir}: no snapshots to score; train with --snapshot-every N")
-    if n < 4:
-        raise ValueError(f"scoring snapshots needs n >= 4 generated images, got {n}")
-    final = load(run_dir, device=device)
-    if final.is_audio:
-        raise ValueError(f"{run_dir}: scoring snapshots measures pictures; this is a sound run")
-    cfg = final.config.data if data is None else _data_like(final.config.data, data)
-    real = load_images(cfg, progress=progress)
-    dev = final.device
-    real_f = cached_features(real.images, batch_size, progress, inception_path=inception, device=dev)
-    options: dict[str, Any] = {}
-    if getattr(final.model, "conditional", False):
-        options["prompt"], _ = data_prompts(cfg.path, real.names, n, seed)
-    rows = []
-    entries = [(s, f"{SNAPSHOT_DIR}/{p.name}") for s, p in snaps] + [(None, WEIGHTS_NAME)]
-    for step, weights in entries:
-        run = final if step is None else load(run_dir, device=device, weights=weights)
-        fakes = generate_uint8(run.model, n, seed, **options)
-        fake_f = features(fakes, batch_size, inception=inception, device=dev)
-        fid = round(float(fid_from_features(real_f, fake_f)), 4)
-        rows.append({"step": "final" if step is None else step, "weights": weights, "fid": fid})
-        log.info("%s: FID %.2f (n=%d)", weights, fid, n)
-    best = min(rows, key=lambda r: r["fid"])
-    table = {"run": str(run_dir), "data": cfg.path, "n": n, "seed": seed, "rows": rows, "best": best["step"]}
-    write_json(table, run_dir / TABLE_NAME)
-    _write_markdown(table, run_dir / "snapshots.md")
-    plot_table(table, run_dir / "plots" / "snapshots.png")
-    return table
-
-
-def _data_like(like: Any, path: str) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(like, path=path)
-
-
-def _write_markdown(table: dict[str, Any], path: Path) -> None:
-    lines = [
-        f"# Snapshots of {table['run']}",
-        "",
-        f"FID of {table['n']} samples (seed {table['seed']}) against {table['data']}; lower is better. "
-        "At a small n FID is biased upward: compare rows with each other.",
-        "",
-        "| step | FID | |",
-        "|---:|---:|---|",
-    ]
-    for r in table["rows"]:
-        mark = "best" if r["step"] == table["best"] else ""
-        lines.append(f"| {r['step']} | {r['fid']:.2f} | {mark} |")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
-
-
-def plot_table(table: dict[str, Any], out: Path) -> Path:
-    """FID against step, the best snapshot marked, the final weights as a dashed line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .training.logbook import save_figure
-
-    pts = [(r["step"], r["fid"]) for r in table["rows"] if isinstance(r["step"], int)]
-    fig, ax = plt.subplots(figsize=(6, 3.4))
-    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, lw=1.2, label="snapshot")
-    final = [r["fid"] for r in table["rows"] if r["step"] == "final"]
-    if final:
-        ax.axhline(final[0], color="grey", ls="--", lw=0.8, label="final weights")
-    best = next(r for r in table["rows"] if r["step"] == table["best"])
-    if isinstance(best["step"], int):
-        ax.plot([best["step"]], [best["fid"]], marker="*", ms=14, color="tab:red", ls="", label="best")
-    ax.set_xlabel("step")
-    ax.set_ylabel(f"FID (n={table['n']})")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    save_figure(fig, out)
-    return out

@@ -13,11 +13,9 @@ import json
 import logging
 import os
 import re
-import threading
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -26,8 +24,20 @@ import torch
 from tqdm import tqdm
 
 from ..config import DataConfig
+from ..io import replacing, write_json
+from .audio import load_audio, resolve_modality
 from .captions import CaptionFile, Captions, read_caption_file, read_captions
-from .folder import IMAGE_EXTENSIONS, Flagged, FolderSource, Skip, Spec, ZipSource, parse_background
+from .folder import (
+    IMAGE_EXTENSIONS,
+    Flagged,
+    FolderSource,
+    Skip,
+    Spec,
+    ZipSource,
+    parse_background,
+    probe_size,
+)
+from .imageset import DataError, ImageSet, cache_dir
 from .procedural import BuiltinSource, builtin_names, parse_builtin
 
 __all__ = [
@@ -47,83 +57,6 @@ CACHE_VERSION = (
     2  # 2: warnings about degenerate images; bump when decoding changes, so old disk caches are not reused
 )
 AUTO_RAM_FRACTION = 0.25  # cache="auto" keeps data in memory below this share of RAM
-_SHORT_REASON = {"corrupt or truncated": "corrupt", "empty file": "empty", "could not decode": "failed"}
-
-
-SUMMARY_EXAMPLES = 3  # skipped files named in the one-line summary
-
-
-def _examples(items: list[tuple[str, str]], k: int) -> str:
-    """': a.png: corrupt (...); b.txt: not an image; and 4 more' for the first ``k`` items."""
-    if k <= 0 or not items:
-        return ""
-    more = f"; and {len(items) - k:,} more" if len(items) > k else ""
-    return ": " + "; ".join(f"{f}: {r}" for f, r in items[:k]) + more
-
-
-class DataError(ValueError):
-    """The data cannot be used; the message names the path and the problem."""
-
-
-@dataclass
-class ImageSet:
-    """Decoded images with where each came from and what was left out."""
-
-    images: torch.Tensor  # uint8 (N, 3, H, W), contiguous; may be backed by a np.memmap
-    names: list[str]  # "rel/path.png", "archive.zip:member" or "builtin:shapes/000123"
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
-    root: str = ""  # the data path as given
-    # (file, why): degenerate images that were kept (tiny, extreme aspect ratio, flat)
-    warnings: list[tuple[str, str]] = field(default_factory=list)
-    held_out: list[str] = field(default_factory=list)  # names left out by subset() (data.holdout)
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def subset(self, keep: list[bool]) -> ImageSet:
-        """The images where ``keep`` is true (an in-memory copy), same root and skip list; the
-        others are listed as held out."""
-        idx = torch.tensor([i for i, k in enumerate(keep) if k], dtype=torch.long)
-        names = [n for n, k in zip(self.names, keep, strict=True) if k]
-        out = [n for n, k in zip(self.names, keep, strict=True) if not k]
-        kept = set(names)
-        warnings = [(f, r) for f, r in self.warnings if f in kept]
-        return ImageSet(
-            self.images[idx].contiguous(), names, list(self.skipped), self.root, warnings, self.held_out + out
-        )
-
-    def summary(self, examples: int = SUMMARY_EXAMPLES) -> str:
-        """One line, e.g. '1,234 images from data/emoji (3 skipped: 2 corrupt, 1 too large: a.png:
-        corrupt or truncated (...); ...)', naming the first ``examples`` skipped files and warnings
-        (data_report.json lists them all)."""
-        n = len(self)
-        text = f"{n:,} image{'' if n == 1 else 's'} from {self.root}"
-        extra = []
-        if self.held_out:
-            extra.append(f"{len(self.held_out):,} held out")
-        if self.skipped:
-            kinds = Counter(_reason_kind(r) for _, r in self.skipped)
-            parts = ", ".join(f"{c} {k}" for k, c in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
-            extra.append(f"{len(self.skipped):,} skipped: {parts}{_examples(self.skipped, examples)}")
-        if self.warnings:
-            extra.append(f"{len(self.warnings):,} degenerate but kept{_examples(self.warnings, examples)}")
-        return text + (f" ({'; '.join(extra)})" if extra else "")
-
-    def write_report(self, path: str | os.PathLike[str]) -> None:
-        """Write {"root", "n_images", "images", "skipped": [{"file", "reason"}], "warnings":
-        [{"file", "reason"}], "held_out"} as JSON, atomically; say where when a file was left
-        out or kept with a warning."""
-        report = {
-            "root": self.root,
-            "n_images": len(self),
-            "images": list(self.names),
-            "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
-            "warnings": [{"file": f, "reason": r} for f, r in self.warnings],
-            "held_out": list(self.held_out),
-        }
-        _write_json(Path(path), report)
-        if self.skipped or self.warnings:
-            log.info("every image used, skipped or kept with a warning is listed in %s", path)
 
 
 def load_images(cfg: DataConfig, *, progress: bool = False) -> ImageSet:
@@ -133,8 +66,6 @@ def load_images(cfg: DataConfig, *, progress: bool = False) -> ImageSet:
     spectrogram images of one channel instead (data/audio.py).
     """
     if cfg.modality != "image":
-        from .audio import load_audio, resolve_modality
-
         cfg = resolve_modality(cfg)
         if cfg.modality == "audio":
             return load_audio(cfg, progress=progress)
@@ -162,6 +93,37 @@ def load_images(cfg: DataConfig, *, progress: bool = False) -> ImageSet:
     result = ImageSet(torch.from_numpy(images), names, skipped, cfg.path, warnings)
     log.info("%s", result.summary())
     return result
+
+
+def image_sizes(path: str, limit: int) -> Counter[tuple[int, int]]:
+    """How many of (up to ``limit``) images of a folder or zip have each (height, width).
+
+    Headers are read through the loader's own checks (format by content, the pixel limit),
+    so a decompression bomb or a broken file is passed over and nothing is decoded; the
+    files are visited in a fixed shuffled order, so a probe of a few sees all of a folder.
+    Raises DataError naming the path and the reasons when no file has a usable header.
+    """
+    cfg = DataConfig(path=path)
+    source = _open_source(cfg)
+    spec = Spec(cfg.height, cfg.width, max_pixels=cfg.max_pixels)
+    sizes: Counter[tuple[int, int]] = Counter()
+    skipped: list[tuple[str, str]] = list(source.listing_skipped)
+    try:
+        if not source.names:
+            raise DataError(_nothing_found(path, source))
+        for i in np.random.default_rng(0).permutation(len(source.names)).tolist():
+            try:
+                sizes[probe_size(source, i, spec)] += 1  # type: ignore[arg-type]
+            except Skip as e:
+                skipped.append((source.names[i], e.reason))
+                continue
+            if sizes.total() >= limit:
+                break
+    finally:
+        source.close()
+    if not sizes:
+        _check_any(path, [], sorted(skipped))
+    return sizes
 
 
 # -- sources -------------------------------------------------------------------------------
@@ -212,11 +174,6 @@ def _check_any(path: str, names: list[str], skipped: list[tuple[str, str]]) -> N
     first = "; ".join(f"{f}: {r}" for f, r in skipped[:5])
     more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
     raise DataError(f"{path}: no usable images ({len(skipped)} files skipped: {first}{more})")
-
-
-def _reason_kind(reason: str) -> str:
-    head = reason.split(" (", 1)[0]
-    return _SHORT_REASON.get(head, head)
 
 
 # -- decoding ------------------------------------------------------------------------------
@@ -283,14 +240,6 @@ def _decode_into(
 # -- disk cache ----------------------------------------------------------------------------
 
 
-def cache_dir(cfg: DataConfig) -> Path:
-    """cfg.cache_dir, or $XDG_CACHE_HOME/artforge/data (default ~/.cache/artforge/data)."""
-    if cfg.cache_dir:
-        return Path(cfg.cache_dir).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "artforge" / "data"
-
-
 def _cache_key(source: _Source, spec: Spec) -> str:
     h = hashlib.sha256()
     head = {"version": CACHE_VERSION, "source": source.identity(), "spec": spec.key()}
@@ -318,23 +267,18 @@ def _load_disk(
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{base.name}.u8.tmp-{os.getpid()}-{threading.get_ident()}"
-        mm = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(len(source.names), *item))
     except OSError as e:
-        raise OSError(
-            f"cannot write the data cache in {folder} ({e.strerror or e}); "
-            "set data.cache_dir to a writable folder or use data.cache='memory'"
-        ) from None
-    try:
+        raise _unwritable(folder, e) from None
+    with replacing(data_path) as tmp:  # interrupted or refused: no half-written cache is left
+        try:
+            mm = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(len(source.names), *item))
+        except OSError as e:
+            raise _unwritable(folder, e) from None
         names, skipped, warnings = _decode_into(source, spec, mm, progress, cfg.path)
         mm.flush()
         del mm
         _check_any(cfg.path, names, skipped)
         os.truncate(tmp, len(names) * int(np.prod(item)))
-        os.replace(tmp, data_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     meta = {
         "version": CACHE_VERSION,
         "key": key,
@@ -344,10 +288,17 @@ def _load_disk(
         "skipped": [list(s) for s in skipped],
         "warnings": [list(w) for w in warnings],
     }
-    _write_json(meta_path, meta)  # written last: its presence means the data file is complete
+    write_json(meta, meta_path)  # written last: its presence means the data file is complete
     log.info("wrote data cache %s", data_path)
     images = np.memmap(data_path, dtype=np.uint8, mode="c", shape=(len(names), *item))
     return images, names, skipped, warnings
+
+
+def _unwritable(folder: Path, e: OSError) -> OSError:
+    return OSError(
+        f"cannot write the data cache in {folder} ({e.strerror or e}); "
+        "set data.cache_dir to a writable folder or use data.cache='memory'"
+    )
 
 
 def _read_cache(
@@ -365,16 +316,6 @@ def _read_cache(
     images = np.memmap(data_path, dtype=np.uint8, mode="c", shape=shape)  # copy-on-write
     skipped = [(f, r) for f, r in meta["skipped"]]
     return images, list(meta["names"]), skipped, [(f, r) for f, r in meta.get("warnings", [])]
-
-
-def _write_json(path: Path, obj: object) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
-        tmp.write_text(json.dumps(obj, indent=1) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def total_ram_bytes() -> int:

@@ -24,6 +24,9 @@ from tqdm import tqdm
 
 from ..audio import AudioSpec, spec_from_config, wave_to_image
 from ..config import DataConfig
+from ..io import replacing
+from .folder import IMAGE_EXTENSIONS
+from .imageset import DataError, ImageSet, cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +49,6 @@ def _candidates(root: Path, extensions: frozenset[str]) -> list[str]:
 
 def detect_modality(path: str) -> str:
     """ "audio" for a folder with more sound files than image files, else "image"."""
-    from .folder import IMAGE_EXTENSIONS
-
     p = Path(path).expanduser()
     if path.startswith("builtin") or not p.is_dir():
         return "image"
@@ -117,8 +118,6 @@ def read_clip(
 
 
 def _cache_path(cfg: DataConfig, root: Path, names: list[str], spec: AudioSpec) -> Path:
-    from . import cache_dir
-
     h = hashlib.sha256()
     head = {
         "version": AUDIO_CACHE_VERSION,
@@ -137,8 +136,6 @@ def _cache_path(cfg: DataConfig, root: Path, names: list[str], spec: AudioSpec) 
 
 def load_audio(cfg: DataConfig, *, progress: bool = False):  # type: ignore[no-untyped-def]
     """A folder of sound files -> ImageSet of uint8 (N, 1, n_mels, frames) log-mel images."""
-    from . import DataError, ImageSet
-
     try:
         import soundfile  # noqa: F401
         import soxr  # noqa: F401
@@ -171,8 +168,6 @@ def load_audio(cfg: DataConfig, *, progress: bool = False):  # type: ignore[no-u
 def _decode_all(
     root: Path, names: list[str], spec: AudioSpec, cfg: DataConfig, progress: bool
 ) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
-    from . import DataError
-
     waves: list[np.ndarray] = []
     kept: list[str] = []
     skipped: list[tuple[str, str]] = []
@@ -210,9 +205,7 @@ def _read_cache(path: Path) -> tuple[np.ndarray, list[str], list[tuple[str, str]
 def _write_cache(path: Path, images: np.ndarray, names: list[str], skipped: list[tuple[str, str]]) -> None:
     meta = json.dumps({"names": names, "skipped": [list(s) for s in skipped]})
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
-        np.savez(tmp, images=images, meta=np.array(meta))
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            np.savez(tmp, images=images, meta=np.array(meta))
     except OSError as e:  # a cache is an optimisation: carry on without it
         log.warning("could not write the audio cache %s (%s)", path, e.strerror or e)

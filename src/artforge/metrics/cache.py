@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import threading
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..io import replacing
 from . import inception
 from .inception import FEATURE_DIM, INCEPTION_SHA1, PREPROCESS_VERSION, to_uint8_nchw
 
@@ -63,13 +63,8 @@ def cached_features(
         pass
     feats = inception.features(x, batch_size, progress, inception=inception_path, device=device, desc=desc)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{path.stem}.tmp-{os.getpid()}-{threading.get_ident()}.npy"
-        try:
+        with replacing(path) as tmp:
             np.save(tmp, feats.astype(np.float32))  # lossless: the network computes in float32
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
     except OSError as e:  # a read-only cache only costs time
         log.warning("could not write the feature cache in %s: %s", folder, e)
     return feats

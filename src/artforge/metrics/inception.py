@@ -32,6 +32,8 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from ..io import replacing
+
 log = logging.getLogger(__name__)
 
 INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
@@ -89,9 +91,7 @@ def _installed_package_file() -> Path | None:
 
 def download(url: str, dest: Path, sha1: str = INCEPTION_SHA1, timeout: float = 60.0) -> Path:
     """Fetch ``url`` into ``dest`` through a temporary name; keep it only if its sha1 matches."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    try:
+    with replacing(dest) as tmp:
         with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f:
             total = int(r.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc="FID Inception", leave=False) as bar:
@@ -101,9 +101,6 @@ def download(url: str, dest: Path, sha1: str = INCEPTION_SHA1, timeout: float = 
         got = sha1_of(tmp)
         if got != sha1.lower():
             raise ValueError(f"download of {url} has sha1 {got}, expected {sha1.lower()}; not kept")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 

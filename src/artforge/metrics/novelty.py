@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from ..io import replacing
 from .precision_recall import distance_chunks, nearest_neighbours
 
 MAX_DIVERSITY_SAMPLES = 2000  # mean pairwise distances on at most this many images per set
@@ -110,11 +111,6 @@ def novelty_sheet(
         for j in range(k):
             paste(train_np[nn_idx[i, j]], label_w + pad + (j + 1) * (cw + pad) + gap, y)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    try:
-        sheet.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replacing(path) as tmp:
+        sheet.save(tmp, format="PNG")
     return path

@@ -7,19 +7,16 @@ images. The Trainer owns backward, precision, clipping, EMA and checkpoints.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from artforge.config import Range
+from artforge.io import load_safetensors, save_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -124,42 +121,14 @@ class GenerativeModel(nn.Module):
 # -- save / load ----------------------------------------------------------------------------
 
 
-def _atomic_replace(tmp: Path, final: Path) -> None:
-    os.replace(tmp, final)
-
-
 def save_weights(module: nn.Module, path: str | Path) -> None:
     """Write the module's state dict as safetensors, via a temporary name and a rename."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    sd = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    save_file(sd, str(tmp), metadata={"format": "pt"})
-    _atomic_replace(tmp, path)
+    save_safetensors(module.state_dict(), path, metadata={"format": "pt"})
 
 
 def load_weights(path: str | Path) -> dict[str, Tensor]:
     """Read a safetensors file; anything else (a pickle, a truncated file) is refused, never run."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: weights file not found")
-    try:
-        return load_file(str(path))  # safetensors never unpickles, whatever the file holds
-    except (SafetensorError, OSError, ValueError) as e:
-        with open(path, "rb") as f:
-            head = f.read(2)
-        if head[:1] == b"\x80" or head == b"PK":  # pickle protocol 2+ / torch.save zip
-            raise ValueError(
-                f"{path}: this is a pickle (e.g. a torch.save checkpoint), not safetensors; "
-                "refusing to load it"
-            ) from None
-        raise ValueError(f"{path}: not a valid safetensors file ({e})") from None
-
-
-def write_json(obj: Any, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    _atomic_replace(tmp, path)
+    return load_safetensors(path)
 
 
 def load_state_into(model: nn.Module, state: dict[str, Tensor], source: str | Path) -> None:

@@ -9,11 +9,11 @@ the old list; a file that is not a favourites list is never overwritten (409, no
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..io import write_json
 from .safety import Conflict
 
 FILE = "favourites.json"
@@ -56,7 +56,4 @@ def star(run_path: Path, seed: int, starred: bool) -> list[dict[str, Any]]:
 
 
 def write(run_path: Path, items: list[dict[str, Any]]) -> None:
-    path = run_path / FILE
-    tmp = path.with_name(f".{FILE}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"favourites": items}, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_json({"favourites": items}, run_path / FILE)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Range, Setting, settings
+from ..io import write_json
 from .safety import BadRequest, Conflict, NotFound, StudioError, get_float, get_int, new_name, run_dir
 
 STATE_DIR = ".studio"
@@ -287,10 +288,7 @@ class JobManager:
             return {}
 
     def _save(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_dir / f"jobs.json.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps([dataclasses.asdict(j) for j in self.jobs.values()], indent=1))
-        os.replace(tmp, self.state_dir / "jobs.json")
+        write_json([dataclasses.asdict(j) for j in self.jobs.values()], self.state_dir / "jobs.json")
 
     # -- life cycle -----------------------------------------------------------------------
     def start(self, spec: dict[str, Any]) -> Job:

@@ -34,9 +34,25 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from .. import create as cr
+from ..api import load
+from ..audio import write_wav
+from ..data import load_images
+from ..io import write_json
+from ..metrics.inception import find_inception
+from ..metrics.reference import Reference
+from ..sample import generate as decode  # this module's generate() is the studio's job
+from ..sample import (
+    interpolation_path,
+    latents_for_seed,
+    latents_per_seed,
+    make_grid,
+    options_slice,
+    save_animation,
+    save_image,
+)
 from .safety import BadRequest, Conflict, StudioError
 
 log = logging.getLogger(__name__)
@@ -211,8 +227,6 @@ class ModelCache:
         self._lock = threading.Lock()
 
     def get(self, run_path: Path) -> Any:
-        from ..api import load
-
         weights = run_path / "model.safetensors"
         try:
             key = (str(run_path), weights.stat().st_mtime_ns)
@@ -287,9 +301,6 @@ def chunk_size(run: Any, opts: dict[str, Any]) -> int:
 def sample_chunks(run: Any, z: torch.Tensor, opts: dict[str, Any]) -> Generator[None, None, torch.Tensor]:
     """The images of latents ``z`` (n, ...), one chunk per turn of the lane (yielding between
     chunks); the same images as one call (``artforge sample``) since each depends on its latent only."""
-    from ..sample import generate as decode
-    from ..sample import options_slice
-
     n = int(z.shape[0])
     k = chunk_size(run, opts)
     parts: list[torch.Tensor] = []
@@ -311,8 +322,6 @@ def generate(
     else ``n`` images from ``seed`` (the images ``artforge sample`` writes for the same call).
     A sound run also gets a WAV per image (its spectrogram turned back into sound), in the zip
     too. Worked in chunks (a generator for Lane); files are written only when all are ready."""
-    from ..sample import latents_for_seed, latents_per_seed, make_grid, save_image
-
     run = cache.get(run_path)
     opts = options.check(run)
     if seeds is not None:
@@ -335,8 +344,6 @@ def generate(
     save_image(make_grid(images), out / "grid.png")
     sounds = []
     if waves is not None:
-        from ..audio import write_wav
-
         for wave, name in zip(waves, names, strict=True):
             sounds.append(Path(name).with_suffix(".wav").name)
             write_wav(wave, out / sounds[-1], run.sample_rate)
@@ -355,8 +362,6 @@ def interpolate(
 ) -> Generator[None, None, dict[str, Any]]:
     """An animated GIF walking through the latents of ``seeds`` (``artforge interpolate``),
     worked in chunks like ``generate``."""
-    from ..sample import interpolation_path, latents_per_seed, save_animation
-
     run = cache.get(run_path)
     opts = options.check(run)
     path = interpolation_path(latents_per_seed(run.model, seeds), frames, loop)
@@ -367,19 +372,15 @@ def interpolate(
 
 
 class NoveltyData:
-    """Training images and their Inception features per data set, kept for the next request."""
+    """The metrics reference (Inception features, copy threshold) of each training data set,
+    with its image names, kept for the next request."""
 
     def __init__(self, size: int = 2):
         self.size = size
-        self._items: OrderedDict[str, tuple[Any, np.ndarray, float]] = OrderedDict()
-        self.network: Path | None = None
+        self._items: OrderedDict[str, tuple[Any, Reference]] = OrderedDict()
 
-    def get(self, data_cfg: Any, device: torch.device) -> tuple[Any, np.ndarray, float]:
-        """(ImageSet, features, copy threshold) of a run's training data."""
-        from ..data import load_images
-        from ..metrics.cache import cached_features
-        from ..metrics.inception import find_inception
-        from ..metrics.novelty import copy_threshold
+    def get(self, data_cfg: Any, device: torch.device) -> tuple[Any, Reference]:
+        """(ImageSet, Reference) of a run's training data."""
 
         key = repr(data_cfg)
         if key in self._items:
@@ -391,15 +392,14 @@ class NoveltyData:
                 f"the training data {path!r} named in this run's config.json is not there any more, "
                 "so there is nothing to compare with; restore it at that path to use the novelty view"
             )
-        try:
-            self.network = network = find_inception(allow_download=False)
+        try:  # never a download from a web request: the network must be installed
+            network = find_inception(allow_download=False)
         except FileNotFoundError as e:
             raise Conflict(f"the novelty view needs the FID network: {e}") from None
         data = load_images(data_cfg)
         if len(data) < 2:
             raise Conflict(f"the training data {path!r} has {len(data)} image(s); novelty needs at least 2")
-        feats = cached_features(data.images, 50, inception_path=network, device=device)
-        item = (data, feats, copy_threshold(feats))
+        item = (data, Reference(data.images, device, inception=network))
         self._items[key] = item
         while len(self._items) > self.size:
             self._items.popitem(last=False)
@@ -418,17 +418,13 @@ def novelty(
     Inception feature space that ``artforge eval``'s copy rate uses. ``ratio`` is the distance
     over the copy threshold (the median nearest-neighbour distance among training images): below
     1 the image is closer to a training image than training images are to each other."""
-    from ..metrics.inception import features
-    from ..metrics.precision_recall import nearest_neighbours
-    from ..sample import save_image
-
     run = cache.get(run_path)
     opts = options.check(run)
-    data, real_f, tau = store.get(run.config.data, run.device)
+    data, real = store.get(run.config.data, run.device)
+    tau = real.threshold
     k = min(k, len(data))
     images = run.sample_seeds(seeds, **opts)
-    fake_f = features(images, 50, inception=store.network, device=run.device)
-    dist, idx = nearest_neighbours(fake_f, real_f, k)
+    dist, idx = real.nearest(real.features_of(images), k)
     out = new_output_dir(run_path, "novelty")
     rows = []
     for i, s in enumerate(seeds):
@@ -466,8 +462,6 @@ def _ratio(d: float, tau: float) -> float | None:
 
 def _save_set(run_path: Path, kind: str, images: torch.Tensor, names: list[str]) -> dict[str, Any]:
     """PNGs, a grid and a zip of ``images`` in a fresh RUN/generated/studio/ folder."""
-    from ..sample import make_grid, save_image
-
     out = new_output_dir(run_path, kind)
     for img, name in zip(images, names, strict=True):
         save_image(img, out / name)
@@ -493,8 +487,6 @@ def create(
     ``mask``: the bytes of a mask picture or an "L,T,R,B" box) through the Python API's create
     functions. One turn of the lane: create runs a projection or a DDIM loop as one call (the
     forward pre-hook still stops it at the next network call once cancelled)."""
-    from .. import create as cr
-
     run = cache.get(run_path)
     if run.is_audio:
         raise Conflict(f"{run_path.name} is a sound run; img2img and inpaint take pictures")
@@ -525,10 +517,6 @@ def project(
 ) -> dict[str, Any]:
     """The latent that reproduces an uploaded picture (``artforge project``'s files: latent,
     reconstruction, target, project.json) in a fresh RUN/generated/studio/ folder."""
-    from .. import create as cr
-    from ..models.base import write_json
-    from ..sample import save_image
-
     run = cache.get(run_path)
     if run.config.family not in ("gan", "dcgan", "vae") or run.is_audio:
         raise Conflict(

@@ -79,15 +79,6 @@ def _write_failure(run_dir: Path, what: str, e: BaseException) -> str:
     return f"could not write {what} ({reason}{free})"
 
 
-def _save_weights(module: nn.Module, path: Path) -> None:
-    """save_weights, then the usual file mode (0666 less the umask, 0644 by default): the
-    safetensors writer creates its file 0600, unlike every other file of a run."""
-    save_weights(module, path)
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
-
-
 def _rng_states() -> dict[str, Any]:
     """Every global RNG the training process may draw from, as weights_only-loadable values."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -139,9 +130,9 @@ def save_checkpoint(
     )
     try:
         tmp.mkdir()
-        _save_weights(model, tmp / "model.safetensors")
+        save_weights(model, tmp / "model.safetensors")  # with the usual file mode (io.py)
         if ema_model is not None:
-            _save_weights(ema_model, tmp / "ema.safetensors")
+            save_weights(ema_model, tmp / "ema.safetensors")
         trainer_state = {
             "step": state.step,
             "images_seen": state.images_seen,
@@ -171,10 +162,9 @@ def save_checkpoint(
     weights = run_dir / WEIGHTS_NAME
     had_weights = weights.is_file()
     try:
-        _save_weights(ema_model if ema_model is not None else model, weights)
+        save_weights(ema_model if ema_model is not None else model, weights)  # no temp file left on failure
         _fsync_file(weights)
     except (OSError, RuntimeError, SafetensorError) as e:
-        (run_dir / (WEIGHTS_NAME + ".tmp")).unlink(missing_ok=True)
         what = f"{weights} for step {state.step}"
         before = "still holds the previous weights" if had_weights else "was not written yet"
         raise SaveError(

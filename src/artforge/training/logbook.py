@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..io import replacing, write_bytes
+
 log = logging.getLogger(__name__)
 
 
@@ -135,9 +137,7 @@ class Logbook:
         body = b"".join(lines[:keep])
         if body and not body.endswith(b"\n"):
             body += b"\n"
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_bytes(body)
-        os.replace(tmp, self.path)
+        write_bytes(self.path, body)
 
 
 def _parse(raw: bytes) -> dict[str, Any] | None:
@@ -196,8 +196,8 @@ def save_figure(fig: Any, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        with replacing(out) as tmp:
+            fig.savefig(tmp, dpi=90, format="png")
+    finally:
+        plt.close(fig)

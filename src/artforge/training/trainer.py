@@ -15,6 +15,7 @@ import shutil
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -22,8 +23,11 @@ from torch import nn
 
 from ..config import RunConfig, TrainConfig
 from ..data import ImageSet, load_images
+from ..data.captions import read_captions
 from ..data.holdout import is_held_out
-from ..models.base import GenerativeModel, write_json
+from ..device import resolve_device
+from ..io import write_json
+from ..models.base import GenerativeModel
 from ..optim import EMA, build_optimizer
 from ..resolve import complete_config
 from ..runs import build_model, write_config
@@ -46,6 +50,18 @@ GRID_SEED = 1234  # the fixed seed of the training sample grids
 Hook = Callable[["Trainer", int], None]
 
 
+@dataclass
+class _Window:
+    """Images trained since the last log line, and when that line was written: the speed
+    the next line reports."""
+
+    images: int = 0
+    start: float = field(default_factory=time.perf_counter)
+
+    def reset(self) -> None:
+        self.images, self.start = 0, time.perf_counter()
+
+
 class TrainingError(RuntimeError):
     """Training cannot continue (e.g. the loss became NaN); the last checkpoint is intact."""
 
@@ -62,15 +78,6 @@ class Diverged(TrainingError):
     def __init__(self, message: str, step: int) -> None:
         super().__init__(message)
         self.step = step
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-    return dev
 
 
 def configure_backends(t: TrainConfig, device: torch.device) -> None:
@@ -138,7 +145,9 @@ def seed_everything(seed: int) -> None:
 
 class Trainer:
     """Train ``cfg`` into ``run_dir``. ``hooks`` are ``fn(trainer, step)`` called after each step
-    (on the main process only).
+    (on the main process only). The Trainer imports no evaluation code: the hooks that
+    ``train.monitor_every`` and ``train.snapshot_every`` ask for are built by the caller
+    (``evaluate.training_hooks(cfg.train)``, as ``api.train`` and ``artforge train`` do).
 
     Under ``torchrun`` every process runs a Trainer: each takes its slice of every batch, the
     gradients are averaged (training/distributed.py), and only rank 0 writes the run folder.
@@ -224,14 +233,6 @@ class Trainer:
             )
         self.captions = self._read_captions()  # None unless the model is text-conditioned
         self._grid_prompts: list[str] | None = None
-        if t.monitor_every > 0:  # the [eval] creativity monitor, on the standard FID network
-            from ..evaluate import make_monitor_hook
-
-            self.hooks.append(make_monitor_hook(t.monitor_every, t.monitor_n, fid=t.monitor_fid))
-        if t.snapshot_every > 0:  # numbered copies of the sampling weights (snapshots.py)
-            from ..snapshots import make_snapshot_hook
-
-            self.hooks.append(make_snapshot_hook(t.snapshot_every, t.snapshot_keep))
         self.state = TrainState()
         self.logbook = Logbook(self.run_dir / "metrics.jsonl")
         self.saved_step: int | None = None  # step of the last checkpoint written (the rollback target)
@@ -262,8 +263,6 @@ class Trainer:
     def _read_captions(self) -> list[str] | None:
         if not getattr(self.model, "conditional", False):
             return None
-        from ..data.captions import read_captions
-
         caps = read_captions(self.data.root or self.cfg.data.path, self.data.names, self.cfg.data.captions)
         if len(caps.uncaptioned) == len(caps.texts):
             raise ValueError(
@@ -317,41 +316,15 @@ class Trainer:
 
         A folder that already holds a run is only started afresh with ``overwrite``.
         """
-        if not resume and (self.run_dir / "config.json").exists() and not overwrite:
-            raise ValueError(
-                f"{self.run_dir} already holds a run; continue it with --resume, "
-                "or pick another --out (or --overwrite to replace it)"
-            )
-        # without a checkpoint, --resume refuses (naming what is missing) unless the folder
-        # holds nothing a fresh start would replace (a run killed before its first checkpoint)
-        if resume and not check_resumable(self.run_dir):
-            log.warning("%s has no checkpoint and no results yet; starting it from step 0", self.run_dir)
-            resume = False
+        resume = self._check_folder(resume, overwrite)
         distributed.barrier(self.dist)  # every rank has looked before rank 0 writes anything
         if resume:
             self._load_state()
             log.info("resumed %s at step %d", self.run_dir, self.state.step)
         elif self.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            for stale in (  # what a fresh start replaces: its log, grids, checkpoint and snapshots
-                *("metrics.jsonl", "samples", "plots", "state", "state.old", "state.tmp"),
-                *("snapshots", "snapshots.json", "snapshots.md"),
-            ):
-                p = self.run_dir / stale
-                if p.is_symlink():  # a link is removed, never what it points to
-                    p.unlink()
-                elif p.is_dir():
-                    shutil.rmtree(p)
-                elif p.exists():
-                    p.unlink()
+            self._clear_for_fresh_start()
         if self.main:
-            write_config(self.cfg, self.run_dir)
-            self.data.write_report(self.run_dir / "data_report.json")
-            if self.captions is not None:
-                log.info("%s", self.caption_report.summary())
-                write_json(self.caption_report.report(), self.run_dir / "captions_report.json")
-            if self.data.held_out:  # the loader said what it read; this is what training keeps
-                log.info("%s", self.data.summary())
+            self._write_run_files()
         distributed.barrier(self.dist)
         if not resume:  # step 0: loadable and resumable from the start, and a rollback target
             self.checkpoint()
@@ -363,89 +336,156 @@ class Trainer:
             return self.run_dir
 
         bar = self._progress_bar(total)
-        t = self.cfg.train
-        start = time.perf_counter() - self.state.elapsed
-        window_t, window_imgs = time.perf_counter(), 0
-        step = self.state.step
-        timed = t.minutes is not None  # only then do the ranks need one clock (a collective)
         try:
-            while total is None or step < total:
-                now = time.perf_counter() - start
-                elapsed = distributed.from_main(self.dist, now, self.device) if timed else now
-                if self._out_of_time(elapsed):
-                    if self._guard(self.check_finite):  # the last steps are checked before the end
-                        break
-                    step = self._rolled_back(bar)
-                    window_t, window_imgs = time.perf_counter(), 0
-                    continue
-                self.progress_done = self._budget_fraction(step, elapsed, total)
-                self._train_step(step)
-                if self.compile_failures is not None and self.main:
-                    self.compile_failures.report()
-                step += 1
-                self.state.step = step
-                self.state.images_seen += t.batch_size
-                window_imgs += t.batch_size
-                if self.ema is not None:
-                    self.ema.update(self.model, self.state.images_seen, t.batch_size)
-                self.state.elapsed = time.perf_counter() - start
-                logs = step % t.log_every == 0 or step == total
-                grid = bool(t.sample_every) and step % t.sample_every == 0
-                ckpt = bool(t.ckpt_every and step % t.ckpt_every == 0) or step == total
-                # the deferred NaN check, on every rank alike, before anything leaves the step
-                if (logs or grid) and not self._guard(self.check_finite):
-                    step = self._rolled_back(bar)
-                    window_t, window_imgs = time.perf_counter(), 0
-                    continue
-                if self.main and logs:
-                    row = self._log_row(step, window_imgs, window_t)
-                    window_t, window_imgs = time.perf_counter(), 0
-                    if bar is not None:
-                        bar.set_postfix_str(self._postfix(row), refresh=False)
-                if self.main and grid:
-                    self.save_samples()
-                if ckpt and not self._guard(self.checkpoint):
-                    step = self._rolled_back(bar)
-                    window_t, window_imgs = time.perf_counter(), 0
-                    continue
-                for hook in self.hooks if self.main else ():
-                    hook(self, step)
-                if bar is not None:
-                    bar.update(1)
+            window = self._loop(total, bar)
         except KeyboardInterrupt:
-            if bar is not None:
-                bar.close()
-            try:
-                self.checkpoint(verify=False)  # the other ranks are being interrupted too
-            except Diverged as e:
-                log.warning("interrupted; %s", e)
-                raise
-            log.warning("interrupted at step %d; checkpoint saved, continue with --resume", step)
+            self._save_on_interrupt(bar)
             raise
         if bar is not None:
             bar.close()
-        if self.main and window_imgs:  # a budget in minutes ends between log lines: log the tail
-            self._log_row(step, window_imgs, window_t)
+        if self.main and window.images:  # a budget in minutes ends between log lines: log the tail
+            self._log_row(self.state.step, window)
         self._finish()
         distributed.teardown(self.dist)
         return self.run_dir
 
-    def _rolled_back(self, bar) -> int:  # type: ignore[no-untyped-def]
-        """After a rollback: the step to continue from, shown on the progress bar."""
+    def _check_folder(self, resume: bool, overwrite: bool) -> bool:
+        """Refuse to start over a run unless told to; whether to resume after all."""
+        if not resume and (self.run_dir / "config.json").exists() and not overwrite:
+            raise ValueError(
+                f"{self.run_dir} already holds a run; continue it with --resume, "
+                "or pick another --out (or --overwrite to replace it)"
+            )
+        # without a checkpoint, --resume refuses (naming what is missing) unless the folder
+        # holds nothing a fresh start would replace (a run killed before its first checkpoint)
+        if resume and not check_resumable(self.run_dir):
+            log.warning("%s has no checkpoint and no results yet; starting it from step 0", self.run_dir)
+            return False
+        return resume
+
+    def _clear_for_fresh_start(self) -> None:
+        """Remove what a fresh start replaces: its log, grids, checkpoint and snapshots."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in (
+            *("metrics.jsonl", "samples", "plots", "state", "state.old", "state.tmp"),
+            *("snapshots", "snapshots.json", "snapshots.md"),
+        ):
+            p = self.run_dir / stale
+            if p.is_symlink():  # a link is removed, never what it points to
+                p.unlink()
+            elif p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+
+    def _write_run_files(self) -> None:
+        """config.json and the reports of what the data held (rank 0)."""
+        write_config(self.cfg, self.run_dir)
+        self.data.write_report(self.run_dir / "data_report.json")
+        if self.captions is not None:
+            log.info("%s", self.caption_report.summary())
+            write_json(self.caption_report.report(), self.run_dir / "captions_report.json")
+        if self.data.held_out:  # the loader said what it read; this is what training keeps
+            log.info("%s", self.data.summary())
+
+    def _loop(self, total: int | None, bar) -> _Window:  # type: ignore[no-untyped-def]
+        """Steps until the budget is spent, rolling back on divergence; returns the images
+        trained since the last log line."""
+        t = self.cfg.train
+        start = time.perf_counter() - self.state.elapsed
+        window = _Window()
+        step = self.state.step
+        timed = t.minutes is not None  # only then do the ranks need one clock (a collective)
+        while total is None or step < total:
+            now = time.perf_counter() - start
+            elapsed = distributed.from_main(self.dist, now, self.device) if timed else now
+            if self._out_of_time(elapsed):
+                if self._guard(self.check_finite):  # the last steps are checked before the end
+                    break
+                step = self._rolled_back(bar, window)
+                continue
+            self.progress_done = self._budget_fraction(step, elapsed, total)
+            self._train_step(step)
+            if self.compile_failures is not None and self.main:
+                self.compile_failures.report()
+            step += 1
+            self._count_step(step, start, window)
+            if not self._after_step(step, total, bar, window):
+                step = self._rolled_back(bar, window)
+                continue
+            if bar is not None:
+                bar.update(1)
+        return window
+
+    def _count_step(self, step: int, start: float, window: _Window) -> None:
+        """The counters of a finished step, and the EMA's update."""
+        t = self.cfg.train
+        self.state.step = step
+        self.state.images_seen += t.batch_size
+        window.images += t.batch_size
+        if self.ema is not None:
+            self.ema.update(self.model, self.state.images_seen, t.batch_size)
+        self.state.elapsed = time.perf_counter() - start
+
+    def _due(self, step: int, total: int | None) -> tuple[bool, bool, bool]:
+        """Whether ``step`` ends with a log line, a sample grid, a checkpoint."""
+        t = self.cfg.train
+        logs = step % t.log_every == 0 or step == total
+        grid = bool(t.sample_every) and step % t.sample_every == 0
+        ckpt = bool(t.ckpt_every and step % t.ckpt_every == 0) or step == total
+        return logs, grid, ckpt
+
+    def _after_step(self, step: int, total: int | None, bar, window: _Window) -> bool:  # type: ignore[no-untyped-def]
+        """The outputs due after ``step``, then the hooks; False when a divergence was found
+        and the run rolled back."""
+        logs, grid, ckpt = self._due(step, total)
+        # the deferred NaN check, on every rank alike, before anything leaves the step
+        if (logs or grid) and not self._guard(self.check_finite):
+            return False
+        if self.main and logs:
+            row = self._log_row(step, window)
+            if bar is not None:
+                bar.set_postfix_str(self._postfix(row), refresh=False)
+        if self.main and grid:
+            self.save_samples()
+        if ckpt and not self._guard(self.checkpoint):
+            return False
+        for hook in self.hooks if self.main else ():
+            hook(self, step)
+        return True
+
+    def _save_on_interrupt(self, bar) -> None:  # type: ignore[no-untyped-def]
+        """Ctrl-C: save a checkpoint (unless the weights diverged) so --resume continues."""
+        if bar is not None:
+            bar.close()
+        try:
+            self.checkpoint(verify=False)  # the other ranks are being interrupted too
+        except Diverged as e:
+            log.warning("interrupted; %s", e)
+            raise
+        log.warning("interrupted at step %d; checkpoint saved, continue with --resume", self.state.step)
+
+    def _rolled_back(self, bar, window: _Window) -> int:  # type: ignore[no-untyped-def]
+        """After a rollback: the step to continue from, shown on the progress bar; the speed
+        window starts again."""
         if bar is not None:
             bar.n = self.state.step
+        window.reset()
         return self.state.step
 
-    def _log_row(self, step: int, window_imgs: int, window_t: float) -> dict:  # type: ignore[type-arg]
-        """Write one metrics.jsonl line: counters, speed over the window, mean losses."""
-        return self.logbook.flush(
+    def _log_row(self, step: int, window: _Window) -> dict:  # type: ignore[type-arg]
+        """Write one metrics.jsonl line: counters, speed over the window, mean losses; the
+        window starts again."""
+        row = self.logbook.flush(
             step=step,
             images=self.state.images_seen,
             epoch=round(self.batches.epoch_of(step), 4),
             elapsed=round(self.state.elapsed, 2),
-            img_per_s=round(window_imgs / max(time.perf_counter() - window_t, 1e-9), 2),
+            img_per_s=round(window.images / max(time.perf_counter() - window.start, 1e-9), 2),
             **self._memory(),
         )
+        window.reset()
+        return row
 
     def _memory(self) -> dict[str, float]:
         """Peak CUDA memory so far (MiB), for the log; nothing on the CPU."""
