@@ -36,14 +36,14 @@ class SlowRenames:
 
 def slow_down(pause: float) -> None:
     checkpoint.os = SlowRenames(pause)  # type: ignore[assignment]
-    save_weights = checkpoint._save_weights
+    save_weights = checkpoint.save_weights
 
     def slow_save_weights(module: Any, path: Path) -> None:
-        if path.parent.name != checkpoint.STATE + ".tmp":  # the run's model.safetensors
+        if Path(path).parent.name != checkpoint.STATE + ".tmp":  # the run's model.safetensors
             time.sleep(pause)
         save_weights(module, path)
 
-    checkpoint._save_weights = slow_save_weights  # type: ignore[assignment]
+    checkpoint.save_weights = slow_save_weights  # type: ignore[assignment]
 
 
 if __name__ == "__main__":
