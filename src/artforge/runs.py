@@ -7,7 +7,6 @@ settings into the config.json of a run is resolve.py's.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
-from .config import RunConfig, check_depth, check_device, read_config_bytes, run_config_from_dict
+from .config import RunConfig, check_device, load_config_file, run_config_from_dict
 from .device import resolve_device
 from .io import write_json
 from .models import make_model_config, model_class
@@ -64,15 +63,7 @@ def read_config(run_dir: str | Path) -> RunConfig:
     path = Path(run_dir) / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a run folder (no {CONFIG_NAME})")
-    try:
-        d = json.loads(read_config_bytes(path).decode("utf-8"))
-    except ValueError as e:  # JSON or UTF-8 errors; an integer of more than 4300 digits
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    except RecursionError:
-        raise ValueError(f"{path}: nested too deeply to be a run config") from None
-    if not isinstance(d, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    check_depth(d, path)
+    d = load_config_file(path)  # bounded, parsed, an object, not nested too deep
     version = d.get("format_version", FORMAT_VERSION)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ValueError(

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
-from .builders import check_target, swap_into_place
+from .builders import building, check_target
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +117,9 @@ def build_emoji(
 
     cell = font.getlength("\U0001f600")  # one glyph's advance
     digits = max(4, len(str(len(entries))))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     written = 0
     skipped: list[tuple[str, str]] = []
-    try:
+    with building(out) as tmp:
         with open(tmp / "captions.jsonl", "w", encoding="utf-8") as captions:
             total = len(entries) if limit is None else min(limit, len(entries))
             bar = tqdm(entries, total=total, desc="rendering emoji", unit="emoji", disable=not progress)
@@ -150,10 +144,6 @@ def build_emoji(
             bar.close()
         if written == 0:
             raise ValueError(f"no emoji rendered with {font_path}; first problems: {skipped[:3]}")
-        swap_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for cps, why in skipped:
         log.debug("skipped emoji %s: %s", cps, why)
     # the count written is the caller's to say (artforge data emoji prints it): said here too it

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .builders import check_target, swap_into_place
+from .builders import building, check_target
 
 log = logging.getLogger(__name__)
 
@@ -233,12 +233,8 @@ def build_notes(
         raise ValueError(f"need 0 < hold <= seconds <= 10, got hold={hold}, seconds={seconds}")
     out = Path(out)
     check_target(out, "labels.jsonl", "notes set")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     written, silent = 0, 0
-    try:
+    with building(out) as tmp:
         with tempfile.TemporaryDirectory(prefix="artforge-notes-") as work:
             jobs = {p: [Note(p, pitch, v) for pitch in pitches for v in velocities] for p in programs}
 
@@ -280,10 +276,6 @@ def build_notes(
                 bar.close()
         if written == 0:
             raise RuntimeError(f"fluidsynth rendered only silence with {sf2}")
-        swap_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("wrote %d notes to %s; %d silent notes left out", written, out, silent)
     return written
 

@@ -287,10 +287,15 @@ async def run_live(request: Request) -> Response:
     return JSONResponse(gallery.live(s.root, run_id, since or 0, s.jobs.run_states()))
 
 
-async def generate(request: Request) -> Response:
+async def run_request(request: Request, limit: int = MAX_BODY) -> tuple[Studio, dict[str, Any], Path]:
+    """The studio, the request's JSON body and the run folder it names (inside RUNS_DIR)."""
     s = studio(request)
-    body = await json_body(request)
-    path = safety.run_dir(s.root, body.get("run"))
+    body = await json_body(request, limit)
+    return s, body, safety.run_dir(s.root, body.get("run"))
+
+
+async def generate(request: Request) -> Response:
+    s, body, path = await run_request(request)
     h, w = run_size(path)
     options = sample_options(body)
     seeds = safety.seed_list(body["seeds"]) if body.get("seeds") not in (None, "", []) else None
@@ -302,14 +307,12 @@ async def generate(request: Request) -> Response:
         s.fast,
         lambda: worker.generate(s.models, path, seeds, seed, n, options),  # type: ignore[arg-type]
     )
-    keys = ("images", "grid", "zip", "sounds") if "sounds" in result else ("images", "grid", "zip")
+    keys = ("images", "grid", "zip", *(("sounds",) if "sounds" in result else ()))
     return JSONResponse(s.output_urls(result, *keys))
 
 
 async def interpolate(request: Request) -> Response:
-    s = studio(request)
-    body = await json_body(request)
-    path = safety.run_dir(s.root, body.get("run"))
+    s, body, path = await run_request(request)
     h, w = run_size(path)
     options = sample_options(body)
     seeds = safety.seed_list(body.get("seeds", "1,2,3"), limit=16)
@@ -344,9 +347,7 @@ def upload(body: dict[str, Any], key: str, what: str) -> bytes:
 
 async def create_images(request: Request, kind: str) -> Response:
     """img2img / inpaint: an uploaded picture through the run's model on the generation lane."""
-    s = studio(request)
-    body = await json_body(request, MAX_UPLOAD_BODY)
-    path = safety.run_dir(s.root, body.get("run"))
+    s, body, path = await run_request(request, MAX_UPLOAD_BODY)
     cfg = gallery.read_json(path / "config.json") or {}
     if gallery.modality(cfg) == "audio":
         raise safety.Conflict(f"{path.name} is a sound run; {kind} takes pictures")
@@ -375,9 +376,7 @@ async def create_images(request: Request, kind: str) -> Response:
 
 async def project(request: Request) -> Response:
     """The latent of an uploaded picture (GAN, DCGAN, VAE), on the generation lane."""
-    s = studio(request)
-    body = await json_body(request, MAX_UPLOAD_BODY)
-    path = safety.run_dir(s.root, body.get("run"))
+    s, body, path = await run_request(request, MAX_UPLOAD_BODY)
     cfg = gallery.read_json(path / "config.json") or {}
     if gallery.modality(cfg) == "audio" or cfg.get("family") not in ("gan", "dcgan", "vae"):
         raise safety.Conflict(
@@ -410,9 +409,7 @@ SEEDS_PER_PAGE = 24  # the seed browser's page
 async def seed_page(request: Request) -> Response:
     """One page of the seed browser: seeds page*24 .. page*24+23, one image each (generate's
     per-seed mode), and which of them are starred."""
-    s = studio(request)
-    body = await json_body(request)
-    path = safety.run_dir(s.root, body.get("run"))
+    s, body, path = await run_request(request)
     h, w = run_size(path)
     options = sample_options(body)
     page = safety.get_int(body, "page", 0, 0, safety.MAX_SEED // SEEDS_PER_PAGE)
@@ -424,7 +421,7 @@ async def seed_page(request: Request) -> Response:
         s.fast,
         lambda: worker.generate(s.models, path, seeds, 0, len(seeds), options),  # type: ignore[arg-type]
     )
-    keys = ("images", "grid", "zip", "sounds") if "sounds" in result else ("images", "grid", "zip")
+    keys = ("images", "grid", "zip", *(("sounds",) if "sounds" in result else ()))
     out = s.output_urls(result, *keys)
     out.update(page=page, seeds=seeds, starred=[x for x in seeds if x in starred])
     return JSONResponse(out)
@@ -438,9 +435,7 @@ async def get_favourites(request: Request) -> Response:
 
 async def set_favourite(request: Request) -> Response:
     """Star (``"star": true``, the default) or unstar one seed of a run."""
-    s = studio(request)
-    body = await json_body(request)
-    path = safety.run_dir(s.root, body.get("run"))
+    s, body, path = await run_request(request)
     if body.get("seed") is None:
         raise BadRequest("seed is required")
     seed = safety.get_int(body, "seed", None, 0, safety.MAX_SEED)
@@ -449,9 +444,7 @@ async def set_favourite(request: Request) -> Response:
 
 
 async def novelty(request: Request) -> Response:
-    s = studio(request)
-    body = await json_body(request)
-    path = safety.run_dir(s.root, body.get("run"))
+    s, body, path = await run_request(request)
     h, w = run_size(path)
     options = sample_options(body)
     if gallery.modality(gallery.read_json(path / "config.json") or {}) == "audio":
