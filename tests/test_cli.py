@@ -126,6 +126,35 @@ def test_resume_and_budget_extension(tmp_path):
     assert (run / "model.safetensors").read_bytes() == before
 
 
+def test_restart_takes_a_new_learning_rate_and_resume_refuses_one(tmp_path, capsys):
+    """A saved run holds its optimiser settings per group; --lr given on --restart must reach
+    every group (it used to lose to the saved ones, unseen), and on --resume it is refused."""
+    rc, run = train(tmp_path, "--steps", "1", "--lr", "0.001")
+    assert rc == 0
+    saved = json.loads((run / "config.json").read_text())["optim_groups"]
+    assert {g["lr"] for g in saved.values()} == {0.001}
+    capsys.readouterr()
+    assert main(["-q", "train", "--out", str(run), "--restart", "--lr", "0.0005", "--dry-run"]) == 0
+    groups = json.loads(capsys.readouterr().out)["optim_groups"]
+    assert {g["lr"] for g in groups.values()} == {0.0005}
+    # a per-group setting still wins over the run-wide one
+    argv = ["-q", "train", "--out", str(run), "--restart", "--lr", "0.0005", "--d-lr", "0.002", "--dry-run"]
+    assert main(argv) == 0
+    groups = json.loads(capsys.readouterr().out)["optim_groups"]
+    assert (groups["G"]["lr"], groups["D"]["lr"]) == (0.0005, 0.002)
+    before = (run / "model.safetensors").read_bytes()
+    assert main(["-q", "train", "--out", str(run), "--resume", "--lr", "0.0005"]) == 2
+    assert "--resume cannot change optim_groups" in capsys.readouterr().err
+    assert (run / "model.safetensors").read_bytes() == before
+
+
+def test_profile_none_as_an_override(capsys):
+    """--train.profile=none: the override parser reads the word as None; the setting means "none"."""
+    argv = ["-q", "train", "--data", "builtin", "--train.profile=none", "--dry-run", *TINY[:-1]]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["train"]["profile"] == "none"
+
+
 def test_config_file_and_overrides(tmp_path, capsys):
     toml = tmp_path / "run.toml"
     toml.write_text('family = "vae"\n[train]\nsteps = 3\nbatch_size = 4\n[data]\npath = "builtin"\n')

@@ -513,6 +513,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         return _coerce_union(tp, value, where)
     if origin is Literal:
+        if value is None and "none" in get_args(tp):  # --train.profile=none reads as None
+            return "none"
         if value not in get_args(tp):
             raise ValueError(f"{where} must be one of {list(get_args(tp))}, got {value!r}")
         return value

@@ -87,8 +87,13 @@ def settings_dict(
     config: str | Path | Mapping[str, Any] | None = None,
     base: RunConfig | None = None,
 ) -> dict[str, Any]:
-    """The settings as given, as one nested dict: base < config < given < overrides."""
-    d = base.to_dict() if base is not None else {}
+    """The settings as given, as one nested dict: base < config < given < overrides.
+
+    A saved run's ``optim_groups`` hold every optimiser setting per group, filled in from the
+    run-wide ``optim`` ones it was trained with; a run-wide setting given now (``--lr`` on a
+    ``--restart``) replaces those filled-in values, or it would lose to them unseen (and a
+    ``--resume`` that changes one is refused as a change of optim_groups)."""
+    d: dict[str, Any] = {}
     if config is not None:
         table = config if isinstance(config, Mapping) else load_config_file(config)
         d = merge(d, dict(table))
@@ -104,7 +109,15 @@ def settings_dict(
             set_path(d, "data.width", w)
             continue
         set_path(d, ALIASES.get(key, key) or key, value)
-    return d
+    if base is None:
+        return d
+    saved = base.to_dict()
+    run_wide = d.get("optim")
+    if isinstance(run_wide, dict):
+        for group in saved.get("optim_groups", {}).values():
+            for key in run_wide:
+                group.pop(key, None)
+    return merge(saved, d)
 
 
 def parse_size(text: str) -> tuple[int, int]:
