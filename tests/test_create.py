@@ -441,6 +441,38 @@ def test_eval_snapshots_writes_table_and_best_loads(root, tmp_path, network, cap
     assert (run / "walk.gif").is_file() and not Path(f"{run}@3").exists()
 
 
+def test_keep_best_keeps_the_lowest_monitor_fid_and_resume_continues_it(root, tmp_path, network, monkeypatch):
+    """--keep-best: snapshots/best.safetensors holds the sampling weights of the step with the
+    lowest monitor FID (bit for bit the snapshot of that step), RUN@best loads them when no eval
+    table chose a best, and a resumed run compares against its old record."""
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    run = tmp_path / "kb"
+    args = ["-q", "train", "--data", str(root / "data"), "--out", str(run), *TINY[:-4], "--sample-every", "0"]
+    watch = ["--monitor-every", "2", "--monitor-n", "8", "--snapshot-every", "2", "--snapshot-keep", "50"]
+    assert main([*args, "--steps", "6", *watch, "--keep-best"]) == 0
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    fids = {r["step"]: r["monitor/fid"] for r in rows if "monitor/fid" in r}
+    assert sorted(fids) == [2, 4, 6]
+    info = json.loads((run / "snapshots" / "best.json").read_text())
+    best_step = min(fids, key=lambda s: fids[s])
+    assert (info["step"], info["fid"], info["n"]) == (best_step, fids[best_step], 8)
+    kept = load_file(run / "snapshots" / "best.safetensors")
+    same = load_file(run / "snapshots" / f"step-{best_step:07d}.safetensors")
+    assert kept.keys() == same.keys() and all(torch.equal(kept[k], same[k]) for k in kept)
+    assert artforge.load(f"{run}@best", device="cpu").weights == "snapshots/best.safetensors"
+    # resumed: only a lower FID than the record replaces it
+    assert main(["-q", "train", "--out", str(run), "--resume", "--steps", "10"]) == 0
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    fids = {r["step"]: r["monitor/fid"] for r in rows if "monitor/fid" in r}
+    assert sorted(fids) == [2, 4, 6, 8, 10]
+    info = json.loads((run / "snapshots" / "best.json").read_text())
+    assert info["step"] == min(fids, key=lambda s: fids[s]) and info["fid"] == min(fids.values())
+    # --keep-best without the monitor is refused before training, naming what is missing
+    assert main([*args, "--overwrite", "--keep-best"]) == 1
+
+
 def test_snapshots_of_a_diverged_history_are_replaced_after_rollback(tmp_path):
     from safetensors.torch import load_file
 

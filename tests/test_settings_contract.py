@@ -211,6 +211,15 @@ FLAGS = [
         "int",
         "at most this many snapshots (default 20)",
     ),
+    (
+        ("--keep-best", "--no-keep-best"),
+        "keep_best",
+        "BooleanOptionalAction",
+        None,
+        None,
+        None,
+        "keep the weights of the best monitor FID so far as RUN@best (needs --monitor-every N)",
+    ),
     (("--out",), "out", "_StoreAction", None, "DIR", None, "run folder (default runs/DATA-MODEL)"),
     (
         ("--resume",),
@@ -282,6 +291,7 @@ PATHS = {
     "monitor_fid": "train.monitor_fid",
     "snapshot_every": "train.snapshot_every",
     "snapshot_keep": "train.snapshot_keep",
+    "keep_best": "train.keep_best",
     "optimizer": "optim.name",
     "lr": "optim.lr",
     "betas": "optim.betas",
@@ -341,6 +351,8 @@ CASES = [
     (["--no-monitor-fid"], "--train.monitor_fid=false", []),
     (["--snapshot-every", "10"], "--train.snapshot_every=10", []),
     (["--snapshot-keep", "5"], "--train.snapshot_keep=5", []),
+    (["--keep-best"], "--train.keep_best=true", ["--monitor-every", "50"]),
+    (["--no-keep-best"], "--train.keep_best=false", []),
     (["--optimizer", "sgd"], "--optim.name=sgd", []),
     (["--lr", "0.003"], "--optim.lr=0.003", []),
     (["--betas", "0.1,0.2"], "--optim.betas=[0.1,0.2]", []),
@@ -366,7 +378,14 @@ CASES = [
 
 
 # cases whose value is the default (a flag must still parse; it cannot be seen to change anything)
-ASK_DEFAULT = {"--no-hflip", "--channels-last", "--no-compile", "--tf32", "--no-monitor-fid"}
+ASK_DEFAULT = {
+    "--no-hflip",
+    "--channels-last",
+    "--no-compile",
+    "--tf32",
+    "--no-monitor-fid",
+    "--no-keep-best",
+}
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -465,6 +484,7 @@ RESUMABLE = {
     "nan_lr_factor",
     "snapshot_every",
     "snapshot_keep",
+    "keep_best",
 }
 
 

@@ -346,6 +346,14 @@ class TrainConfig:
     snapshot_keep: int = setting(
         20, flag=True, help="at most this many snapshots (default 20)", resumable=True
     )
+    # keep the sampling weights of the best monitor FID so far (snapshots/best.safetensors,
+    # loaded as RUN@best); the monitor scores FID when this is on
+    keep_best: bool = setting(
+        False,
+        flag=True,
+        help="keep the weights of the best monitor FID so far as RUN@best (needs --monitor-every N)",
+        resumable=True,
+    )
 
     def __post_init__(self) -> None:
         check_bounds(self, "train")
@@ -373,6 +381,10 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be at least {least}, got {getattr(self, name)}")
         if self.snapshot_keep < 3:  # the first, the newest and the best are never thinned
             raise ValueError(f"train.snapshot_keep must be at least 3, got {self.snapshot_keep}")
+        if self.keep_best and self.monitor_every <= 0:
+            raise ValueError(
+                "--keep-best keeps the best monitor FID: give --monitor-every N (steps between scores)"
+            )
         for name in ("ckpt_every", "monitor_every", "ema_half_life", "snapshot_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be 0 or more, got {getattr(self, name)}")

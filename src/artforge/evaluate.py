@@ -36,7 +36,15 @@ from .metrics.reference import Reference
 from .models.base import WEIGHTS_NAME
 from .runs import load_run, read_config
 from .sample import generate, latents_for_seed, options_slice
-from .snapshots import SNAPSHOT_DIR, TABLE_NAME, list_snapshots, make_snapshot_hook
+from .snapshots import (
+    SNAPSHOT_DIR,
+    TABLE_NAME,
+    finite_weights,
+    list_snapshots,
+    make_snapshot_hook,
+    read_best,
+    save_best,
+)
 from .training import Trainer
 from .training.logbook import read_jsonl, save_figure
 
@@ -295,7 +303,11 @@ def training_hooks(t: TrainConfig) -> list[Hook]:
     the studio's jobs) builds its hooks here."""
     hooks: list[Hook] = []
     if t.monitor_every > 0:  # the creativity monitor, on the standard FID network
-        hooks.append(make_monitor_hook(t.monitor_every, t.monitor_n, fid=t.monitor_fid))
+        hooks.append(
+            make_monitor_hook(
+                t.monitor_every, t.monitor_n, fid=t.monitor_fid or t.keep_best, keep_best=t.keep_best
+            )
+        )
     if t.snapshot_every > 0:  # numbered copies of the sampling weights (snapshots.py)
         hooks.append(make_snapshot_hook(t.snapshot_every, t.snapshot_keep))
     return hooks
@@ -306,6 +318,7 @@ def make_monitor_hook(
     n: int = 256,
     *,
     fid: bool = False,
+    keep_best: bool = False,
     max_real: int = 2000,
     batch_size: int | None = None,
     inception: str | os.PathLike[str] | None = None,
@@ -320,9 +333,13 @@ def make_monitor_hook(
     only) as a line of the trainer's Logbook (metrics.jsonl), plots ``plots/monitor.png`` and
     logs a warning when diversity falls below ``collapse`` times its best so far or the copy
     rate exceeds ``copy_warn`` (fresh real images score about 0.5). ``every <= 0`` turns it off.
+    With ``keep_best`` (and ``fid``) the sampling weights of the lowest FID so far are kept as
+    snapshots/best.safetensors (RUN@best; a resumed run continues its record).
     """
     if n < 2:
         raise ValueError(f"the monitor needs at least 2 samples, got n={n}")
+    if keep_best and not fid:
+        raise ValueError("keep_best keeps the best monitor FID: the monitor must score FID")
     state: dict[str, Any] = {"real": None, "best": -math.inf}
 
     def hook(trainer: Trainer, step: int) -> None:
@@ -358,6 +375,8 @@ def make_monitor_hook(
         if fid:
             row["monitor/fid"] = round(fid_from_features(real.features, fake_f), 4)
         trainer.logbook.event(**row)
+        if keep_best:
+            _keep_if_best(trainer, state, step, row["monitor/fid"], n)
         d, c = row["monitor/diversity"], row["monitor/copy_rate"]
         if d < collapse * state["best"]:
             log.warning(
@@ -378,6 +397,26 @@ def make_monitor_hook(
         plot_monitor(metrics_path, trainer.run_dir / "plots" / "monitor.png")
 
     return hook
+
+
+def _keep_if_best(trainer: Trainer, state: dict[str, Any], step: int, fid: float, n: int) -> None:
+    """--keep-best: the sampling weights of the lowest monitor FID so far, kept with their step."""
+    if "best_fid" not in state:  # this process's first score: a resumed run continues its record
+        info = read_best(trainer.run_dir)
+        state["best_fid"] = info["fid"] if info is not None else math.inf
+    if not fid < state["best_fid"]:
+        return
+    model = trainer.sampling_model
+    if not finite_weights(model):
+        return
+    meta = {"family": trainer.cfg.family, "images_seen": str(trainer.state.images_seen)}
+    try:
+        save_best(model, trainer.run_dir, step, fid, n, meta)
+    except OSError as e:  # a full disk: the best is an extra, the checkpoint decides
+        log.warning("could not keep the best weights of step %d (%s)", step, e.strerror or e)
+        return
+    log.info("step %d: monitor FID %.2f, the best so far: kept as RUN@best", step, fid)
+    state["best_fid"] = fid
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:

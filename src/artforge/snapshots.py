@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .io import save_safetensors
+from .io import save_safetensors, write_json
 from .models.base import WEIGHTS_NAME
 
 if TYPE_CHECKING:
@@ -62,6 +62,43 @@ def save_snapshot(model: torch.nn.Module, run_dir: Path, step: int, meta: dict[s
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / snapshot_name(step)
     return save_safetensors(model.state_dict(), path, metadata={"format": "pt", "step": str(step), **meta})
+
+
+def finite_weights(model: torch.nn.Module) -> bool:
+    """Whether every floating-point tensor of the model is finite (one host sync)."""
+    return all(bool(torch.isfinite(v).all()) for v in model.state_dict().values() if v.is_floating_point())
+
+
+BEST_NAME = "best.safetensors"  # under snapshots/: --keep-best's weights
+BEST_INFO = "best.json"  # ... and their step and monitor FID
+
+
+def read_best(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """--keep-best's record ({"step", "fid", "n"}), or None when there is none or it is unreadable."""
+    path = Path(run_dir) / SNAPSHOT_DIR / BEST_INFO
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or not isinstance(info.get("fid"), int | float):
+        return None
+    if not (Path(run_dir) / SNAPSHOT_DIR / BEST_NAME).is_file():
+        return None
+    return info
+
+
+def save_best(
+    model: torch.nn.Module, run_dir: Path, step: int, fid: float, n: int, meta: dict[str, str]
+) -> None:
+    """Keep ``model``'s weights as the best so far: the weights first, then the record naming
+    them (each written whole), so a record never names weights it does not describe for long:
+    a crash between the two leaves the new weights with the old record, which the next
+    improvement replaces."""
+    folder = run_dir / SNAPSHOT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    extra = {"format": "pt", "step": str(step), "monitor_fid": repr(fid), **meta}
+    save_safetensors(model.state_dict(), folder / BEST_NAME, metadata=extra)
+    write_json({"step": step, "fid": fid, "n": n}, folder / BEST_INFO)
 
 
 def to_remove(steps: list[int], keep: int, protect: set[int]) -> list[int]:
@@ -131,9 +168,7 @@ def make_snapshot_hook(every: int, keep: int) -> Callable[[Trainer, int], None]:
         if step % every:
             return
         model = trainer.sampling_model
-        if any(
-            v.is_floating_point() and not bool(torch.isfinite(v).all()) for v in model.state_dict().values()
-        ):
+        if not finite_weights(model):
             log.warning("step %d: non-finite weights, no snapshot", step)
             return
         meta = {"family": trainer.cfg.family, "images_seen": str(trainer.state.images_seen)}
@@ -155,14 +190,18 @@ def make_snapshot_hook(every: int, keep: int) -> Callable[[Trainer, int], None]:
 
 def resolve_weights(run_dir: Path, ref: str) -> str:
     """The weights file (relative to the run folder) for ``ref``: a step number, "best" (the
-    eval table's best; needs ``artforge eval RUN --snapshots``) or "last" (the newest snapshot)."""
+    eval table's best, from ``artforge eval RUN --snapshots``; else the monitor's best kept by
+    ``--keep-best``) or "last" (the newest snapshot)."""
     snaps = list_snapshots(run_dir)
     have = ", ".join(str(s) for s, _ in snaps[-8:]) or "none"
     if ref == "best":
         table = read_table(run_dir)
         if table is None or "best" not in table:
+            if read_best(run_dir) is not None:  # --keep-best's, when no eval table chose one
+                return f"{SNAPSHOT_DIR}/{BEST_NAME}"
             raise ValueError(
-                f"{run_dir}@best: no scored snapshots; run 'artforge eval {run_dir} --snapshots' first"
+                f"{run_dir}@best: no scored snapshots; run 'artforge eval {run_dir} --snapshots' first "
+                "(or train with --keep-best)"
             )
         if table["best"] == "final":
             return WEIGHTS_NAME
