@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from artforge.models import GAN, make_model_config
-from artforge.models.augment import adapt_p, augment, color, cutout, parse_policy, translation
+from artforge.models.augment import adapt_p, adapt_p_, augment, color, cutout, parse_policy, translation
 
 
 def images(n: int = 6, h: int = 16, w: int = 12) -> torch.Tensor:
@@ -86,6 +86,39 @@ def test_ada_controller_moves_toward_target() -> None:
     assert adapt_p(0.2, unsure, 0.6, batch=8, speed_images=80) == pytest.approx(0.1)
     assert adapt_p(0.99, confident, 0.6, batch=8, speed_images=80) == 1.0
     assert adapt_p(0.0, unsure, 0.6, batch=8, speed_images=80) == 0.0
+
+
+def test_device_controller_matches_the_host_one_bit_for_bit() -> None:
+    """ADA on a GPU keeps p on the device (adapt_p_, no host sync): over a long run of random
+    logits and batch sizes, with p pinned at 0 and 1 along the way, every new p is the host
+    controller's, and ties at the target (r = 0.6 in float32) go the same way."""
+    g = torch.Generator().manual_seed(0)
+    p_host, p_dev = 0.0, torch.tensor(0.0)
+    for k in range(400):
+        b = int(torch.randint(1, 40, (), generator=g))
+        bias = [2.0, -2.0, 0.0][k // 50 % 3]  # stretches of confident, unsure and mixed D
+        logits = torch.randn(b, generator=g) + bias
+        if k == 123:  # r exactly 0.6 at batch 5: the float32 tie with the target
+            logits = torch.tensor([1.0, 1, 1, 1, -1])
+        p_host = adapt_p(p_host, logits, 0.6, b, 500)
+        adapt_p_(p_dev, logits, 0.6, b, 500)
+        assert torch.tensor(p_host, dtype=torch.float32).item() == p_dev.item()
+        p_host = float(p_dev)  # the host one reads the float32 buffer back, as the GAN's did
+    assert p_dev.dtype == torch.float32
+
+
+def test_augment_with_a_device_p_matches_a_host_p_inside_0_1() -> None:
+    """A tensor p draws exactly as a float p does for 0 < p < 1 (same images chosen, same
+    transforms), and at p = 0 it changes no image while still drawing."""
+    x = images(32)
+    for p in (0.25, 0.5, 0.9):
+        torch.manual_seed(7)
+        host = augment(x, ("color", "translation", "cutout"), p=p)
+        torch.manual_seed(7)
+        dev = augment(x, ("color", "translation", "cutout"), p=torch.tensor(p))
+        assert torch.equal(host, dev)
+    torch.manual_seed(7)
+    assert torch.equal(augment(x, ("color", "cutout"), p=torch.tensor(0.0)), x)
 
 
 def test_adaptive_gan_logs_p_and_saves_it() -> None:

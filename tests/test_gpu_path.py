@@ -418,3 +418,35 @@ def test_spectral_norm_is_computed_in_fp32_under_bf16_autocast():
     with torch.autocast("cuda", dtype=torch.bfloat16):
         mixed = [m.weight.detach().clone() for m in net]
     assert all(a.dtype == torch.float32 and torch.equal(a, b) for a, b in zip(mixed, plain, strict=True))
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize(
+    "family,model",
+    [
+        ("gan", {}),
+        ("gan", {"ada_target": 0.6}),  # ADA's p stays on the device (augment.adapt_p_)
+        ("vae", {}),
+        ("diffusion", {}),
+    ],
+)
+def test_cuda_steps_never_wait_for_the_device(tmp_path, family, model):
+    """The claim of the sync-free step, checked by CUDA itself: with torch's sync debug mode
+    set to "error", any operation that makes the host wait for the GPU (``.item()``,
+    ``float(t)``, a blocking copy to the host, ``nonzero``) raises. A warm-up step first
+    (lazy initialisation may sync once), then steps and EMA updates between log lines."""
+    cfg = tiny(family, steps=20, device="cuda", log_every=1000, ckpt_every=0)
+    cfg.model.update(model)
+    t = Trainer(cfg, tmp_path / "run", progress=False)
+    t._train_step(0)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for step in range(1, 6):
+            t._train_step(step)
+            if t.ema is not None:
+                t.ema.update(t.model, (step + 1) * cfg.train.batch_size, cfg.train.batch_size)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    t.check_finite()  # the one read per log interval, outside the checked steps

@@ -48,8 +48,11 @@ def _randint(x: Tensor, shard: Shard, low: int, high: int, *tail: int) -> Tensor
     return rank_slice(torch.randint(low, high, (b * shard[1], *tail), device=x.device), b, shard)
 
 
-def _chosen(x: Tensor, p: float, shard: Shard = (0, 1)) -> Tensor:
-    """(B, 1, 1, 1) bool: which images get this transform."""
+def _chosen(x: Tensor, p: float | Tensor, shard: Shard = (0, 1)) -> Tensor:
+    """(B, 1, 1, 1) bool: which images get this transform. A tensor ``p`` (ADA's, on the
+    device) is never read on the host: every image draws, at p = 1 too."""
+    if isinstance(p, Tensor):
+        return _rand(x, shard, 1, 1, 1) < p
     return (
         (_rand(x, shard, 1, 1, 1) < p)
         if p < 1
@@ -100,13 +103,26 @@ _TRANSFORMS: dict[str, Callable[[Tensor, Shard], Tensor]] = {
 }
 
 
-def augment(x: Tensor, policy: tuple[str, ...], p: float = 1.0, shard: Shard = (0, 1)) -> Tensor:
-    """Apply each transform of ``policy`` in order, each to a random fraction p of the images."""
-    if not policy or p <= 0:
+def augment(x: Tensor, policy: tuple[str, ...], p: float | Tensor = 1.0, shard: Shard = (0, 1)) -> Tensor:
+    """Apply each transform of ``policy`` in order, each to a random fraction p of the images.
+
+    ``p`` a float: at p <= 0 nothing is drawn or applied. ``p`` a 0-d tensor on x's device
+    (ADA's probability on a GPU): the transforms are always computed and drawn for, and the
+    draw against p picks the images, so the host never waits for the device to learn p."""
+    if not policy or (not isinstance(p, Tensor) and p <= 0):
         return x
     for name in policy:
         x = torch.where(_chosen(x, p, shard), _TRANSFORMS[name](x, shard), x)
     return x
+
+
+def adapt_p_(p: Tensor, real_logits: Tensor, target: float, batch: int, speed_images: int) -> None:
+    """``adapt_p`` on the device, in place on the () buffer ``p``, with no host sync: the same
+    float64 arithmetic, so the new p is bit for bit the host controller's."""
+    r = torch.sign(real_logits.detach()).mean().double()
+    step = batch / speed_images
+    up = (r > target).double() * (2 * step) - step  # +-step, exactly, in float64 on the device
+    p.copy_((p.double() + up).clamp(0.0, 1.0))
 
 
 def adapt_p(p: float, real_logits: Tensor, target: float, batch: int, speed_images: int) -> float:

@@ -29,7 +29,7 @@ from artforge.losses import (
     lecam_penalty,
     r1_penalty,
 )
-from artforge.models.augment import adapt_p, augment, parse_policy
+from artforge.models.augment import adapt_p, adapt_p_, augment, parse_policy
 from artforge.models.base import GenerativeModel, Phase
 from artforge.models.blocks import (
     DownStack,
@@ -437,16 +437,22 @@ class GAN(_Adversarial):
     def _augment(self, x: Tensor) -> Tensor:
         if not self.policy:
             return x
-        p = float(self.aug_p) if hasattr(self, "aug_p") else self.config.augment_p
+        if not hasattr(self, "aug_p"):
+            return augment(x, self.policy, self.config.augment_p, self.shard)
+        # ADA's p lives on the device: read on the host where that is free (the CPU); on a GPU
+        # the draw compares against the tensor, so the step never waits for the device
+        p = float(self.aug_p) if self.aug_p.device.type == "cpu" else self.aug_p
         return augment(x, self.policy, p, self.shard)
 
     def _adapt(self, real_logits: Tensor) -> dict[str, Tensor]:
         if not hasattr(self, "aug_p"):
             return {}
         c = self.config
-        self.aug_p.fill_(
-            adapt_p(float(self.aug_p), real_logits, c.ada_target, real_logits.shape[0], c.ada_images)
-        )
+        b = real_logits.shape[0]
+        if self.aug_p.device.type == "cpu":
+            self.aug_p.fill_(adapt_p(float(self.aug_p), real_logits, c.ada_target, b, c.ada_images))
+        else:
+            adapt_p_(self.aug_p, real_logits, c.ada_target, b, c.ada_images)
         return {"aug_p": self.aug_p.detach().clone()}
 
     def _d_real(self, real: Tensor, cond: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
