@@ -119,9 +119,19 @@ def test_restart_is_the_explicit_way_to_start_over(finished, tmp_path, capsys):
     (run / "snapshots").mkdir()  # an earlier history's snapshots and their table go with it
     (run / "snapshots" / "step-0000003.safetensors").write_bytes(b"old")
     (run / "snapshots.json").write_text("{}")
+    # the old weights' measurements go too (the studio would show them as the new run's);
+    # what the user made with the old model stays
+    for name in ("eval.json", "eval-step-0000004.json", "novelty.png", "novelty-step-0000004.png"):
+        (run / name).write_text('{"fid": 1.0}')
+    (run / "generated").mkdir()
+    (run / "generated" / "mine.png").write_bytes(b"a picture")
+    (run / "walk.gif").write_bytes(b"a walk")
     rc, err = run_cli(["train", "--out", str(run), "--restart", "--steps", "4"], capsys)
     assert rc == 0, err
     assert not (run / "snapshots").exists() and not (run / "snapshots.json").exists()
+    assert not list(run.glob("eval*.json")) and not list(run.glob("novelty*.png"))
+    assert (run / "generated" / "mine.png").read_bytes() == b"a picture"
+    assert (run / "walk.gif").read_bytes() == b"a walk"
     # the saved settings were used (a VAE at 16x16), from step 0, and the old results replaced
     assert json.loads((run / "config.json").read_text())["family"] == "vae"
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -364,11 +364,16 @@ class Trainer:
         return resume
 
     def _clear_for_fresh_start(self) -> None:
-        """Remove what a fresh start replaces: its log, grids, checkpoint and snapshots."""
+        """Remove what a fresh start replaces: its log, grids, checkpoint, snapshots, and the
+        measurements of the old weights (eval*.json, novelty*.png: the studio would show them
+        beside the new run). What the user made with the old model (generated/, create/,
+        walks) and their favourites stay."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        measured = [p.name for pattern in ("eval*.json", "novelty*.png") for p in self.run_dir.glob(pattern)]
         for stale in (
             *("metrics.jsonl", "samples", "plots", "state", "state.old", "state.tmp"),
             *("snapshots", "snapshots.json", "snapshots.md"),
+            *measured,
         ):
             p = self.run_dir / stale
             if p.is_symlink():  # a link is removed, never what it points to
