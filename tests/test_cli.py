@@ -190,6 +190,10 @@ def test_config_file_and_overrides(tmp_path, capsys):
         (["train", "--model", "dcgan", "--size", "48", "--dry-run"], "dcgan"),
         (["sample", "/no/such/run"], "not a run folder"),
         (["interpolate", "/no/such/run"], "not a run folder"),
+        # eval's sample count is bounded before any run is read or image drawn
+        (["eval", "/no/such/run", "-n", "1000000000"], "-n must be between 4 and 100,000"),
+        (["eval", "/no/such/run", "--snapshots", "-n", "2"], "-n must be between 4 and 100,000"),
+        (["bench", "--data", "builtin", "--minutes", "1", "--out", "x", "-n", "3"], "between 4 and"),
     ],
 )
 def test_errors_are_one_line(argv, message, capsys):

@@ -888,9 +888,19 @@ def _data_notes(args: argparse.Namespace) -> int:
 # -- eval ---------------------------------------------------------------------------------------
 
 
+MAX_EVAL = 100_000  # samples measured at once (FID is usually reported at 50,000)
+
+
+def _check_eval_n(n: int | None) -> None:
+    """-n of eval and bench: at least 4 (KID's subsets), at most MAX_EVAL (features in memory)."""
+    if n is not None and not 4 <= n <= MAX_EVAL:
+        raise CLIError(f"-n must be between 4 and {MAX_EVAL:,} samples, got {n:,}")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .io import write_json
 
+    _check_eval_n(args.n)
     if args.snapshots:
         return cmd_eval_snapshots(args)
     if (args.run is None) == (args.fake is None):
@@ -936,8 +946,6 @@ def _eval_run(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     from .evaluate import evaluate_run
     from .io import write_json
 
-    if args.n < 4:
-        raise CLIError(f"-n must be at least 4, got {args.n}")
     if args.size is not None:
         raise CLIError("--size applies to --fake; a RUN is measured at its own size")
     folder, eval_name = _eval_paths(args.run)
@@ -1013,8 +1021,6 @@ def _eval_sound(args: argparse.Namespace) -> int:
     from .io import write_json
 
     n = 500 if args.n is None else args.n
-    if n < 4:
-        raise CLIError(f"-n must be at least 4, got {n}")
     r = evaluate_audio_run(
         args.run,
         args.data,
@@ -1068,8 +1074,7 @@ def cmd_bench(args: argparse.Namespace, extras: list[str]) -> int:
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     _refuse_sound(args.data, "artforge bench measures pictures; for sound use benchmarks/bench_audio.py")
-    if args.n < 4:
-        raise CLIError(f"-n must be at least 4, got {args.n}")
+    _check_eval_n(args.n)
     result = run_bench(
         args.data,
         args.minutes,
