@@ -288,6 +288,26 @@ def test_generate_gives_the_same_images_in_any_chunking():
     assert whole.device.type == "cpu" and torch.equal(whole, generate(model, z, chunk=3))
 
 
+def test_a_device_the_machine_lacks_is_one_clear_error(monkeypatch):
+    """cuda:N past the GPUs there are (torch's own error comes from deep in the first tensor
+    move) and mps off a Mac are refused with what the machine has."""
+    from artforge.device import resolve_device
+
+    if not torch.backends.mps.is_available():
+        with pytest.raises(ValueError, match="MPS is not available"):
+            resolve_device("mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available; use --device cpu"):
+            resolve_device("cuda:1")
+        # a one-GPU machine, as far as this check can tell (no GPU here to ask)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    count = torch.cuda.device_count()
+    with pytest.raises(ValueError, match=rf"'cuda:{count}': this machine has {count} GPU"):
+        resolve_device(f"cuda:{count}")
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+
+
 # -- on CUDA (pytest -m gpu) -------------------------------------------------------------------
 
 
