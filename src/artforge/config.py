@@ -200,9 +200,8 @@ class DataConfig:
     )
     height: int = bounded(64, 4096)  # pixels; any size, not only powers of two
     width: int = bounded(64, 4096)
-    fit: Fit = setting(
-        "crop", flag=True
-    )  # crop: fill and centre-crop; pad: fit inside and pad; stretch: resize
+    # crop: fill and centre-crop; pad: fit inside and pad; stretch: resize
+    fit: Fit = setting("crop", flag=True)
     # composited behind transparency and used for padding
     background: str = setting("#ffffff", flag=True, help="colour behind transparency (default #ffffff)")
     hflip: bool = setting(False, flag=True, help="random flips")  # random horizontal flips while training
@@ -335,9 +334,8 @@ class TrainConfig:
     on_save_error: OnSaveError = setting("stop", resumable=True)
     # a NaN/Inf loss, gradient or weight rolls back to the last checkpoint this often ...
     nan_retries: int = setting(3, resumable=True)
-    nan_lr_factor: float = setting(
-        0.5, resumable=True
-    )  # ... and multiplies every learning rate by this each time
+    # ... and multiplies every learning rate by this each time
+    nan_lr_factor: float = setting(0.5, resumable=True)
     # steps between weight snapshots in snapshots/ (0 = none); snapshots.py
     snapshot_every: int = setting(
         0, flag=True, help="steps between weight snapshots in snapshots/ (0 = none)", resumable=True
