@@ -245,6 +245,36 @@ def test_many_kill_trials_resume_bit_identical(references, tmp_path):
     assert len(hits) >= n and "checkpoint write" in hits
 
 
+def test_sigterm_checkpoints_where_it_stopped_and_resume_is_exact(references, tmp_path):
+    """SIGTERM (kill, docker stop, a scheduler, the studio's Stop) during training saves a
+    checkpoint at the step it reached, not the last periodic one, exits 143 with one line,
+    and the resumed run ends bit-identical to the uninterrupted one."""
+    ref, _ = references("gan")
+    out = tmp_path / "run"
+    p = subprocess.Popen(
+        train_cmd("gan", out, "--ckpt-every", "1000"), env=env(), stderr=subprocess.PIPE, text=True
+    )
+    rows = out / "metrics.jsonl"
+    while not (rows.exists() and len(rows.read_text().splitlines()) >= 2):  # past step 8
+        assert p.poll() is None, p.stderr.read()[-2000:] if p.stderr else ""
+        time.sleep(0.01)
+    os.kill(p.pid, signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err[-2000:]
+    assert "terminated (SIGTERM) at step" in err and "artforge: terminated" in err
+    step = torch.load(out / "state" / "trainer.pt", weights_only=True)["step"]
+    assert 8 <= step < KILL_STEPS  # where it stopped: no periodic checkpoint after step 0
+    p = subprocess.run(
+        train_cmd("gan", out, "--resume", "--ckpt-every", "1000"),
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert_identical(ref, out)
+
+
 def test_kill_inside_a_checkpoint_write(references, tmp_path):
     # each checkpoint pauses 3 x 1 s between its stages; kill 1.5 s into the step-6 write
     ref, _ = references("gan")

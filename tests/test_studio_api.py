@@ -427,9 +427,9 @@ def test_job_start_live_stop_and_remembered(server, runs_dir):
     while time.time() < deadline and stopped["status"] == "running":
         time.sleep(0.5)
         stopped = server.get(f"/api/jobs/{job['id']}")
-    assert stopped["status"] == "stopped" and stopped["returncode"] == 130, stopped
+    assert stopped["status"] == "stopped" and stopped["returncode"] == 143, stopped
     assert "checkpoint saved" in stopped["log_tail"]
-    assert (runs_dir / "api-job" / "state" / "trainer.pt").is_file()  # SIGINT checkpointed
+    assert (runs_dir / "api-job" / "state" / "trainer.pt").is_file()  # SIGTERM checkpointed
     assert server.get("/api/live/api-job?since=0")["status"] == "stopped"
     assert JobManager(runs_dir).get(job["id"])["status"] == "stopped"
     assert job["id"] in [j["id"] for j in server.get("/api/jobs")["jobs"]]

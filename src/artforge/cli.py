@@ -1250,9 +1250,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return _run(args, extras)
-    except KeyboardInterrupt:
-        print("artforge: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM during training (training.Terminated)
+        term = type(e).__name__ == "Terminated"
+        print(f"artforge: {'terminated' if term else 'interrupted'}", file=sys.stderr)
+        return 143 if term else 130
     except Exception as e:  # noqa: BLE001 - report() decides: one line, or the traceback of a bug
         return report(e, args.debug)
 

@@ -347,7 +347,9 @@ class JobManager:
         return started
 
     def stop(self, job_id: str) -> Job:
-        """SIGINT: the trainer checkpoints and exits (continue later with --resume)."""
+        """SIGTERM: the trainer checkpoints and exits (continue later with --resume). Not
+        SIGINT: a studio started in the background (``artforge studio ... &``) passes its
+        ignored SIGINT on to its jobs, which would then never stop."""
         with self._lock:
             self._refresh()
             job = self.jobs.get(job_id)
@@ -359,7 +361,7 @@ class JobManager:
             elif job.status == "running":
                 job.stop_requested = True
                 with contextlib.suppress(ProcessLookupError):  # it has just ended
-                    os.kill(job.pid, signal.SIGINT)
+                    os.kill(job.pid, signal.SIGTERM)
                 self._save()
             return job
 

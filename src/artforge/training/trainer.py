@@ -12,9 +12,12 @@ import math
 import os
 import random
 import shutil
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,6 +144,35 @@ def compile_networks(model: nn.Module, mode: str = "default") -> CompileFailures
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)  # seeds CUDA too
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived during training: handled like Ctrl-C (a checkpoint, then exit)."""
+
+
+@contextmanager
+def stop_on_sigterm(enabled: bool = True) -> Iterator[None]:
+    """While training, SIGTERM (``kill PID``, ``docker stop``, a scheduler's preemption, the
+    studio's Stop) ends the run like Ctrl-C: a checkpoint, then exit, so ``--resume``
+    continues where it stopped instead of from the last periodic checkpoint. Only in the main
+    thread, only over the default handler (a caller's own is left alone), and not under
+    torchrun, whose SIGTERM means a rank failed: a checkpoint's collectives would wait for it."""
+    if (
+        not enabled
+        or threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class Trainer:
@@ -337,7 +369,8 @@ class Trainer:
 
         bar = self._progress_bar(total)
         try:
-            window = self._loop(total, bar)
+            with stop_on_sigterm(enabled=not self.dist.enabled):
+                window = self._loop(total, bar)
         except KeyboardInterrupt:
             self._save_on_interrupt(bar)
             raise
@@ -468,7 +501,8 @@ class Trainer:
         except Diverged as e:
             log.warning("interrupted; %s", e)
             raise
-        log.warning("interrupted at step %d; checkpoint saved, continue with --resume", self.state.step)
+        why = "terminated (SIGTERM)" if isinstance(sys.exc_info()[1], Terminated) else "interrupted"
+        log.warning("%s at step %d; checkpoint saved, continue with --resume", why, self.state.step)
 
     def _rolled_back(self, bar, window: _Window) -> int:  # type: ignore[no-untyped-def]
         """After a rollback: the step to continue from, shown on the progress bar; the speed
