@@ -16,9 +16,10 @@ Writes a target / GAN / VAE reconstruction grid (``docs/images/create-projection
 ``--grid``).
 
 img2img (every run given): for strengths 0, 0.25, 0.5, 0.75, 1, the mean absolute
-difference to the input (0-255 scale) of 2 outputs per target, and with ``--fid-real N``
-the FID of those outputs against N training images (small n: biased upward, compare the
-rows with each other).
+difference to the input (0-255 scale) of 2 outputs per target (the first k/2 targets), and
+with ``--fid-real N`` the FID of those outputs against N training images (small n: biased
+upward, compare the rows with each other). ``--sketch`` repeats it from crude drawings of
+the same targets (``sketch``: 4-pixel blocks, 3 levels per channel), inputs outside the data.
 """
 
 from __future__ import annotations
@@ -75,7 +76,24 @@ def bench_projection(run: artforge.api.Run, targets: torch.Tensor, steps: int) -
     return row, proj.images
 
 
-def bench_img2img(run: artforge.api.Run, targets: torch.Tensor, fid_real: int, data: str) -> list[dict]:
+def sketch(images: torch.Tensor, block: int = 4, levels: int = 3) -> torch.Tensor:
+    """A crude drawing of each image (n, 3, H, W) in [0, 1]: blocks of ``block`` pixels, each
+    channel posterised to ``levels`` values. Outside the data's distribution, as the
+    strokes SDEdit starts from are; img2img should pull them toward the data."""
+    h, w = images.shape[-2:]
+    small = torch.nn.functional.avg_pool2d(images, block, ceil_mode=True)
+    blocky = torch.nn.functional.interpolate(small, scale_factor=block, mode="nearest")[..., :h, :w]
+    return (blocky * (levels - 1)).round() / (levels - 1)
+
+
+def bench_img2img(
+    run: artforge.api.Run,
+    targets: torch.Tensor,
+    fid_real: int,
+    data: str,
+    inputs: str = "held-out",
+    grid: str | None = None,
+) -> list[dict]:
     real_f = None
     if fid_real:
         from artforge.data import load_images
@@ -84,13 +102,16 @@ def bench_img2img(run: artforge.api.Run, targets: torch.Tensor, fid_real: int, d
         reals = load_images(run.config.data).images
         pick = torch.randperm(len(reals), generator=torch.Generator().manual_seed(0))[:fid_real]
         real_f = cached_features(reals[pick])
-    rows = []
+    rows, firsts = [], []
     for s in STRENGTHS:
         opts = {} if run.config.family == "diffusion" else {"project_steps": 100}
         outs = torch.cat([run.img2img(x[None], s, 2, seed=i, **opts) for i, x in enumerate(targets)])
+        firsts.append(outs[0::2][:8])  # each target's first output
         given = targets.repeat_interleave(2, 0)
         row = {
             "family": run.config.family,
+            "inputs": inputs,
+            "n": len(outs),
             "strength": s,
             "mad_to_input": round(float((outs - given).abs().mean() * 255), 2),
         }
@@ -101,6 +122,9 @@ def bench_img2img(run: artforge.api.Run, targets: torch.Tensor, fid_real: int, d
             row["fid"] = round(float(fid_from_features(real_f, features((outs * 255).round().byte()))), 2)
         rows.append(row)
         print(json.dumps(row), flush=True)
+    if grid:  # rows: the inputs, then strength 0 ... 1
+        save_image(make_grid(torch.cat([targets[:8], *firsts]), nrow=min(8, len(targets))), grid)
+        print(f"wrote {grid} (rows: inputs, then strengths {', '.join(f'{s:g}' for s in STRENGTHS)})")
     return rows
 
 
@@ -114,6 +138,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=200, help="projection steps (default 200)")
     p.add_argument("--fid-real", type=int, default=0, help="img2img FID against this many training images")
     p.add_argument("--no-img2img", action="store_true")
+    p.add_argument(
+        "--sketch",
+        action="store_true",
+        help="img2img also from crude drawings of the targets (sketch()), outside the data",
+    )
+    p.add_argument("--img2img-grid", default=None, help="img2img grids: NAME.png (and NAME-sketch.png)")
     p.add_argument("--grid", default=None, help="write the target / reconstruction grid here")
     p.add_argument("--out", default="benchmarks/results/create")
     args = p.parse_args()
@@ -135,7 +165,12 @@ def main() -> None:
         if path and not args.no_img2img:
             run = artforge.load(path, device="cpu")
             _, t = held_out_targets(run, args.data, args.k)
-            result["img2img"] += bench_img2img(run, t[: max(1, args.k // 2)], args.fid_real, args.data)
+            t = t[: max(1, args.k // 2)]
+            grid = args.img2img_grid
+            result["img2img"] += bench_img2img(run, t, args.fid_real, args.data, "held-out", grid)
+            if args.sketch:
+                sgrid = grid and str(Path(grid).with_name(Path(grid).stem + "-sketch.png"))
+                result["img2img"] += bench_img2img(run, sketch(t), args.fid_real, args.data, "sketch", sgrid)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "create.json").write_text(json.dumps(result, indent=1) + "\n")
