@@ -258,3 +258,19 @@ def test_console_script_and_module_entry(tmp_path):
         [sys.executable, "-m", "artforge", "models"], capture_output=True, text=True, env=env, timeout=120
     )
     assert out.stdout.split() == ["dcgan", "diffusion", "gan", "vae"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sample", "RUN", "--seed", "-1"],
+        ["eval", "RUN", "--seed", "-21023817572222840"],  # numpy's KID generator refused it deep inside
+        ["img2img", "RUN", "--image", "x.png", "--strength", "0.5", "--seed", "-1"],
+        ["bench", "--data", "builtin", "--minutes", "1", "--out", "b", "--seed", str(2**63)],
+    ],
+)
+def test_seeds_are_checked_where_they_are_given(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert "seed must be between 0 and 2**63 - 1" in capsys.readouterr().err

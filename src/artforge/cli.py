@@ -37,6 +37,20 @@ def parse_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+MAX_SEED = 2**63 - 1  # a torch generator's seed and numpy's, in one signed 64-bit integer
+
+
+def parse_seed(text: str) -> int:
+    """A seed flag: a whole number from 0 to 2**63 - 1 (torch and numpy both take it)."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad seed {text!r}: use a whole number like 7") from None
+    if not 0 <= seed <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"seed must be between 0 and 2**63 - 1, got {seed}")
+    return seed
+
+
 # -- parser -----------------------------------------------------------------------------------
 
 
@@ -87,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="generate images (or sounds) from a run", allow_abbrev=False)
     s.add_argument("run", metavar="RUN", help="run folder, or RUN@STEP / RUN@best for a snapshot")
     s.add_argument("-n", type=int, default=16, help="number of images (default 16)")
-    s.add_argument("--seed", type=int, default=None, help="seed for all n images (default: random)")
+    s.add_argument("--seed", type=parse_seed, default=None, help="seed for all n images (default: random)")
     s.add_argument("--seeds", default=None, help="one image per seed, e.g. 0-35 or 1,5,9")
     s.add_argument(
         "--out",
@@ -184,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument(
             "--out", metavar="DIR", default=None, help="output folder (default RUN/create/COMMAND-IMAGE)"
         )
-        c.add_argument("--seed", type=int, default=0)
+        c.add_argument("--seed", type=parse_seed, default=0)
         c.add_argument("--prompt", default=None, help="text runs: what to draw")
         c.add_argument("--device", default="auto")
         if name == "project":
@@ -249,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-n", type=int, default=None, help="images to sample from RUN (default 5000; 500 for a sound run)"
     )
     e.add_argument(
-        "--seed", type=int, default=0, help="seed of the sampled images and KID subsets (default 0)"
+        "--seed", type=parse_seed, default=0, help="seed of the sampled images and KID subsets (default 0)"
     )
     e.add_argument(
         "--batch-size",
@@ -311,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--size", type=parse_size, default=(64, 64), help="N or WIDTHxHEIGHT (default 64)")
     b.add_argument("--out", required=True, metavar="DIR", help="folder for the table, grid and runs")
     b.add_argument("-n", type=int, default=5000, help="samples per model for the metrics (default 5000)")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=parse_seed, default=0)
     b.add_argument(
         "--batch-size",
         type=int,
