@@ -1,16 +1,16 @@
 """Best snapshot vs last weights across seeds: issue 21's snapshot figure.
 
-    PYTHONPATH=src python benchmarks/plot_snapshots.py runs/snap0 runs/snap1 runs/snap2 \
+    PYTHONPATH=src python benchmarks/plot_snapshots.py runs/snap0 runs/snap1 runs/snap2 [--n 5000] \
         [--out docs/images/snapshots-best-vs-last.png] [--json benchmarks/results/snapshots.json]
 
 Each RUN must have been scored three ways (the commands in benchmarks/RESULTS.md):
 ``artforge eval RUN --snapshots -n 500`` (snapshots.json: FID of every snapshot at n=500,
-seed 0, which picks the best), then ``artforge eval RUN@best -n 5000 --seed 1 --json
-RUN/best5000.json`` and ``artforge eval RUN -n 5000 --seed 1 --json RUN/last5000.json``.
+seed 0, which picks the best), then ``artforge eval RUN@best -n N --seed 1 --json
+RUN/bestN.json`` and ``artforge eval RUN -n N --seed 1 --json RUN/lastN.json`` (``--n N``).
 The best is chosen on one sample and re-scored on another, so the figure is not flattered by
 the choice (the minimum of ~30 noisy n=500 FIDs favours a lucky draw).
 
-Prints a Markdown table (per seed: steps, the best's step, last and best FID at n=5000, their
+Prints a Markdown table (per seed: steps, the best's step, last and best FID at the re-scoring n, their
 difference) and the spread of each column, and plots every seed's n=500 curve with its best
 marked.
 """
@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 
-def read_run(run: Path) -> dict[str, Any]:
+def read_run(run: Path, n: int) -> dict[str, Any]:
     """One run's three score files, with a message naming the missing one."""
     out: dict[str, Any] = {"run": str(run)}
-    for key, name in (("table", "snapshots.json"), ("best", "best5000.json"), ("last", "last5000.json")):
+    for key, name in (("table", "snapshots.json"), ("best", f"best{n}.json"), ("last", f"last{n}.json")):
         path = run / name
         if not path.is_file():
             raise SystemExit(f"{path}: missing; score the run first (see this script's docstring)")
@@ -39,7 +39,7 @@ def read_run(run: Path) -> dict[str, Any]:
     return out
 
 
-def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def summarise(runs: list[dict[str, Any]], n: int) -> dict[str, Any]:
     rows = []
     for r in runs:
         last, best = r["last"]["fid"], r["best"]["fid"]
@@ -56,6 +56,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     lasts = [r["last_fid"] for r in rows]
     bests = [r["best_fid"] for r in rows]
     return {
+        "n": n,
         "rows": rows,
         "last": {"min": min(lasts), "max": max(lasts), "mean": round(statistics.fmean(lasts), 2)},
         "best": {"min": min(bests), "max": max(bests), "mean": round(statistics.fmean(bests), 2)},
@@ -64,8 +65,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def markdown(summary: dict[str, Any]) -> str:
     lines = [
-        "| seed | snapshots up to step | best snapshot's step | last FID (n=5000) | best FID (n=5000) "
-        "| last - best |",
+        f"| seed | snapshots up to step | best snapshot's step | last FID (n={summary['n']}) "
+        f"| best FID (n={summary['n']}) | last - best |",
         "|---|---|---|---|---|---|",
     ]
     for r in summary["rows"]:
@@ -109,11 +110,12 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("--n", type=int, default=5000, help="the re-scoring's n: RUN/bestN.json, RUN/lastN.json")
     p.add_argument("--out", type=Path, default=None, help="the figure (PNG)")
     p.add_argument("--json", type=Path, default=None, help="also write the summary here")
     args = p.parse_args()
-    runs = [read_run(r) for r in args.runs]
-    summary = summarise(runs)
+    runs = [read_run(r, args.n) for r in args.runs]
+    summary = summarise(runs, args.n)
     print(markdown(summary))
     if args.out:
         plot(runs, args.out)
