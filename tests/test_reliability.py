@@ -245,10 +245,18 @@ def test_many_kill_trials_resume_bit_identical(references, tmp_path):
     assert len(hits) >= n and "checkpoint write" in hits
 
 
-def test_sigterm_checkpoints_where_it_stopped_and_resume_is_exact(references, tmp_path):
-    """SIGTERM (kill, docker stop, a scheduler, the studio's Stop) during training saves a
-    checkpoint at the step it reached, not the last periodic one, exits 143 with one line,
-    and the resumed run ends bit-identical to the uninterrupted one."""
+@pytest.mark.parametrize(
+    "sig,status,said",
+    [(signal.SIGTERM, 143, "terminated (SIGTERM)"), (signal.SIGINT, 130, "interrupted")],
+)
+def test_a_stop_signal_checkpoints_where_it_stopped_and_resume_is_exact(
+    references, tmp_path, sig, status, said
+):
+    """SIGTERM (kill, docker stop, a scheduler, the studio's Stop) or Ctrl-C during training
+    stops at the next step boundary (never inside a step: a half-done step's batch-norm
+    statistics would be saved and counted again on resume), saves a checkpoint at the step
+    reached, not the last periodic one, exits with one line, and the resumed run ends
+    bit-identical to the uninterrupted one. Repeated, the signal lands anywhere in a step."""
     ref, _ = references("gan")
     out = tmp_path / "run"
     p = subprocess.Popen(
@@ -258,10 +266,10 @@ def test_sigterm_checkpoints_where_it_stopped_and_resume_is_exact(references, tm
     while not (rows.exists() and len(rows.read_text().splitlines()) >= 2):  # past step 8
         assert p.poll() is None, p.stderr.read()[-2000:] if p.stderr else ""
         time.sleep(0.01)
-    os.kill(p.pid, signal.SIGTERM)
+    os.kill(p.pid, sig)
     _, err = p.communicate(timeout=120)
-    assert p.returncode == 143, err[-2000:]
-    assert "terminated (SIGTERM) at step" in err and "artforge: terminated" in err
+    assert p.returncode == status, err[-2000:]
+    assert f"{said} at step" in err and "checkpoint saved" in err
     step = torch.load(out / "state" / "trainer.pt", weights_only=True)["step"]
     assert 8 <= step < KILL_STEPS  # where it stopped: no periodic checkpoint after step 0
     p = subprocess.run(

@@ -16,10 +16,11 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -150,29 +151,45 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM arrived during training: handled like Ctrl-C (a checkpoint, then exit)."""
 
 
-@contextmanager
-def stop_on_sigterm(enabled: bool = True) -> Iterator[None]:
-    """While training, SIGTERM (``kill PID``, ``docker stop``, a scheduler's preemption, the
-    studio's Stop) ends the run like Ctrl-C: a checkpoint, then exit, so ``--resume``
-    continues where it stopped instead of from the last periodic checkpoint. Only in the main
-    thread, only over the default handler (a caller's own is left alone), and not under
-    torchrun, whose SIGTERM means a rank failed: a checkpoint's collectives would wait for it."""
-    if (
-        not enabled
-        or threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
-    ):
-        yield
-        return
+class StopSignals:
+    """While training, Ctrl-C (SIGINT) and SIGTERM (``kill PID``, ``docker stop``, a scheduler's
+    preemption, the studio's Stop) ask the loop to stop at the next step boundary, where it
+    saves a checkpoint and exits, so ``--resume`` continues exactly where it stopped. Raising
+    inside a step instead would save a half-done step (batch-norm statistics of a forward that
+    the resumed run repeats). A second signal stops at once (no checkpoint: the last one stays).
 
-    def terminate(signum: int, frame: object) -> None:
-        raise Terminated
+    Only in the main thread, only over the default handlers (a caller's own, or an ignored
+    SIGINT in a background job, is left alone), and not under torchrun, where the ranks must
+    stop together: there a signal raises where it lands, as Python's default does."""
 
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.requested: KeyboardInterrupt | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested is not None:  # asked twice: now
+            raise KeyboardInterrupt
+        self.requested = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    def __enter__(self) -> StopSignals:
+        if not self.enabled or threading.current_thread() is not threading.main_thread():
+            return self
+        defaults = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
+        for sig, default in defaults.items():
+            if signal.getsignal(sig) is default:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
+
+    def check(self) -> None:
+        """At a step boundary: stop if asked to."""
+        if self.requested is not None:
+            raise self.requested
 
 
 class Trainer:
@@ -199,6 +216,7 @@ class Trainer:
         self.main = self.dist.main
         self.progress = progress and self.main
         self.hooks = list(hooks or [])
+        self.stops = StopSignals(enabled=False)  # train() installs the real ones around its loop
         self.device = distributed.setup(self.dist, resolve_device(cfg.train.device))
         configure_backends(cfg.train, self.device)
         if cfg.train.deterministic:
@@ -368,11 +386,17 @@ class Trainer:
             return self.run_dir
 
         bar = self._progress_bar(total)
+        self.stops = StopSignals(enabled=not self.dist.enabled)
         try:
-            with stop_on_sigterm(enabled=not self.dist.enabled):
+            with self.stops:
                 window = self._loop(total, bar)
-        except KeyboardInterrupt:
-            self._save_on_interrupt(bar)
+        except KeyboardInterrupt as e:
+            if e is self.stops.requested or not self.stops.enabled:  # at a step boundary (or DDP)
+                self._save_on_interrupt(bar)
+            else:
+                log.warning(
+                    "stopped inside a step; the last checkpoint stays, continue with --resume from it"
+                )
             raise
         if bar is not None:
             bar.close()
@@ -435,6 +459,7 @@ class Trainer:
         step = self.state.step
         timed = t.minutes is not None  # only then do the ranks need one clock (a collective)
         while total is None or step < total:
+            self.stops.check()  # Ctrl-C / SIGTERM stop here, between steps
             now = time.perf_counter() - start
             elapsed = distributed.from_main(self.dist, now, self.device) if timed else now
             if self._out_of_time(elapsed):
