@@ -259,8 +259,14 @@ def test_a_stop_signal_checkpoints_where_it_stopped_and_resume_is_exact(
     bit-identical to the uninterrupted one. Repeated, the signal lands anywhere in a step."""
     ref, _ = references("gan")
     out = tmp_path / "run"
+    # the child takes Ctrl-C as a terminal's foreground job does, even when this suite runs in
+    # the background (there SIGINT is inherited ignored, and an ignored SIGINT is kept so)
     p = subprocess.Popen(
-        train_cmd("gan", out, "--ckpt-every", "1000"), env=env(), stderr=subprocess.PIPE, text=True
+        train_cmd("gan", out, "--ckpt-every", "1000"),
+        env=env(),
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     rows = out / "metrics.jsonl"
     while not (rows.exists() and len(rows.read_text().splitlines()) >= 2):  # past step 8
