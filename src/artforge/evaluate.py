@@ -44,6 +44,7 @@ from .snapshots import (
     make_snapshot_hook,
     read_best,
     save_best,
+    weights_meta,
 )
 from .training import Trainer
 from .training.logbook import read_jsonl, save_figure
@@ -409,9 +410,8 @@ def _keep_if_best(trainer: Trainer, state: dict[str, Any], step: int, fid: float
     model = trainer.sampling_model
     if not finite_weights(model):
         return
-    meta = {"family": trainer.cfg.family, "images_seen": str(trainer.state.images_seen)}
     try:
-        save_best(model, trainer.run_dir, step, fid, n, meta)
+        save_best(model, trainer.run_dir, step, fid, n, weights_meta(trainer))
     except OSError as e:  # a full disk: the best is an extra, the checkpoint decides
         log.warning("could not keep the best weights of step %d (%s)", step, e.strerror or e)
         return

@@ -64,6 +64,11 @@ def save_snapshot(model: torch.nn.Module, run_dir: Path, step: int, meta: dict[s
     return save_safetensors(model.state_dict(), path, metadata={"format": "pt", "step": str(step), **meta})
 
 
+def weights_meta(trainer: Trainer) -> dict[str, str]:
+    """What a kept copy of the sampling weights records besides its step."""
+    return {"family": trainer.cfg.family, "images_seen": str(trainer.state.images_seen)}
+
+
 def finite_weights(model: torch.nn.Module) -> bool:
     """Whether every floating-point tensor of the model is finite (one host sync)."""
     return all(bool(torch.isfinite(v).all()) for v in model.state_dict().values() if v.is_floating_point())
@@ -171,9 +176,8 @@ def make_snapshot_hook(every: int, keep: int) -> Callable[[Trainer, int], None]:
         if not finite_weights(model):
             log.warning("step %d: non-finite weights, no snapshot", step)
             return
-        meta = {"family": trainer.cfg.family, "images_seen": str(trainer.state.images_seen)}
         try:
-            save_snapshot(model, run_dir, step, meta)
+            save_snapshot(model, run_dir, step, weights_meta(trainer))
         except OSError as e:  # a full disk: snapshots are extras, the checkpoint decides
             log.warning("could not write snapshot of step %d (%s)", step, e.strerror or e)
             return
