@@ -29,7 +29,7 @@ from artforge.losses import (
     lecam_penalty,
     r1_penalty,
 )
-from artforge.models.augment import adapt_p, adapt_p_, augment, parse_policy
+from artforge.models.augment import adapt_p_, augment, parse_policy
 from artforge.models.base import GenerativeModel, Phase
 from artforge.models.blocks import (
     DownStack,
@@ -448,11 +448,8 @@ class GAN(_Adversarial):
         if not hasattr(self, "aug_p"):
             return {}
         c = self.config
-        b = real_logits.shape[0]
-        if self.aug_p.device.type == "cpu":
-            self.aug_p.fill_(adapt_p(float(self.aug_p), real_logits, c.ada_target, b, c.ada_images))
-        else:
-            adapt_p_(self.aug_p, real_logits, c.ada_target, b, c.ada_images)
+        # in place on the device, bit for bit the host controller (augment.adapt_p)
+        adapt_p_(self.aug_p, real_logits, c.ada_target, real_logits.shape[0], c.ada_images)
         return {"aug_p": self.aug_p.detach().clone()}
 
     def _d_real(self, real: Tensor, cond: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
