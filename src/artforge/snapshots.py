@@ -80,12 +80,8 @@ BEST_INFO = "best.json"  # ... and their step and monitor FID
 
 def read_best(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     """--keep-best's record ({"step", "fid", "n"}), or None when there is none or it is unreadable."""
-    path = Path(run_dir) / SNAPSHOT_DIR / BEST_INFO
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(info, dict) or not isinstance(info.get("fid"), int | float):
+    info = _read_object(Path(run_dir) / SNAPSHOT_DIR / BEST_INFO)
+    if info is None or not isinstance(info.get("fid"), int | float):
         return None
     if not (Path(run_dir) / SNAPSHOT_DIR / BEST_NAME).is_file():
         return None
@@ -131,12 +127,16 @@ def to_remove(steps: list[int], keep: int, protect: set[int]) -> list[int]:
 
 def read_table(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The eval table (snapshots.json) of a run, or None when there is none or it is unreadable."""
-    path = Path(run_dir) / TABLE_NAME
+    return _read_object(Path(run_dir) / TABLE_NAME)
+
+
+def _read_object(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``, or None when it is missing, unreadable or not an object."""
     try:
-        table = json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return table if isinstance(table, dict) else None
+    return value if isinstance(value, dict) else None
 
 
 def best_step(run_dir: str | os.PathLike[str]) -> int | None:
