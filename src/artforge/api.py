@@ -13,12 +13,24 @@ from torch import Tensor
 
 from .audio import spec_from_config, to_audio
 from .config import RunConfig
-from .create import as_images, img2img, inpaint, load_latents, load_mask, mix, project
+from .create import (
+    Projection,
+    as_images,
+    img2img,
+    inpaint,
+    load_latents,
+    load_mask,
+    mix,
+    project,
+    save_projection,
+    save_variations,
+    variation_stem,
+)
 from .evaluate import training_hooks
 from .models.base import WEIGHTS_NAME
 from .resolve import resolve_run
 from .runs import LoadedRun, load_run
-from .sample import generate, interpolation_path, latents_for_seed, latents_per_seed
+from .sample import check_options, generate, interpolation_path, latents_for_seed, latents_per_seed
 from .training import Trainer
 
 
@@ -35,14 +47,7 @@ class Run(LoadedRun):
         return self
 
     def _check_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        allowed = self.model.sample_options
-        for k in options:
-            if k not in allowed:
-                raise ValueError(
-                    f"option {k!r} does not apply to {self.config.family} runs"
-                    + (f"; it takes {list(allowed)}" if allowed else "; it takes none")
-                )
-        return options
+        return check_options(self.model, options)
 
     def sample(self, n: int, *, seed: int | None = None, **options: Any) -> Tensor:
         """n images from one generator seeded with ``seed`` (random when None)."""
@@ -50,7 +55,7 @@ class Run(LoadedRun):
             raise ValueError(f"n must be at least 1, got {n}")
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
-        z = latents_for_seed(self.model, n, seed)
+        z = self.latents(n, seed)
         return generate(self.model, z, source=str(self.path), **self._check_options(options))
 
     def sample_seeds(self, seeds: list[int], **options: Any) -> Tensor:
@@ -90,6 +95,10 @@ class Run(LoadedRun):
         seeds = [seed] if isinstance(seed, int) else list(seed)
         return latents_per_seed(self.model, seeds)
 
+    def latents(self, n: int, seed: int) -> Tensor:
+        """The n latents, (n, ...), that ``sample(n, seed=seed)`` draws (CPU)."""
+        return latents_for_seed(self.model, n, seed)
+
     def decode(self, latents: Tensor, **options: Any) -> Tensor:
         """Images (n, 3, H, W) in [0, 1] of latents (n, ...): for latent arithmetic, e.g.
         ``run.decode(run.latent(1) - run.latent(2) + run.latent(3))``."""
@@ -127,6 +136,39 @@ class Run(LoadedRun):
         black part keeps the image's pixels exactly."""
         fill = load_mask(mask, self.config.data) if not isinstance(mask, Tensor) else mask
         return inpaint(self.model, self._images(image), fill, n, seed=seed, **options)
+
+    def write_projection(
+        self, proj: Projection, out: str | Path, *, image: str, steps: int, seed: int, run: str | None = None
+    ) -> list[str]:
+        """Write ``project()``'s result into the folder ``out`` as ``artforge project`` and the
+        studio do (create.save_projection): latent.safetensors, reconstruction.png, target.png,
+        progress.gif (with frames), project.json. ``image`` and ``run`` (default this run's
+        folder) are recorded as where the latents came from. The names written."""
+        return save_projection(
+            proj,
+            out,
+            family=self.config.family,
+            run=run or str(self.path),
+            image=image,
+            steps=steps,
+            seed=seed,
+        )
+
+    def write_variations(
+        self,
+        images: Tensor,
+        out: str | Path,
+        source: Tensor,
+        *,
+        kind: str,
+        seed: int,
+        strength: float | None = None,
+    ) -> list[str]:
+        """Write an ``img2img()`` (``kind`` "img2img", its ``strength``) or ``inpaint()`` set made
+        from ``source`` (1, 3, H, W) with ``seed`` into ``out`` as ``artforge img2img/inpaint``
+        and the studio do: img2img-s0.60-seed4-0000.png, ... and the grid, input first. The names
+        written, the grid last."""
+        return save_variations(images, out, variation_stem(kind, seed, strength), source)
 
     def mix(self, seed_a: int | list[int], seed_b: int | list[int], at: int, **options: Any) -> Tensor:
         """Coarse from A, fine from B: A's layout with B's per-channel feature statistics from

@@ -35,7 +35,7 @@ from .metrics.novelty import novelty_sheet
 from .metrics.reference import Reference
 from .models.base import WEIGHTS_NAME
 from .runs import load_run, read_config
-from .sample import generate, latents_for_seed, options_slice
+from .sample import check_options, generate, latents_for_seed, options_slice
 from .snapshots import (
     SNAPSHOT_DIR,
     TABLE_NAME,
@@ -165,10 +165,7 @@ def evaluate_run(
     real_set = load_images(cfg, progress=progress)
     reals = real_set.images  # uint8 (N, 3, H, W)
     real = Reference(reals, dev, batch_size=batch_size, inception=inception, progress=progress)
-    options = dict(sample_options or {})
-    for k in options:
-        if k not in run.model.sample_options:
-            raise ValueError(f"option {k!r} does not apply to {run.config.family} runs")
+    options = check_options(run.model, dict(sample_options or {}))
     prompted_with, gen_options = None, dict(options)
     if getattr(run.model, "conditional", False) and "prompt" not in options:
         gen_options["prompt"], prompted_with = data_prompts(cfg.path, real_set.names, n, seed)

@@ -64,68 +64,35 @@ def run(args: argparse.Namespace) -> int:
 def _create_inputs(args: argparse.Namespace) -> tuple[Any, Any, Path]:
     """Load the run and the input image (checked like training data) before anything is written."""
     from ..api import load
-    from ..create import load_image
+    from ..create import create_dir, load_image
 
     run = load(args.run, device=args.device)
     if run.is_audio:
         raise CLIError(f"{args.run}: a sound run; {args.command} takes pictures")
     image = load_image(args.image, run.config.data)
-    out = Path(args.out) if args.out else run.path / "create" / f"{args.command}-{Path(args.image).stem}"
+    out = Path(args.out) if args.out else create_dir(run.path, args.command, args.image)
     return run, image, out
 
 
 def cmd_project(args: argparse.Namespace) -> int:
-    from ..create import save_latents
-    from ..sample import save_animation, save_image
+    from ..create import LATENT_FILE
 
     run, image, out = _create_inputs(args)
     frames = 40 if args.gif else 0
     proj = run.project(image, steps=args.steps, seed=args.seed, prompt=args.prompt, frames=frames)
-    meta = {
-        "kind": "artforge-latents",
-        "family": run.config.family,
-        "run": str(args.run),
-        "image": str(args.image),
-    }
-    save_latents(proj.latents, out / "latent.safetensors", meta)
-    save_image(proj.images[0], out / "reconstruction.png")
-    save_image(proj.targets[0], out / "target.png")
-    written = ["latent.safetensors", "reconstruction.png", "target.png"]
-    if args.gif and proj.frames:
-        save_animation(torch_cat_frames(proj.frames), out / "progress.gif", fps=10)
-        written.append("progress.gif")
-    from ..io import write_json
-
-    psnr, dist = float(proj.psnr[0]), float(proj.distance[0])
-    write_json(
-        {
-            "image": str(args.image),
-            "steps": args.steps,
-            "seed": args.seed,
-            "psnr": round(psnr, 3),
-            "distance": round(dist, 6),
-        },
-        out / "project.json",
+    written = run.write_projection(
+        proj, out, image=str(args.image), steps=args.steps, seed=args.seed, run=str(args.run)
     )
-    written.append("project.json")
+    psnr, dist = float(proj.psnr[0]), float(proj.distance[0])
     print(f"projected {args.image}: PSNR {psnr:.2f} dB, distance {dist:.4f} after {args.steps} steps")
     print(
-        f"  wrote {', '.join(written)} to {out}/ "
-        f"(sample and interpolate take --latents {out / 'latent.safetensors'})"
+        f"  wrote {', '.join(written)} to {out}/ (sample and interpolate take --latents {out / LATENT_FILE})"
     )
     return 0
 
 
-def torch_cat_frames(frames: list[Any]) -> Any:
-    """Progress snapshots [(1, C, H, W)] -> (F, C, H, W) of the first image."""
-    import torch
-
-    return torch.cat([f[:1] for f in frames])
-
-
 def cmd_img2img_inpaint(args: argparse.Namespace) -> int:
     from ..create import box_mask, load_mask
-    from ..sample import make_grid, save_image
 
     run, image, out = _create_inputs(args)
     options: dict[str, Any] = {"seed": args.seed, "prompt": args.prompt}
@@ -139,7 +106,6 @@ def cmd_img2img_inpaint(args: argparse.Namespace) -> int:
         raise CLIError(f"-n must be between 1 and 1024, got {args.n}")
     if args.command == "img2img":
         images = run.img2img(image, args.strength, args.n, **options)
-        stem = f"img2img-s{args.strength:.2f}-seed{args.seed}"
     else:
         mask = load_mask(args.mask, run.config.data) if args.mask else box_mask(args.box, run.config.data)
         if run.config.family == "diffusion":
@@ -147,11 +113,7 @@ def cmd_img2img_inpaint(args: argparse.Namespace) -> int:
         elif args.resample != 1:
             raise CLIError("--resample applies to diffusion runs")
         images = run.inpaint(image, mask, args.n, **options)
-        stem = f"inpaint-seed{args.seed}"
-    for k, img in enumerate(images):
-        save_image(img, out / f"{stem}-{k:04d}.png")
-    import torch
-
-    save_image(make_grid(torch.cat([image, images])), out / f"{stem}-grid.png")
-    print(f"wrote {len(images)} images and {stem}-grid.png (the input first) to {out}/")
+    strength = args.strength if args.command == "img2img" else None
+    written = run.write_variations(images, out, image, kind=args.command, seed=args.seed, strength=strength)
+    print(f"wrote {len(images)} images and {written[-1]} (the input first) to {out}/")
     return 0

@@ -75,7 +75,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from ..api import load
-    from ..sample import MAX_IMAGES, check_scale, make_grid, parse_seeds, save_grid, save_image
+    from ..sample import (
+        MAX_IMAGES,
+        batch_names,
+        check_scale,
+        make_grid,
+        parse_seeds,
+        save_grid,
+        save_image,
+        seed_names,
+    )
 
     if not 1 <= args.n <= MAX_IMAGES:
         raise CLIError(f"-n must be between 1 and {MAX_IMAGES:,}, got {args.n}")
@@ -91,12 +100,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.seeds is not None:
         seeds = parse_seeds(args.seeds)
         batches = [run.sample_seeds(seeds, **options, **row) for row in rows]
-        names = [f"seed{s:04d}.png" for s in seeds]
+        names = seed_names(seeds)
         label = f"seeds {args.seeds}"
     else:
         seed = args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
         batches = [run.sample(args.n, seed=seed, **options, **row) for row in rows]
-        names = [f"seed{seed}-{k:04d}.png" for k in range(args.n)]
+        names = batch_names(seed, args.n)
         label = f"seed {seed}"
     images = torch.cat(batches)
     if prompts:  # row r of the grid is prompt r; file names say which
