@@ -27,8 +27,8 @@ from .create import (
     variation_stem,
 )
 from .evaluate import training_hooks
-from .models.base import WEIGHTS_NAME
 from .resolve import resolve_run
+from .runfolder import WEIGHTS_NAME
 from .runs import LoadedRun, load_run
 from .sample import check_options, generate, interpolation_path, latents_for_seed, latents_per_seed
 from .training import Trainer

@@ -46,6 +46,7 @@ from .errors import InternalError
 from .io import save_safetensors, write_json
 from .models.base import GenerativeModel, load_weights
 from .models.diffusion import ddim_timesteps
+from .runfolder import CREATE
 from .sample import generate, latents_for_seed, make_grid, save_animation, save_image, slerp, to_unit
 
 PIXEL_WEIGHT = 1.0
@@ -593,7 +594,7 @@ PROGRESS_FPS = 10
 
 def create_dir(run_path: str | os.PathLike[str], kind: str, image: str | os.PathLike[str]) -> Path:
     """Where ``artforge project/img2img/inpaint`` write by default: RUN/create/KIND-IMAGESTEM."""
-    return Path(run_path) / "create" / f"{kind}-{Path(image).stem}"
+    return Path(run_path) / CREATE / f"{kind}-{Path(image).stem}"
 
 
 def save_projection(

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..runfolder import CONFIG_NAME, EVAL, TABLE_NAME
 from .common import CLIError, check_eval_n, parse_seed, parse_size, refuse_sound, sample_options
 
 NAMES = ("eval",)
@@ -113,15 +114,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_paths(run: str) -> tuple[Path, str]:
-    """Where eval writes for RUN (eval.json) or a snapshot RUN@STEP (eval-step0000500.json)."""
-    from ..models.base import WEIGHTS_NAME
-    from ..runs import split_ref
-
-    folder, weights = split_ref(run)
-    return folder, "eval.json" if weights == WEIGHTS_NAME else f"eval-{Path(weights).stem}.json"
-
-
 def cmd_eval_snapshots(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate_snapshots
 
@@ -142,7 +134,7 @@ def cmd_eval_snapshots(args: argparse.Namespace) -> int:
         mark = "  <- best" if r["step"] == table["best"] else ""
         print(f"  step {r['step']!s:>8}  FID {r['fid']:8.2f}{mark}")
     print(
-        f"  wrote {Path(args.run) / 'snapshots.json'}, snapshots.md, plots/snapshots.png; "
+        f"  wrote {Path(args.run) / TABLE_NAME}, snapshots.md, plots/snapshots.png; "
         f"load the best as {args.run}@best"
     )
     return 0
@@ -175,13 +167,13 @@ def _eval_fake(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
 
 def _eval_run(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     """eval RUN: n samples of a run (or a snapshot) against its data; written beside the run."""
-    from ..evaluate import evaluate_run
+    from ..evaluate import eval_files, evaluate_run
     from ..io import write_json
 
     if args.size is not None:
         raise CLIError("--size applies to --fake; a RUN is measured at its own size")
-    folder, eval_name = _eval_paths(args.run)
-    sheet = args.sheet or str(folder / eval_name.replace("eval", "novelty").replace(".json", ".png"))
+    results, novelty = eval_files(args.run)
+    sheet = args.sheet or str(novelty)
     result = evaluate_run(
         args.run,
         args.data,
@@ -196,7 +188,7 @@ def _eval_run(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         faithfulness=args.faithfulness,
     )
     result["options"] = sample_options(args)
-    write_json(result, folder / eval_name)
+    write_json(result, results)
     return result, f"{args.run} (n={args.n}, seed {args.seed})"
 
 
@@ -226,7 +218,9 @@ def _print_eval(args: argparse.Namespace, r: dict[str, Any], source: str) -> Non
         print(f"  note: {caveat}")
     written = [p for p in (r.get("sheet"), args.json) if p]
     if args.run is not None:
-        written.insert(0, str(Path.joinpath(*_eval_paths(args.run))))
+        from ..evaluate import eval_files
+
+        written.insert(0, str(eval_files(args.run)[0]))
     if written:
         print("  wrote " + ", ".join(written))
 
@@ -234,7 +228,7 @@ def _print_eval(args: argparse.Namespace, r: dict[str, Any], source: str) -> Non
 def _is_sound_run(run: str) -> bool:
     from ..runs import read_config
 
-    if not (Path(run) / "config.json").is_file():
+    if not (Path(run) / CONFIG_NAME).is_file():
         return False  # the image path reports what is wrong with it
     return read_config(run).data.modality == "audio"
 
@@ -255,7 +249,7 @@ def _eval_sound(args: argparse.Namespace) -> int:
         sample_options=sample_options(args),
     )
     r["options"] = sample_options(args)
-    write_json(r, Path(args.run) / "eval.json")
+    write_json(r, Path(args.run) / EVAL)
     if args.json:
         write_json(r, args.json)
     real, fake = r["real_held_out"], r["generated"]
@@ -286,5 +280,5 @@ def _eval_sound(args: argparse.Namespace) -> int:
     ]
     for name, value, note in rows:
         print(f"  {name:<15} {value:<24} {note}")
-    print("  wrote " + ", ".join([str(Path(args.run) / "eval.json"), *([args.json] if args.json else [])]))
+    print("  wrote " + ", ".join([str(Path(args.run) / EVAL), *([args.json] if args.json else [])]))
     return 0

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..runfolder import GENERATED
 from .common import CLIError, add_scale_flags, image_suffix, is_folder, parse_seed, sample_options
 
 NAMES = ("sample",)
@@ -114,7 +115,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         label += f" {len(prompts)} prompts"
     if run.is_audio:
         return _write_sounds(run, args, images, names, label)
-    out = args.out or str(run.path / "generated" / f"{label.replace(' ', '').replace(',', '_')}.png")
+    out = args.out or str(run.path / GENERATED / f"{label.replace(' ', '').replace(',', '_')}.png")
     if is_folder(out):
         folder = Path(out)
         check_scale(args.scale, args.resample, tuple(images.shape[2:]))
@@ -156,7 +157,7 @@ def _write_sounds(run: Any, args: argparse.Namespace, images: Any, names: list[s
     from ..sample import check_scale, make_grid, save_grid
 
     check_scale(args.scale, args.resample, tuple(make_grid(images, args.nrow).shape[1:]))
-    out = args.out or str(run.path / "generated" / label.replace(" ", "").replace(",", "_"))
+    out = args.out or str(run.path / GENERATED / label.replace(" ", "").replace(",", "_"))
     if Path(out).suffix.lower() == ".png" and not Path(out).is_dir():
         save_grid(images, out, args.nrow, scale=args.scale, resample=args.resample)
         print(f"wrote a grid of {len(images)} spectrograms ({label}) to {out}; give DIR/ for the sounds")
@@ -200,7 +201,7 @@ def _sample_latents_or_mix(args: argparse.Namespace, run: Any, options: dict[str
             f"seed {pair[0]} mixed with seed {pair[1]} at layer {args.at}",
             f"mix{pair[0]}-{pair[1]}-at{args.at}",
         )
-    out = args.out or str(run.path / "generated" / f"{stem}.png")
+    out = args.out or str(run.path / GENERATED / f"{stem}.png")
     if is_folder(out):
         check_scale(args.scale, args.resample, tuple(images.shape[2:]))
         for k, img in enumerate(images):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TRAIN_FLAGS, settings
+from ..runfolder import CONFIG_NAME
 from .common import CLIError, parse_size
 
 NAMES = ("train",)
@@ -80,7 +81,7 @@ def _default_out(cfg: Any) -> Path:
     name = path.replace(":", "-") if path.startswith("builtin") else Path(path).stem or "data"
     base = Path("runs") / f"{name}-{cfg.family}"
     out, k = base, 2
-    while (out / "config.json").exists():
+    while (out / CONFIG_NAME).exists():
         out, k = base.with_name(f"{base.name}-{k}"), k + 1
     return out
 

@@ -43,6 +43,7 @@ from ..data import load_images
 from ..errors import ConfigError
 from ..metrics.inception import find_inception
 from ..metrics.reference import Reference
+from ..runfolder import GENERATED, WEIGHTS_NAME
 from ..sample import (
     batch_names,
     check_options,
@@ -58,7 +59,7 @@ from .safety import BadRequest, Conflict, StudioError
 
 log = logging.getLogger(__name__)
 
-OUTPUT_DIR = "generated/studio"  # inside a run folder, beside the CLI's RUN/generated/
+OUTPUT_DIR = f"{GENERATED}/studio"  # inside a run folder, beside the CLI's RUN/generated/
 
 
 CHUNK_COST = 2**16  # pixels x network passes in the first chunk of a request
@@ -228,7 +229,7 @@ class ModelCache:
         self._lock = threading.Lock()
 
     def get(self, run_path: Path) -> Any:
-        weights = run_path / "model.safetensors"
+        weights = run_path / WEIGHTS_NAME
         try:
             key = (str(run_path), weights.stat().st_mtime_ns)
         except OSError:
