@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import check_eval_n, parse_seed, parse_size, refuse_sound
+from .common import add_batch_size_flag, check_eval_n, parse_seed, parse_size, refuse_sound
 
 NAMES = ("bench",)
 TAKES_EXTRAS = True  # other --flags go to every training run
@@ -31,12 +31,7 @@ def add_arguments(sub: Any) -> None:
     b.add_argument("--out", required=True, metavar="DIR", help="folder for the table, grid and runs")
     b.add_argument("-n", type=int, default=5000, help="samples per model for the metrics (default 5000)")
     b.add_argument("--seed", type=parse_seed, default=0)
-    b.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        help="images per Inception batch (default 50 on a CPU, 200 on a GPU)",
-    )
+    add_batch_size_flag(b)
     b.add_argument("--inception", metavar="PATH", default=None, help="the FID network file (see eval)")
     b.add_argument("--device", default="auto")
 

@@ -54,6 +54,16 @@ def add_scale_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_batch_size_flag(p: argparse.ArgumentParser) -> None:
+    """--batch-size of the commands that measure with the Inception network (eval, bench)."""
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images per Inception batch (default 50 on a CPU, 200 on a GPU)",
+    )
+
+
 def image_suffix(args: argparse.Namespace, out: str) -> str:
     """The suffix of the image files written into the folder ``out`` (sample --format)."""
     return "." + (args.format or "png")

@@ -7,7 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from ..runfolder import CONFIG_NAME, EVAL, TABLE_NAME
-from .common import CLIError, check_eval_n, parse_seed, parse_size, refuse_sound, sample_options
+from .common import (
+    CLIError,
+    add_batch_size_flag,
+    check_eval_n,
+    parse_seed,
+    parse_size,
+    refuse_sound,
+    sample_options,
+)
 
 NAMES = ("eval",)
 
@@ -48,12 +56,7 @@ def add_arguments(sub: Any) -> None:
     e.add_argument(
         "--seed", type=parse_seed, default=0, help="seed of the sampled images and KID subsets (default 0)"
     )
-    e.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        help="images per Inception batch (default 50 on a CPU, 200 on a GPU)",
-    )
+    add_batch_size_flag(e)
     e.add_argument("--json", metavar="FILE", default=None, help="also write the results here as JSON")
     e.add_argument(
         "--sheet",
