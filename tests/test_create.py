@@ -595,3 +595,20 @@ def test_img2img_writes_the_same_names_from_the_cli_the_api_and_the_studio(gan: 
     assert web["images"] == want[:2] and web["grid"] == want[2]
     cli, api = _files(cli_out), _files(api_out)
     assert cli[want[0]] == api[want[0]]  # the same seed: the same variation, byte for byte
+
+
+def test_the_api_and_the_studio_refuse_sampling_options_in_the_same_words(vae: Path):
+    from artforge.errors import ConfigError
+    from artforge.studio.safety import BadRequest
+    from artforge.studio.worker import Options
+
+    run = artforge.load(vae)
+    for options, prompt in (({"truncation": 0.5}, None), ({}, "cat face")):  # GAN's option; no captions
+        given = {**options, **({"prompt": prompt} if prompt else {})}
+        with pytest.raises(ConfigError) as api:
+            run.sample(1, seed=0, **given)
+        with pytest.raises(BadRequest) as studio:
+            Options(options, prompt=prompt).check(run)
+        assert str(api.value) == str(studio.value)
+    assert "takes no prompt" in str(api.value)
+    assert Options({"temperature": 0.5}).check(run) == {"temperature": 0.5}

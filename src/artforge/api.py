@@ -46,9 +46,6 @@ class Run(LoadedRun):
         self.model.to(device)
         return self
 
-    def _check_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        return check_options(self.model, options)
-
     def sample(self, n: int, *, seed: int | None = None, **options: Any) -> Tensor:
         """n images from one generator seeded with ``seed`` (random when None)."""
         if n < 1:
@@ -56,18 +53,18 @@ class Run(LoadedRun):
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
         z = self.latents(n, seed)
-        return generate(self.model, z, source=str(self.path), **self._check_options(options))
+        return generate(self.model, z, source=str(self.path), **check_options(self.model, options))
 
     def sample_seeds(self, seeds: list[int], **options: Any) -> Tensor:
         """One image per seed: image i depends only on seeds[i] (reproducible one by one)."""
         z = latents_per_seed(self.model, seeds)
-        return generate(self.model, z, source=str(self.path), **self._check_options(options))
+        return generate(self.model, z, source=str(self.path), **check_options(self.model, options))
 
     def interpolate(self, seeds: list[int], frames: int = 60, *, loop: bool = True, **options: Any) -> Tensor:
         """A walk through the latents of ``seeds`` by spherical interpolation: (frames, 3, H, W)."""
         keys = latents_per_seed(self.model, seeds)
         path = interpolation_path(keys, frames, loop)
-        return generate(self.model, path, source=str(self.path), **self._check_options(options))
+        return generate(self.model, path, source=str(self.path), **check_options(self.model, options))
 
     def interpolate_prompts(
         self, prompts: list[str], frames: int = 60, *, seed: int = 0, **options: Any
@@ -87,7 +84,7 @@ class Run(LoadedRun):
         cond = keys[lo] * (1 - w) + keys[lo + 1] * w  # (frames, D)
         z = latents_for_seed(self.model, 1, seed)
         z = z.expand(frames, *z.shape[1:]).contiguous()
-        return generate(self.model, z, cond=cond, source=str(self.path), **self._check_options(options))
+        return generate(self.model, z, cond=cond, source=str(self.path), **check_options(self.model, options))
 
     # -- start from an image, latents, mixing (create.py; docs/create.md) ------------------------
     def latent(self, seed: int | list[int]) -> Tensor:
@@ -107,7 +104,7 @@ class Run(LoadedRun):
                 f"latents must be (n, {', '.join(map(str, self.model.sample_latents(1).shape[1:]))}) "
                 f"for this run, got {tuple(latents.shape)}"
             )
-        return generate(self.model, latents.float(), **self._check_options(options))
+        return generate(self.model, latents.float(), **check_options(self.model, options))
 
     def read_latents(self, path: str | Path) -> Tensor:
         """Latents from a file ``artforge project`` wrote (latent.safetensors), checked against
@@ -173,7 +170,8 @@ class Run(LoadedRun):
     def mix(self, seed_a: int | list[int], seed_b: int | list[int], at: int, **options: Any) -> Tensor:
         """Coarse from A, fine from B: A's layout with B's per-channel feature statistics from
         generator layer ``at`` on (GAN, DCGAN, VAE; create.mix explains why not per-layer z)."""
-        return mix(self.model, self.latent(seed_a), self.latent(seed_b), at, **self._check_options(options))
+        options = check_options(self.model, options)
+        return mix(self.model, self.latent(seed_a), self.latent(seed_b), at, **options)
 
     # -- sound (runs trained on audio data; docs/audio.md) ---------------------------------------
     @property

@@ -104,12 +104,12 @@ def _walk_latents(args: argparse.Namespace, run: Any, seeds: list[int]) -> tuple
     import torch
 
     from ..create import load_latents
-    from ..sample import generate, interpolation_path
+    from ..sample import check_options, generate, interpolation_path
 
     files = [f for f in args.latents.split(",") if f]
     keys = [load_latents(f, run.model) for f in files]
     if seeds:
         keys.append(run.latent(seeds))
     path = interpolation_path(torch.cat(keys), args.frames, not args.no_loop)
-    options = run._check_options(sample_options(args))
+    options = check_options(run.model, sample_options(args))
     return generate(run.model, path, **options), f"latents {files}" + (f" and seeds {seeds}" if seeds else "")
