@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,9 +46,6 @@ def add_arguments(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import contextlib
-    import socket
-
     try:
         from ..studio.app import create_app, is_loopback, serve
     except ImportError as e:
