@@ -537,3 +537,78 @@ def test_inpaint_box_fills_a_rectangle_without_a_mask_file(diffusion, target, tm
         assert main([*args, "--box", bad]) == 1
         err = capsys.readouterr().err
         assert err.startswith("artforge: error: --box") and err.count("\n") == 1, err
+
+
+# -- the same files under the same names from the CLI, the API and the studio ---------------------
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_project_writes_the_same_files_from_the_cli_the_api_and_the_studio(gan: Path, target: Path, tmp_path):
+    from artforge.studio.worker import ModelCache, Options
+    from artforge.studio.worker import project as studio_project
+
+    cli_out, api_out = tmp_path / "cli", tmp_path / "api"
+    assert (
+        main(["-q", "project", str(gan), "--image", str(target), "--steps", "5", "--out", str(cli_out)]) == 0
+    )
+    run = artforge.load(gan)
+    proj = run.project(target, steps=5, seed=0)
+    written = run.write_projection(proj, api_out, image=str(target), steps=5, seed=0)
+    studio = studio_project(ModelCache(), gan, target.read_bytes(), 5, 0, Options({}))
+
+    cli, api, web = _files(cli_out), _files(api_out), _files(studio["folder"])
+    assert list(cli) == list(api) == list(web) == sorted(written)
+    assert sorted(written) == ["latent.safetensors", "project.json", "reconstruction.png", "target.png"]
+    for name in ("reconstruction.png", "target.png"):  # the same projection, pixel for pixel
+        assert cli[name] == api[name] == web[name], name
+    records = [json.loads(files["project.json"]) for files in (cli, api, web)]
+    assert [sorted(r) for r in records] == [["distance", "image", "psnr", "seed", "steps"]] * 3
+    assert records[0]["psnr"] == records[1]["psnr"] == records[2]["psnr"] == studio["psnr"]
+    assert records[2]["image"] == "upload" and records[0]["image"] == records[1]["image"] == str(target)
+    assert (studio["reconstruction"], studio["target"], studio["latent"]) == (
+        "reconstruction.png",
+        "target.png",
+        "latent.safetensors",
+    )
+
+
+def test_img2img_writes_the_same_names_from_the_cli_the_api_and_the_studio(gan: Path, target: Path, tmp_path):
+    from artforge.studio.worker import ModelCache, Options
+    from artforge.studio.worker import create as studio_create
+
+    cli_out, api_out = tmp_path / "cli", tmp_path / "api"
+    args = ["-q", "img2img", str(gan), "--image", str(target), "--strength", "0.6", "-n", "2", "--seed", "4"]
+    assert main([*args, "--project-steps", "5", "--out", str(cli_out)]) == 0
+    run = artforge.load(gan)
+    image = load_image(target, run.config.data)
+    images = run.img2img(image, 0.6, 2, seed=4, project_steps=5)
+    written = run.write_variations(images, api_out, image, kind="img2img", seed=4, strength=0.6)
+    web = studio_create(ModelCache(), gan, "img2img", target.read_bytes(), None, 0.6, 2, 4, Options({}))
+
+    want = ["img2img-s0.60-seed4-0000.png", "img2img-s0.60-seed4-0001.png", "img2img-s0.60-seed4-grid.png"]
+    assert written == want
+    assert list(_files(cli_out)) == list(_files(api_out)) == want
+    assert sorted(p.name for p in web["folder"].iterdir()) == sorted([*want, "images.zip"])
+    assert web["images"] == want[:2] and web["grid"] == want[2]
+    cli, api = _files(cli_out), _files(api_out)
+    assert cli[want[0]] == api[want[0]]  # the same seed: the same variation, byte for byte
+
+
+def test_the_api_and_the_studio_refuse_sampling_options_in_the_same_words(vae: Path):
+    from artforge.errors import ConfigError
+    from artforge.studio.safety import BadRequest
+    from artforge.studio.worker import Options
+
+    run = artforge.load(vae)
+    for options, prompt in (({"truncation": 0.5}, None), ({}, "cat face")):  # GAN's option; no captions
+        given = {**options, **({"prompt": prompt} if prompt else {})}
+        with pytest.raises(ConfigError) as api:
+            run.sample(1, seed=0, **given)
+        with pytest.raises(BadRequest) as studio:
+            Options(options, prompt=prompt).check(run)
+        assert str(api.value) == str(studio.value)
+    assert "takes no prompt" in str(api.value)
+    assert Options({"temperature": 0.5}).check(run) == {"temperature": 0.5}

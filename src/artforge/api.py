@@ -13,12 +13,24 @@ from torch import Tensor
 
 from .audio import spec_from_config, to_audio
 from .config import RunConfig
-from .create import as_images, img2img, inpaint, load_latents, load_mask, mix, project
+from .create import (
+    Projection,
+    as_images,
+    img2img,
+    inpaint,
+    load_latents,
+    load_mask,
+    mix,
+    project,
+    save_projection,
+    save_variations,
+    variation_stem,
+)
 from .evaluate import training_hooks
-from .models.base import WEIGHTS_NAME
 from .resolve import resolve_run
+from .runfolder import WEIGHTS_NAME
 from .runs import LoadedRun, load_run
-from .sample import generate, interpolation_path, latents_for_seed, latents_per_seed
+from .sample import check_options, generate, interpolation_path, latents_for_seed, latents_per_seed
 from .training import Trainer
 
 
@@ -34,35 +46,25 @@ class Run(LoadedRun):
         self.model.to(device)
         return self
 
-    def _check_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        allowed = self.model.sample_options
-        for k in options:
-            if k not in allowed:
-                raise ValueError(
-                    f"option {k!r} does not apply to {self.config.family} runs"
-                    + (f"; it takes {list(allowed)}" if allowed else "; it takes none")
-                )
-        return options
-
     def sample(self, n: int, *, seed: int | None = None, **options: Any) -> Tensor:
         """n images from one generator seeded with ``seed`` (random when None)."""
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
-        z = latents_for_seed(self.model, n, seed)
-        return generate(self.model, z, source=str(self.path), **self._check_options(options))
+        z = self.latents(n, seed)
+        return generate(self.model, z, source=str(self.path), **check_options(self.model, options))
 
     def sample_seeds(self, seeds: list[int], **options: Any) -> Tensor:
         """One image per seed: image i depends only on seeds[i] (reproducible one by one)."""
         z = latents_per_seed(self.model, seeds)
-        return generate(self.model, z, source=str(self.path), **self._check_options(options))
+        return generate(self.model, z, source=str(self.path), **check_options(self.model, options))
 
     def interpolate(self, seeds: list[int], frames: int = 60, *, loop: bool = True, **options: Any) -> Tensor:
         """A walk through the latents of ``seeds`` by spherical interpolation: (frames, 3, H, W)."""
         keys = latents_per_seed(self.model, seeds)
         path = interpolation_path(keys, frames, loop)
-        return generate(self.model, path, source=str(self.path), **self._check_options(options))
+        return generate(self.model, path, source=str(self.path), **check_options(self.model, options))
 
     def interpolate_prompts(
         self, prompts: list[str], frames: int = 60, *, seed: int = 0, **options: Any
@@ -82,13 +84,17 @@ class Run(LoadedRun):
         cond = keys[lo] * (1 - w) + keys[lo + 1] * w  # (frames, D)
         z = latents_for_seed(self.model, 1, seed)
         z = z.expand(frames, *z.shape[1:]).contiguous()
-        return generate(self.model, z, cond=cond, source=str(self.path), **self._check_options(options))
+        return generate(self.model, z, cond=cond, source=str(self.path), **check_options(self.model, options))
 
     # -- start from an image, latents, mixing (create.py; docs/create.md) ------------------------
     def latent(self, seed: int | list[int]) -> Tensor:
         """The latent of a seed, (1, ...), or one per seed: what sample_seeds draws (CPU)."""
         seeds = [seed] if isinstance(seed, int) else list(seed)
         return latents_per_seed(self.model, seeds)
+
+    def latents(self, n: int, seed: int) -> Tensor:
+        """The n latents, (n, ...), that ``sample(n, seed=seed)`` draws (CPU)."""
+        return latents_for_seed(self.model, n, seed)
 
     def decode(self, latents: Tensor, **options: Any) -> Tensor:
         """Images (n, 3, H, W) in [0, 1] of latents (n, ...): for latent arithmetic, e.g.
@@ -98,7 +104,7 @@ class Run(LoadedRun):
                 f"latents must be (n, {', '.join(map(str, self.model.sample_latents(1).shape[1:]))}) "
                 f"for this run, got {tuple(latents.shape)}"
             )
-        return generate(self.model, latents.float(), **self._check_options(options))
+        return generate(self.model, latents.float(), **check_options(self.model, options))
 
     def read_latents(self, path: str | Path) -> Tensor:
         """Latents from a file ``artforge project`` wrote (latent.safetensors), checked against
@@ -128,10 +134,44 @@ class Run(LoadedRun):
         fill = load_mask(mask, self.config.data) if not isinstance(mask, Tensor) else mask
         return inpaint(self.model, self._images(image), fill, n, seed=seed, **options)
 
+    def write_projection(
+        self, proj: Projection, out: str | Path, *, image: str, steps: int, seed: int, run: str | None = None
+    ) -> list[str]:
+        """Write ``project()``'s result into the folder ``out`` as ``artforge project`` and the
+        studio do (create.save_projection): latent.safetensors, reconstruction.png, target.png,
+        progress.gif (with frames), project.json. ``image`` and ``run`` (default this run's
+        folder) are recorded as where the latents came from. The names written."""
+        return save_projection(
+            proj,
+            out,
+            family=self.config.family,
+            run=run or str(self.path),
+            image=image,
+            steps=steps,
+            seed=seed,
+        )
+
+    def write_variations(
+        self,
+        images: Tensor,
+        out: str | Path,
+        source: Tensor,
+        *,
+        kind: str,
+        seed: int,
+        strength: float | None = None,
+    ) -> list[str]:
+        """Write an ``img2img()`` (``kind`` "img2img", its ``strength``) or ``inpaint()`` set made
+        from ``source`` (1, 3, H, W) with ``seed`` into ``out`` as ``artforge img2img/inpaint``
+        and the studio do: img2img-s0.60-seed4-0000.png, ... and the grid, input first. The names
+        written, the grid last."""
+        return save_variations(images, out, variation_stem(kind, seed, strength), source)
+
     def mix(self, seed_a: int | list[int], seed_b: int | list[int], at: int, **options: Any) -> Tensor:
         """Coarse from A, fine from B: A's layout with B's per-channel feature statistics from
         generator layer ``at`` on (GAN, DCGAN, VAE; create.mix explains why not per-layer z)."""
-        return mix(self.model, self.latent(seed_a), self.latent(seed_b), at, **self._check_options(options))
+        options = check_options(self.model, options)
+        return mix(self.model, self.latent(seed_a), self.latent(seed_b), at, **options)
 
     # -- sound (runs trained on audio data; docs/audio.md) ---------------------------------------
     @property

@@ -32,6 +32,7 @@ from .io import write_json, write_text
 from .metrics.inception import INCEPTION_SHA1
 from .metrics.reference import Reference
 from .models import list_models
+from .runfolder import METRICS
 from .runs import load_run
 from .sample import make_grid, to_uint8_nhwc
 
@@ -80,7 +81,7 @@ def _train(
         raise UserError(  # the child has said why, in one line unless it was a bug
             f"bench: training {family} failed (exit {proc.returncode}); see the messages above"
         )
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines() if line.strip()]
     last = rows[-1]
     cuda_peak = max((r.get("cuda_peak_mib", 0.0) for r in rows), default=0.0)
     return {

@@ -42,10 +42,12 @@ from torch import Tensor, nn
 
 from .config import DataConfig
 from .data.folder import MAX_FILE_BYTES, Skip, Spec, decode, parse_background
-from .io import save_safetensors
+from .errors import InternalError
+from .io import save_safetensors, write_json
 from .models.base import GenerativeModel, load_weights
 from .models.diffusion import ddim_timesteps
-from .sample import generate, latents_for_seed, slerp, to_unit
+from .runfolder import CREATE
+from .sample import generate, latents_for_seed, make_grid, save_animation, save_image, slerp, to_unit
 
 PIXEL_WEIGHT = 1.0
 PERCEPTUAL_WEIGHT = 0.1
@@ -578,3 +580,69 @@ def load_latents(path: str | os.PathLike[str], model: GenerativeModel) -> Tensor
     if not z.is_floating_point() or not bool(torch.isfinite(z).all()):
         raise ValueError(f"{path}: latents must be finite floating-point numbers")
     return z.float()
+
+
+# -- the files an operation writes: the CLI, the studio and api.Run all write these names -----
+
+LATENT_FILE = "latent.safetensors"  # what sample/interpolate --latents and Run.read_latents read
+RECONSTRUCTION_FILE = "reconstruction.png"
+TARGET_FILE = "target.png"
+PROGRESS_FILE = "progress.gif"
+PROJECT_FILE = "project.json"
+PROGRESS_FPS = 10
+
+
+def create_dir(run_path: str | os.PathLike[str], kind: str, image: str | os.PathLike[str]) -> Path:
+    """Where ``artforge project/img2img/inpaint`` write by default: RUN/create/KIND-IMAGESTEM."""
+    return Path(run_path) / CREATE / f"{kind}-{Path(image).stem}"
+
+
+def save_projection(
+    proj: Projection, out: str | os.PathLike[str], *, family: str, run: str, image: str, steps: int, seed: int
+) -> list[str]:
+    """Write a projection's files into ``out``: the latents (with where they came from), the
+    reconstruction and the target, progress.gif when the projection kept frames, and
+    project.json (image, steps, seed, psnr, distance). The names written, in that order."""
+    out = Path(out)
+    meta = {"kind": "artforge-latents", "family": family, "run": run, "image": image}
+    save_latents(proj.latents, out / LATENT_FILE, meta)
+    save_image(proj.images[0], out / RECONSTRUCTION_FILE)
+    save_image(proj.targets[0], out / TARGET_FILE)
+    written = [LATENT_FILE, RECONSTRUCTION_FILE, TARGET_FILE]
+    if proj.frames:  # each (B, C, H, W): the first image's progress
+        save_animation(torch.cat([f[:1] for f in proj.frames]), out / PROGRESS_FILE, fps=PROGRESS_FPS)
+        written.append(PROGRESS_FILE)
+    psnr, dist = float(proj.psnr[0]), float(proj.distance[0])
+    record = {
+        "image": image,
+        "steps": steps,
+        "seed": seed,
+        "psnr": round(psnr, 3),
+        "distance": round(dist, 6),
+    }
+    write_json(record, out / PROJECT_FILE)
+    written.append(PROJECT_FILE)
+    return written
+
+
+def variation_stem(kind: str, seed: int, strength: float | None = None) -> str:
+    """The shared start of an img2img or inpaint set's file names: img2img-s0.60-seed4, inpaint-seed4."""
+    if kind == "img2img":
+        if strength is None:
+            raise InternalError("an img2img set's name needs its strength")
+        return f"img2img-s{strength:.2f}-seed{seed}"
+    if kind == "inpaint":
+        return f"inpaint-seed{seed}"
+    raise InternalError(f"unknown kind {kind!r}: img2img or inpaint")
+
+
+def save_variations(images: Tensor, out: str | os.PathLike[str], stem: str, source: Tensor) -> list[str]:
+    """Write an img2img/inpaint set into ``out``: STEM-0000.png, ... one per image, then
+    STEM-grid.png (the input first). The names written, the grid last."""
+    out = Path(out)
+    names = [f"{stem}-{k:04d}.png" for k in range(len(images))]
+    for img, name in zip(images, names, strict=True):
+        save_image(img, out / name)
+    grid = f"{stem}-grid.png"
+    save_image(make_grid(torch.cat([source.to(images.device), images])), out / grid)
+    return [*names, grid]

@@ -33,12 +33,19 @@ from .metrics.fid import fid_from_features
 from .metrics.inception import INCEPTION_SHA1
 from .metrics.novelty import novelty_sheet
 from .metrics.reference import Reference
-from .models.base import WEIGHTS_NAME
-from .runs import load_run, read_config
-from .sample import generate, latents_for_seed, options_slice
-from .snapshots import (
+from .runfolder import (
+    CONFIG_NAME,
+    PLOTS,
     SNAPSHOT_DIR,
     TABLE_NAME,
+    TABLE_REPORT,
+    WEIGHTS_NAME,
+    eval_name,
+    novelty_name,
+)
+from .runs import load_run, read_config, split_ref
+from .sample import check_options, generate, latents_for_seed, options_slice
+from .snapshots import (
     finite_weights,
     list_snapshots,
     make_snapshot_hook,
@@ -135,6 +142,14 @@ def data_prompts(root: str, names: list[str], n: int, seed: int) -> tuple[list[s
     return [captions[i] for i in pick], f"{n} captions drawn from {root} (seed {seed})"
 
 
+def eval_files(run: str | Path) -> tuple[Path, Path]:
+    """Where ``artforge eval`` of a run, or of a snapshot RUN@STEP, writes its results and its
+    novelty sheet: RUN/eval.json and RUN/novelty.png, or eval-step0000500.json and
+    novelty-step0000500.png beside them (runfolder.eval_name / novelty_name)."""
+    folder, weights = split_ref(run)
+    return folder / eval_name(weights), folder / novelty_name(weights)
+
+
 def evaluate_run(
     run_dir: str | os.PathLike[str],
     data: DataConfig | str | os.PathLike[str] | None = None,
@@ -165,10 +180,7 @@ def evaluate_run(
     real_set = load_images(cfg, progress=progress)
     reals = real_set.images  # uint8 (N, 3, H, W)
     real = Reference(reals, dev, batch_size=batch_size, inception=inception, progress=progress)
-    options = dict(sample_options or {})
-    for k in options:
-        if k not in run.model.sample_options:
-            raise ValueError(f"option {k!r} does not apply to {run.config.family} runs")
+    options = check_options(run.model, dict(sample_options or {}))
     prompted_with, gen_options = None, dict(options)
     if getattr(run.model, "conditional", False) and "prompt" not in options:
         gen_options["prompt"], prompted_with = data_prompts(cfg.path, real_set.names, n, seed)
@@ -218,7 +230,7 @@ def _real_config(
     """
     if isinstance(data, DataConfig):
         cfg, why = data, "the given data config"
-    elif (Path(data).expanduser() / "config.json").is_file():
+    elif (Path(data).expanduser() / CONFIG_NAME).is_file():
         cfg = read_config(Path(data).expanduser()).data
         if cfg.modality == "audio":
             raise ValueError(f"{data}: a sound run; eval --fake compares pictures")
@@ -395,7 +407,7 @@ def make_monitor_hook(
                 c,
             )
         state["best"] = max(state["best"], d)
-        plot_monitor(metrics_path, trainer.run_dir / "plots" / "monitor.png")
+        plot_monitor(metrics_path, trainer.run_dir / PLOTS / "monitor.png")
 
     return hook
 
@@ -495,8 +507,8 @@ def evaluate_snapshots(
     best = min(rows, key=lambda r: r["fid"])
     table = {"run": str(run_dir), "data": cfg.path, "n": n, "seed": seed, "rows": rows, "best": best["step"]}
     write_json(table, run_dir / TABLE_NAME)
-    _write_markdown(table, run_dir / "snapshots.md")
-    plot_table(table, run_dir / "plots" / "snapshots.png")
+    _write_markdown(table, run_dir / TABLE_REPORT)
+    plot_table(table, run_dir / PLOTS / "snapshots.png")
     return table
 
 

@@ -21,13 +21,12 @@ from .device import resolve_device
 from .io import write_json
 from .models import make_model_config, model_class
 from .models.base import (
-    CONFIG_NAME,
     FORMAT_VERSION,
-    WEIGHTS_NAME,
     GenerativeModel,
     load_state_into,
     load_weights,
 )
+from .runfolder import CONFIG_NAME, WEIGHTS_NAME
 from .version import __version__
 
 log = logging.getLogger(__name__)

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from .errors import ConfigError
 from .io import replacing
 from .models.base import GenerativeModel
 
@@ -99,6 +100,34 @@ def generate(
             "options overflow, e.g. a huge --truncation or --temperature); nothing was written"
         )
     return torch.cat(done + ([torch.cat(outs).cpu()] if outs else []))
+
+
+def check_options(model: GenerativeModel, options: dict[str, Any]) -> dict[str, Any]:
+    """Sampling options checked against a run's model (api.Run and the studio take them
+    through here): each must be one its family takes, and a prompt needs a text-conditioned
+    run (refused, never silently ignored). A new dict of the same options."""
+    allowed = model.sample_options
+    for k in options:
+        if k not in allowed:
+            raise ConfigError(
+                f"option {k!r} does not apply to {model.family} runs; "
+                + (f"it takes {list(allowed)}" if allowed else "it takes none")
+            )
+    if options.get("prompt") and not getattr(model, "conditional", False):
+        raise ConfigError(
+            f"this {model.family} run is not text-conditioned (trained without captions): it takes no prompt"
+        )
+    return dict(options)
+
+
+def seed_names(seeds: Iterable[int]) -> list[str]:
+    """The file of each image of ``sample_seeds(seeds)``: seed0007.png (CLI and studio alike)."""
+    return [f"seed{s:04d}.png" for s in seeds]
+
+
+def batch_names(seed: int, n: int) -> list[str]:
+    """The files of ``sample(n, seed=seed)``'s images: seed7-0000.png, seed7-0001.png, ..."""
+    return [f"seed{seed}-{k:04d}.png" for k in range(n)]
 
 
 def options_slice(options: dict[str, Any], n: int, lo: int, hi: int) -> dict[str, Any]:

@@ -31,15 +31,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .io import save_safetensors, write_json
-from .models.base import WEIGHTS_NAME
+from .runfolder import SNAPSHOT_DIR, TABLE_NAME, WEIGHTS_NAME
 
 if TYPE_CHECKING:
     from .training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_DIR = "snapshots"
-TABLE_NAME = "snapshots.json"
 _NAME = re.compile(r"^step-(\d{7,})\.safetensors$")
 
 

@@ -21,8 +21,6 @@ from artforge.io import load_safetensors, save_safetensors
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1  # bump when the run-folder layout changes incompatibly
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
 
 
 @dataclass(frozen=True)

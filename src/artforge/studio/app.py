@@ -48,6 +48,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
 from ..config import Range
+from ..runfolder import CONFIG_NAME
 from . import favourites, gallery, jobs, safety, worker
 from .jobs import JobManager
 from .safety import BadRequest, StudioError
@@ -173,7 +174,7 @@ def sample_options(body: dict[str, Any]) -> worker.Options:
 
 def run_size(run_path: Path) -> tuple[int, int]:
     """(height, width) from a run's config.json, to size a request before any work."""
-    cfg = gallery.read_json(run_path / "config.json") or {}
+    cfg = gallery.read_json(run_path / CONFIG_NAME) or {}
     data = cfg.get("data") or {}
     h, w = data.get("height"), data.get("width")
     if not isinstance(h, int) or not isinstance(w, int):
@@ -348,7 +349,7 @@ def upload(body: dict[str, Any], key: str, what: str) -> bytes:
 async def create_images(request: Request, kind: str) -> Response:
     """img2img / inpaint: an uploaded picture through the run's model on the generation lane."""
     s, body, path = await run_request(request, MAX_UPLOAD_BODY)
-    cfg = gallery.read_json(path / "config.json") or {}
+    cfg = gallery.read_json(path / CONFIG_NAME) or {}
     if gallery.modality(cfg) == "audio":
         raise safety.Conflict(f"{path.name} is a sound run; {kind} takes pictures")
     h, w = run_size(path)
@@ -377,7 +378,7 @@ async def create_images(request: Request, kind: str) -> Response:
 async def project(request: Request) -> Response:
     """The latent of an uploaded picture (GAN, DCGAN, VAE), on the generation lane."""
     s, body, path = await run_request(request, MAX_UPLOAD_BODY)
-    cfg = gallery.read_json(path / "config.json") or {}
+    cfg = gallery.read_json(path / CONFIG_NAME) or {}
     if gallery.modality(cfg) == "audio" or cfg.get("family") not in ("gan", "dcgan", "vae"):
         raise safety.Conflict(
             f"projection works for gan, dcgan and vae picture runs, not this {cfg.get('family', '?')} "
@@ -447,7 +448,7 @@ async def novelty(request: Request) -> Response:
     s, body, path = await run_request(request)
     h, w = run_size(path)
     options = sample_options(body)
-    if gallery.modality(gallery.read_json(path / "config.json") or {}) == "audio":
+    if gallery.modality(gallery.read_json(path / CONFIG_NAME) or {}) == "audio":
         raise safety.Conflict(
             "the novelty view compares pictures by the FID network's features; a sound run has none "
             "(artforge eval RUN measures a sound run: docs/audio.md)"

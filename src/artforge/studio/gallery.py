@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from ..runfolder import CONFIG_NAME, DATA_REPORT, EVAL, METRICS, PLOTS, SAMPLES, WEIGHTS_NAME
+
 MAX_DEPTH = 4  # how deep below RUNS_DIR runs are looked for
 LIVE_WINDOW_S = 60.0  # metrics.jsonl written this recently, budget not reached: still training
-SKIP_FILES = {"config.json", "data_report.json"}
+SKIP_FILES = {CONFIG_NAME, DATA_REPORT}
 
 
 def find_runs(root: Path) -> list[str]:
@@ -35,8 +37,8 @@ def find_runs(root: Path) -> list[str]:
             if e.name.startswith(".") or e.is_symlink() or not e.is_dir(follow_symlinks=False):
                 continue
             path = Path(e.path)
-            if (path / "config.json").is_file():
-                found.append((_mtime(path / "config.json"), path.relative_to(root).as_posix()))
+            if (path / CONFIG_NAME).is_file():
+                found.append((_mtime(path / CONFIG_NAME), path.relative_to(root).as_posix()))
             elif depth < MAX_DEPTH:
                 walk(path, depth + 1)
 
@@ -170,18 +172,18 @@ def status(path: Path, cfg: dict[str, Any], rows: list[dict[str, Any]], job: str
         return "training"
     train_rows = _training_rows(rows)
     done = (progress(cfg, train_rows[-1] if train_rows else None) or 0) >= 1.0
-    if done and (path / "model.safetensors").is_file():
+    if done and (path / WEIGHTS_NAME).is_file():
         return "finished"
     if job == "failed":
         return "failed"
-    if job is None and not done and time.time() - _mtime(path / "metrics.jsonl") < LIVE_WINDOW_S:
+    if job is None and not done and time.time() - _mtime(path / METRICS) < LIVE_WINDOW_S:
         return "training"
     return "stopped" if train_rows else "new"
 
 
 def latest_sample(run_id: str, path: Path) -> dict[str, Any] | None:
     """The newest samples/step-NNNNNNN.png, with its step."""
-    grids = sorted((path / "samples").glob("step-*.png"))
+    grids = sorted((path / SAMPLES).glob("step-*.png"))
     if not grids:
         return None
     g = grids[-1]
@@ -195,7 +197,7 @@ def latest_sample(run_id: str, path: Path) -> dict[str, Any] | None:
 def plots(run_id: str, path: Path) -> list[dict[str, str]]:
     return [
         {"name": p.stem, "url": file_url(run_id, f"plots/{p.name}", p)}
-        for p in sorted((path / "plots").glob("*.png"))
+        for p in sorted((path / PLOTS).glob("*.png"))
         if ".tmp" not in p.name
     ]
 
@@ -209,7 +211,7 @@ def evals(path: Path) -> list[dict[str, Any]]:
         if p.name in SKIP_FILES:
             continue
         d = read_json(p)
-        if isinstance(d, dict) and ("fid" in d or p.name == "eval.json"):
+        if isinstance(d, dict) and ("fid" in d or p.name == EVAL):
             row = {"file": p.name, **{k: v for k, v in d.items() if not isinstance(v, dict | list)}}
             if isinstance(d.get("caveats"), list):
                 row["caveats"] = [str(c) for c in d["caveats"]]
@@ -239,10 +241,10 @@ def loss_curve(train_rows: list[dict[str, Any]], points: int = CURVE_POINTS) -> 
 def summary(root: Path, run_id: str, jobs: dict[str, str]) -> dict[str, Any]:
     """What a gallery card shows about one run."""
     path = root / run_id
-    raw = read_json(path / "config.json")
+    raw = read_json(path / CONFIG_NAME)
     cfg = raw if isinstance(raw, dict) else {}
     data = cfg.get("data") or {}
-    rows = read_rows(path / "metrics.jsonl")
+    rows = read_rows(path / METRICS)
     train_rows = _training_rows(rows)
     last = train_rows[-1] if train_rows else None
     family = str(cfg.get("family", "?"))
@@ -256,7 +258,7 @@ def summary(root: Path, run_id: str, jobs: dict[str, str]) -> dict[str, Any]:
         "status": status(path, cfg, rows, jobs.get(run_id)),
         "progress": progress(cfg, last),
         "last": last,
-        "has_model": (path / "model.safetensors").is_file(),
+        "has_model": (path / WEIGHTS_NAME).is_file(),
         "latest_sample": latest_sample(run_id, path),
         "plots": plots(run_id, path),
         "evals": evals(path),
@@ -266,7 +268,7 @@ def summary(root: Path, run_id: str, jobs: dict[str, str]) -> dict[str, Any]:
         "time_left_s": time_left(cfg, last),
         "loss_curve": loss_curve(train_rows),
         "error": None if raw is not None else "config.json is unreadable",
-        "modified": _mtime(path / "metrics.jsonl") or _mtime(path / "config.json"),
+        "modified": _mtime(path / METRICS) or _mtime(path / CONFIG_NAME),
     }
 
 
@@ -274,12 +276,12 @@ def detail(root: Path, run_id: str, jobs: dict[str, str]) -> dict[str, Any]:
     """A run's page: its summary plus the whole config, every grid and the data report."""
     path = root / run_id
     out = summary(root, run_id, jobs)
-    out["config"] = read_json(path / "config.json")
+    out["config"] = read_json(path / CONFIG_NAME)
     out["samples"] = [
         {"url": file_url(run_id, f"samples/{g.name}", g), "name": g.name}
-        for g in sorted((path / "samples").glob("step-*.png"))
+        for g in sorted((path / SAMPLES).glob("step-*.png"))
     ]
-    report = read_json(path / "data_report.json")
+    report = read_json(path / DATA_REPORT)
     if isinstance(report, dict):
         out["data_report"] = {k: v for k, v in report.items() if not isinstance(v, list | dict)}
         skipped = report.get("skipped")
@@ -293,9 +295,9 @@ def live(root: Path, run_id: str, since: int, jobs: dict[str, str]) -> dict[str,
     """What the live view polls: metrics rows after the first ``since`` (all of them, with
     ``reset``, when the file shrank because a resume truncated it), progress and the newest grid."""
     path = root / run_id
-    raw = read_json(path / "config.json")
+    raw = read_json(path / CONFIG_NAME)
     cfg = raw if isinstance(raw, dict) else {}
-    rows = read_rows(path / "metrics.jsonl")
+    rows = read_rows(path / METRICS)
     reset = since > len(rows)
     train_rows = _training_rows(rows)
     last = train_rows[-1] if train_rows else None

@@ -33,6 +33,7 @@ from typing import Any
 
 from ..config import Range, Setting, settings
 from ..io import write_json
+from ..runfolder import CONFIG_NAME, METRICS, WEIGHTS_NAME
 from .safety import BadRequest, Conflict, NotFound, StudioError, get_float, get_int, new_name, run_dir
 
 STATE_DIR = ".studio"
@@ -191,10 +192,10 @@ def resume_argv(
         raise BadRequest(f"a resume takes only {', '.join(sorted(RESUME_FIELDS))}; not {unknown[0]!r}")
     run_id = spec["resume"]
     path = run_dir(root, run_id)
-    cfg = gallery.read_json(path / "config.json")
+    cfg = gallery.read_json(path / CONFIG_NAME)
     if not isinstance(cfg, dict):
         raise BadRequest(f"{run_id}: config.json is unreadable, so the run cannot be continued")
-    rows = gallery.read_rows(path / "metrics.jsonl")
+    rows = gallery.read_rows(path / METRICS)
     if gallery.status(path, cfg, rows, jobs.get(run_id)) == "training":
         raise Conflict(f"{run_id!r} is training; stop it first")
     from ..training.checkpoint import state_dir
@@ -429,10 +430,10 @@ class JobManager:
         from . import gallery
 
         path = self.root / run
-        rows = [r for r in gallery.read_rows(path / "metrics.jsonl") if "img_per_s" in r]
-        cfg = gallery.read_json(path / "config.json")
+        rows = [r for r in gallery.read_rows(path / METRICS) if "img_per_s" in r]
+        cfg = gallery.read_json(path / CONFIG_NAME)
         done = (gallery.progress(cfg, rows[-1]) or 0) >= 1 if rows and isinstance(cfg, dict) else False
-        return done and (path / "model.safetensors").is_file()
+        return done and (path / WEIGHTS_NAME).is_file()
 
     def shutdown(self) -> list[Job]:
         """The jobs still running when the studio stops (they keep running; see the module doc)."""

@@ -13,6 +13,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..runfolder import CONFIG_NAME
+
 # Bounds on one request. A request's images also share a pixel budget, so a large run gets
 # fewer images per request rather than gigabytes of tensors: 64 images of 256x256 is the most.
 MAX_COUNT = 64  # images per generate request
@@ -108,7 +110,7 @@ def run_dir(root: Path, run_id: Any) -> Path:
     if not isinstance(run_id, str):
         raise BadRequest("'run' must be a run name (a string)")
     target = inside(root, run_id)
-    if not (target / "config.json").is_file():
+    if not (target / CONFIG_NAME).is_file():
         raise NotFound(f"no run {run_id!r} in the studio's folder")
     return target
 

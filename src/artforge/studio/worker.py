@@ -40,24 +40,26 @@ from .. import create as cr
 from ..api import load
 from ..audio import write_wav
 from ..data import load_images
-from ..io import write_json
+from ..errors import ConfigError
 from ..metrics.inception import find_inception
 from ..metrics.reference import Reference
-from ..sample import generate as decode  # this module's generate() is the studio's job
+from ..runfolder import GENERATED, WEIGHTS_NAME
 from ..sample import (
+    batch_names,
+    check_options,
     interpolation_path,
-    latents_for_seed,
-    latents_per_seed,
     make_grid,
     options_slice,
     save_animation,
     save_image,
+    seed_names,
 )
+from ..sample import generate as decode  # this module's generate() is the studio's job
 from .safety import BadRequest, Conflict, StudioError
 
 log = logging.getLogger(__name__)
 
-OUTPUT_DIR = "generated/studio"  # inside a run folder, beside the CLI's RUN/generated/
+OUTPUT_DIR = f"{GENERATED}/studio"  # inside a run folder, beside the CLI's RUN/generated/
 
 
 CHUNK_COST = 2**16  # pixels x network passes in the first chunk of a request
@@ -227,7 +229,7 @@ class ModelCache:
         self._lock = threading.Lock()
 
     def get(self, run_path: Path) -> Any:
-        weights = run_path / "model.safetensors"
+        weights = run_path / WEIGHTS_NAME
         try:
             key = (str(run_path), weights.stat().st_mtime_ns)
         except OSError:
@@ -262,21 +264,12 @@ class Options:
     prompt: str | None = None
 
     def check(self, run: Any) -> dict[str, Any]:
-        allowed = run.model.sample_options
-        for k in self.values:
-            if k not in allowed:
-                raise BadRequest(
-                    f"option {k!r} does not apply to {run.config.family} runs; "
-                    + (f"it takes {list(allowed)}" if allowed else "it takes none")
-                )
-        if self.prompt:  # refused, never silently ignored, by runs trained without captions
-            if not getattr(run.model, "conditional", False):
-                raise BadRequest(
-                    f"this {run.config.family} run is not text-conditioned (trained without captions): "
-                    "it takes no prompt"
-                )
-            return {**self.values, "prompt": self.prompt}
-        return dict(self.values)
+        """The options as api.Run takes them, checked by the same rule (sample.check_options)."""
+        values = {**self.values, "prompt": self.prompt} if self.prompt else dict(self.values)
+        try:
+            return check_options(run.model, values)
+        except ConfigError as e:  # the request's values: a bad request, as every other field's
+            raise BadRequest(str(e)) from None
 
 
 def new_output_dir(run_path: Path, kind: str) -> Path:
@@ -325,11 +318,11 @@ def generate(
     run = cache.get(run_path)
     opts = options.check(run)
     if seeds is not None:
-        z = latents_per_seed(run.model, seeds)
-        names = [f"seed{s:04d}.png" for s in seeds]
+        z = run.latent(seeds)
+        names = seed_names(seeds)
     else:
-        z = latents_for_seed(run.model, n, seed)
-        names = [f"seed{seed}-{k:04d}.png" for k in range(n)]
+        z = run.latents(n, seed)
+        names = batch_names(seed, n)
     images = yield from sample_chunks(run, z, opts)
     waves = None
     if run.is_audio:
@@ -364,7 +357,7 @@ def interpolate(
     worked in chunks like ``generate``."""
     run = cache.get(run_path)
     opts = options.check(run)
-    path = interpolation_path(latents_per_seed(run.model, seeds), frames, loop)
+    path = interpolation_path(run.latent(seeds), frames, loop)
     walk = yield from sample_chunks(run, path, opts)
     out = new_output_dir(run_path, "walk")
     save_animation(walk, out / "walk.gif", fps=fps)
@@ -460,16 +453,13 @@ def _ratio(d: float, tau: float) -> float | None:
 # -- create: img2img and inpaint on an uploaded picture (docs/create.md) --------------------
 
 
-def _save_set(run_path: Path, kind: str, images: torch.Tensor, names: list[str]) -> dict[str, Any]:
-    """PNGs, a grid and a zip of ``images`` in a fresh RUN/generated/studio/ folder."""
-    out = new_output_dir(run_path, kind)
-    for img, name in zip(images, names, strict=True):
-        save_image(img, out / name)
-    save_image(make_grid(images), out / "grid.png")
+def _zip_set(out: Path, names: list[str], grid: str) -> dict[str, Any]:
+    """A zip of an img2img/inpaint set's images beside them; the answer naming the files."""
+    images = names[:-1]  # the grid is the last name written
     with zipfile.ZipFile(out / "images.zip", "w", zipfile.ZIP_STORED) as zf:
-        for name in names:
+        for name in images:
             zf.write(out / name, name)
-    return {"folder": out, "images": names, "grid": "grid.png", "zip": "images.zip"}
+    return {"folder": out, "images": images, "grid": grid, "zip": "images.zip"}
 
 
 def create(
@@ -484,9 +474,10 @@ def create(
     options: Options,
 ) -> dict[str, Any]:
     """``kind`` "img2img" (n variations of ``image`` at ``strength``) or "inpaint" (n fills of
-    ``mask``: the bytes of a mask picture or an "L,T,R,B" box) through the Python API's create
-    functions. One turn of the lane: create runs a projection or a DDIM loop as one call (the
-    forward pre-hook still stops it at the next network call once cancelled)."""
+    ``mask``: the bytes of a mask picture or an "L,T,R,B" box) through api.Run, written under
+    the names ``artforge img2img/inpaint`` gives them. One turn of the lane: create runs a
+    projection or a DDIM loop as one call (the forward pre-hook still stops it at the next
+    network call once cancelled)."""
     run = cache.get(run_path)
     if run.is_audio:
         raise Conflict(f"{run_path.name} is a sound run; img2img and inpaint take pictures")
@@ -504,19 +495,21 @@ def create(
     except ValueError as e:
         raise BadRequest(str(e)) from None
     if fill is None:
-        images = cr.img2img(run.model, picture, strength, n, seed=seed, **opts)
-        names = [f"img2img-s{strength:g}-seed{seed}-{k:04d}.png" for k in range(n)]
+        images = run.img2img(picture, strength, n, seed=seed, **opts)
     else:
-        images = cr.inpaint(run.model, picture, fill, n, seed=seed, **opts)
-        names = [f"inpaint-seed{seed}-{k:04d}.png" for k in range(n)]
-    return _save_set(run_path, kind, images, names)
+        images = run.inpaint(picture, fill, n, seed=seed, **opts)
+    out = new_output_dir(run_path, kind)
+    names = run.write_variations(
+        images, out, picture, kind=kind, seed=seed, strength=strength if fill is None else None
+    )
+    return _zip_set(out, names, names[-1])
 
 
 def project(
     cache: ModelCache, run_path: Path, image: bytes, steps: int, seed: int, options: Options
 ) -> dict[str, Any]:
-    """The latent that reproduces an uploaded picture (``artforge project``'s files: latent,
-    reconstruction, target, project.json) in a fresh RUN/generated/studio/ folder."""
+    """The latent that reproduces an uploaded picture (``artforge project``'s files, written by
+    api.Run.write_projection) in a fresh RUN/generated/studio/ folder."""
     run = cache.get(run_path)
     if run.config.family not in ("gan", "dcgan", "vae") or run.is_audio:
         raise Conflict(
@@ -530,22 +523,14 @@ def project(
         picture = cr.load_image(image, run.config.data, name="the uploaded image")
     except ValueError as e:
         raise BadRequest(str(e)) from None
-    proj = cr.project(run.model, picture, steps=steps, seed=seed, prompt=opts.get("prompt"))
+    proj = run.project(picture, steps=steps, seed=seed, prompt=opts.get("prompt"))
     out = new_output_dir(run_path, "project")
-    meta = {"kind": "artforge-latents", "family": run.config.family, "run": run_path.name, "image": "upload"}
-    cr.save_latents(proj.latents, out / "latent.safetensors", meta)
-    save_image(proj.images[0], out / "reconstruction.png")
-    save_image(proj.targets[0], out / "target.png")
-    psnr, dist = round(float(proj.psnr[0]), 3), round(float(proj.distance[0]), 6)
-    write_json(
-        {"image": "upload", "steps": steps, "seed": seed, "psnr": psnr, "distance": dist},
-        out / "project.json",
-    )
+    run.write_projection(proj, out, image="upload", steps=steps, seed=seed, run=run_path.name)
     return {
         "folder": out,
-        "reconstruction": "reconstruction.png",
-        "target": "target.png",
-        "latent": "latent.safetensors",
-        "psnr": psnr,
-        "distance": dist,
+        "reconstruction": cr.RECONSTRUCTION_FILE,
+        "target": cr.TARGET_FILE,
+        "latent": cr.LATENT_FILE,
+        "psnr": round(float(proj.psnr[0]), 3),
+        "distance": round(float(proj.distance[0]), 6),
     }

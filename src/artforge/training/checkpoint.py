@@ -24,9 +24,8 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
-from ..models.base import WEIGHTS_NAME, load_state_into, load_weights, save_weights
-
-STATE = "state"
+from ..models.base import load_state_into, load_weights, save_weights
+from ..runfolder import METRICS, SAMPLES, STATE, STATE_OLD, STATE_TMP, WEIGHTS_NAME
 
 
 class SaveError(RuntimeError):
@@ -115,9 +114,9 @@ def save_checkpoint(
     A failure while writing state.tmp/ (a full disk, a quota) deletes state.tmp/ and leaves
     state/ and model.safetensors as they were.
     """
-    tmp = run_dir / (STATE + ".tmp")
+    tmp = run_dir / STATE_TMP
     final = run_dir / STATE
-    old = run_dir / (STATE + ".old")
+    old = run_dir / STATE_OLD
     if not final.exists() and state_dir(run_dir) == old:
         # a crash between the two renames left the last checkpoint in state.old/: put it back
         # first, or the swap below would delete it before the new one is in place
@@ -130,7 +129,7 @@ def save_checkpoint(
     )
     try:
         tmp.mkdir()
-        save_weights(model, tmp / "model.safetensors")  # with the usual file mode (io.py)
+        save_weights(model, tmp / WEIGHTS_NAME)  # with the usual file mode (io.py)
         if ema_model is not None:
             save_weights(ema_model, tmp / "ema.safetensors")
         trainer_state = {
@@ -175,9 +174,9 @@ def save_checkpoint(
 
 def state_dir(run_dir: Path) -> Path | None:
     """The newest complete state folder (state/, or state.old/ if a crash hit mid-swap)."""
-    for name in (STATE, STATE + ".old"):
+    for name in (STATE, STATE_OLD):
         d = run_dir / name
-        if (d / "trainer.pt").is_file() and (d / "model.safetensors").is_file():
+        if (d / "trainer.pt").is_file() and (d / WEIGHTS_NAME).is_file():
             return d
     return None
 
@@ -191,7 +190,7 @@ def missing_state(run_dir: Path) -> str:
         return f"{d}/ (the checkpoint) is missing"
     if not d.is_dir():
         return f"{d} is not a folder"
-    gone = [name for name in ("trainer.pt", "model.safetensors") if not (d / name).is_file()]
+    gone = [name for name in ("trainer.pt", WEIGHTS_NAME) if not (d / name).is_file()]
     return f"{d}/ is incomplete ({' and '.join(gone)} missing or unreadable)"
 
 
@@ -201,7 +200,7 @@ def results_in(run_dir: Path) -> list[str]:
     A run killed before its first checkpoint has none of these (only config.json and the data
     report), so starting it afresh loses nothing."""
     found = []
-    for name in (WEIGHTS_NAME, "metrics.jsonl", "samples", STATE, STATE + ".old"):
+    for name in (WEIGHTS_NAME, METRICS, SAMPLES, STATE, STATE_OLD):
         p = run_dir / name
         try:
             if p.is_symlink() or (p.is_file() and p.stat().st_size) or (p.is_dir() and any(p.iterdir())):
@@ -268,10 +267,10 @@ def load_checkpoint(
         raise FileNotFoundError(
             f"{run_dir}: no checkpoint to resume from ({STATE}/ is missing or incomplete)"
         )
-    load_state_into(model, load_weights(d / "model.safetensors"), d / "model.safetensors")
+    load_state_into(model, load_weights(d / WEIGHTS_NAME), d / WEIGHTS_NAME)
     if ema_model is not None:
         ema_path = d / "ema.safetensors"
-        src = ema_path if ema_path.is_file() else d / "model.safetensors"
+        src = ema_path if ema_path.is_file() else d / WEIGHTS_NAME
         load_state_into(ema_model, load_weights(src), src)
     ts = _read_trainer_state(d / "trainer.pt")
     missing = sorted(set(optimizers) - set(ts["optimizers"]))

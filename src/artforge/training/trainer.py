@@ -34,6 +34,16 @@ from ..io import write_json
 from ..models.base import GenerativeModel
 from ..optim import EMA, build_optimizer
 from ..resolve import complete_config
+from ..runfolder import (
+    CAPTIONS_REPORT,
+    CONFIG_NAME,
+    DATA_REPORT,
+    METRICS,
+    PLOTS,
+    SAMPLES,
+    replaced_by_fresh_start,
+    sample_grid,
+)
 from ..runs import build_model, write_config
 from ..sample import generate, latents_for_seed, save_grid
 from . import distributed
@@ -284,7 +294,7 @@ class Trainer:
         self.captions = self._read_captions()  # None unless the model is text-conditioned
         self._grid_prompts: list[str] | None = None
         self.state = TrainState()
-        self.logbook = Logbook(self.run_dir / "metrics.jsonl")
+        self.logbook = Logbook(self.run_dir / METRICS)
         self.saved_step: int | None = None  # step of the last checkpoint written (the rollback target)
         self.rollbacks: list[dict] = []  # type: ignore[type-arg]  # divergences survived so far
         # first non-finite loss/gradient since the last check, kept on the device (_watch)
@@ -408,7 +418,7 @@ class Trainer:
 
     def _check_folder(self, resume: bool, overwrite: bool) -> bool:
         """Refuse to start over a run unless told to; whether to resume after all."""
-        if not resume and (self.run_dir / "config.json").exists() and not overwrite:
+        if not resume and (self.run_dir / CONFIG_NAME).exists() and not overwrite:
             raise ValueError(
                 f"{self.run_dir} already holds a run; continue it with --resume, "
                 "or pick another --out (or --overwrite to replace it)"
@@ -421,17 +431,11 @@ class Trainer:
         return resume
 
     def _clear_for_fresh_start(self) -> None:
-        """Remove what a fresh start replaces: its log, grids, checkpoint, snapshots, and the
-        measurements of the old weights (eval*.json, novelty*.png: the studio would show them
-        beside the new run). What the user made with the old model (generated/, create/,
-        walks) and their favourites stay."""
+        """Remove what a fresh start replaces (runfolder.replaced_by_fresh_start: its log,
+        grids, checkpoint, snapshots and the old weights' measurements); what the user made
+        with the old model and their favourites stay."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        measured = [p.name for pattern in ("eval*.json", "novelty*.png") for p in self.run_dir.glob(pattern)]
-        for stale in (
-            *("metrics.jsonl", "samples", "plots", "state", "state.old", "state.tmp"),
-            *("snapshots", "snapshots.json", "snapshots.md"),
-            *measured,
-        ):
+        for stale in replaced_by_fresh_start(self.run_dir):
             p = self.run_dir / stale
             if p.is_symlink():  # a link is removed, never what it points to
                 p.unlink()
@@ -443,10 +447,10 @@ class Trainer:
     def _write_run_files(self) -> None:
         """config.json and the reports of what the data held (rank 0)."""
         write_config(self.cfg, self.run_dir)
-        self.data.write_report(self.run_dir / "data_report.json")
+        self.data.write_report(self.run_dir / DATA_REPORT)
         if self.captions is not None:
             log.info("%s", self.caption_report.summary())
-            write_json(self.caption_report.report(), self.run_dir / "captions_report.json")
+            write_json(self.caption_report.report(), self.run_dir / CAPTIONS_REPORT)
         if self.data.held_out:  # the loader said what it read; this is what training keeps
             log.info("%s", self.data.summary())
 
@@ -558,7 +562,7 @@ class Trainer:
         return {"cuda_peak_mib": round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)}
 
     def _finish(self) -> None:
-        grid = self.run_dir / "samples" / f"step-{self.state.step:07d}.png"
+        grid = self.run_dir / SAMPLES / sample_grid(self.state.step)
         if self.main and not grid.is_file():  # a sample_every grid at this step is the same grid
             self.save_samples()
         if self.saved_step != self.state.step:  # a --minutes budget ends between checkpoints
@@ -760,7 +764,7 @@ class Trainer:
         prompts = self.grid_prompts()
         images = generate(model, z) if prompts is None else generate(model, z, prompt=prompts)
         model.train(was_training)
-        path = self.run_dir / "samples" / f"step-{self.state.step:07d}.png"
+        path = self.run_dir / SAMPLES / sample_grid(self.state.step)
         try:
             return save_grid(images, path)
         except OSError as e:  # a full disk: the grid is for looking at, the checkpoint decides
@@ -777,7 +781,7 @@ class Trainer:
             order = torch.randperm(len(distinct), generator=torch.Generator().manual_seed(GRID_SEED)).tolist()
             self._grid_prompts = [distinct[order[i % len(order)]] for i in range(self.cfg.train.grid_n)]
         prompts = self._grid_prompts
-        listing = self.run_dir / "samples" / "prompts.txt"
+        listing = self.run_dir / SAMPLES / "prompts.txt"
         if self.main and not listing.exists():
             listing.parent.mkdir(parents=True, exist_ok=True)
             listing.write_text("\n".join(prompts) + "\n", encoding="utf-8")
@@ -813,7 +817,7 @@ class Trainer:
         self.saved_step = self.state.step
         if self.main:
             try:
-                plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "plots" / "losses.png")
+                plot_losses(self.run_dir / METRICS, self.run_dir / PLOTS / "losses.png")
             except OSError as e:  # the plot is for looking at; a full disk must not end the run here
                 log.warning("could not write plots/losses.png (%s)", e.strerror or e)
 

@@ -1,0 +1,136 @@
+"""artforge train: one flag per declared setting, resolved into the complete RunConfig, then the loop."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..config import TRAIN_FLAGS, settings
+from ..runfolder import CONFIG_NAME
+from .common import CLIError, parse_size
+
+NAMES = ("train",)
+TAKES_EXTRAS = True  # --section.name=value words
+
+
+def add_arguments(sub: Any) -> None:
+    S = argparse.SUPPRESS
+    t = sub.add_parser(
+        "train",
+        help="train a model on a folder, a zip or built-in data",
+        description="Train a model. Flags override --config; any other setting can be given "
+        "as --section.name=value (e.g. --train.log_every=10, --model.base_channels=32).",
+        allow_abbrev=False,
+    )
+    t.add_argument("--config", metavar="FILE", help="TOML or JSON run config", default=S)
+    t.add_argument("--size", type=parse_size, default=S, help="N or WIDTHxHEIGHT (default 64)")
+    _add_setting_flags(t)
+    t.add_argument("--out", metavar="DIR", default=S, help="run folder (default runs/DATA-MODEL)")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its checkpoint (never replaces its weights or log)",
+    )
+    t.add_argument(
+        "--restart",
+        action="store_true",
+        help="train the run in --out again from step 0 with its saved settings (and any given "
+        "here), replacing its weights, log and grids",
+    )
+    t.add_argument(
+        "--overwrite", action="store_true", help="replace the run in --out with a new one from these settings"
+    )
+    t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+
+
+def _add_setting_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per declared setting (config.settings()): its type and choices from the field,
+    --x/--no-x for a bool. Unset flags stay out of the namespace (SUPPRESS), so a value from
+    --config or the saved run is not overwritten by a default."""
+    for s in settings():
+        if s.flag is None:
+            continue
+        if s.type is bool:
+            p.add_argument(
+                s.flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=s.help
+            )
+            continue
+        kind = None if s.type is str else s.type
+        choices = list(s.choices) if s.choices else None
+        p.add_argument(
+            s.flag, type=kind, choices=choices, metavar=s.metavar, default=argparse.SUPPRESS, help=s.help
+        )
+
+
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """{dotted config path: value} of the train flags given on the command line."""
+    given = vars(args)
+    out = {path: given[dest] for dest, path in TRAIN_FLAGS.items() if dest in given}
+    out = {path: list(v) if isinstance(v, tuple) else v for path, v in out.items()}
+    if "size" in given:
+        out["data.height"], out["data.width"] = given["size"]
+    return out
+
+
+def _default_out(cfg: Any) -> Path:
+    path = cfg.data.path
+    name = path.replace(":", "-") if path.startswith("builtin") else Path(path).stem or "data"
+    base = Path("runs") / f"{name}-{cfg.family}"
+    out, k = base, 2
+    while (out / CONFIG_NAME).exists():
+        out, k = base.with_name(f"{base.name}-{k}"), k + 1
+    return out
+
+
+def run(args: argparse.Namespace, extras: list[str]) -> int:
+    return _train_exit(cmd_train(args, extras))
+
+
+def cmd_train(args: argparse.Namespace, extras: list[str]) -> int:
+    from ..evaluate import training_hooks
+    from ..resolve import resolve_run
+    from ..training import Trainer
+
+    if args.resume and args.restart:
+        raise CLIError("give --resume (continue from the checkpoint) or --restart (start over), not both")
+    if (args.resume or args.restart) and "out" not in args:
+        flag = "--resume" if args.resume else "--restart"
+        raise CLIError(f"{flag} needs --out RUN (the run folder to continue or start over)")
+    cfg = resolve_run(
+        _given(args),
+        extras,
+        config=getattr(args, "config", None),
+        saved=args.out if args.resume or args.restart else None,
+        resume=args.resume,
+    )
+    if args.dry_run:
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return 0
+    out = Path(args.out) if "out" in args else _default_out(cfg)
+    trainer = Trainer(cfg, out, progress=not args.quiet, hooks=training_hooks(cfg.train))
+    trainer.train(resume=args.resume, overwrite=args.overwrite or args.restart)
+    if not trainer.main:  # under torchrun, rank 0 reports
+        return 0
+    st = trainer.state
+    print(
+        f"trained {cfg.family} to step {st.step} ({st.images_seen:,} images, {st.elapsed / 60:.1f} min) "
+        f"-> {out}\n  samples: {out / 'samples'}  losses: {out / 'plots' / 'losses.png'}\n"
+        f"  next: artforge sample {out} -n 64 --seed 7 --out grid.png"
+    )
+    return 0
+
+
+def _train_exit(rc: int) -> int:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Under torchrun the process group is destroyed by now, yet gloo's C++ threads can
+        # still abort the interpreter's shutdown ("terminate called without an active
+        # exception", pytorch/pytorch#179291), turning a finished run into a failed one.
+        # Everything is written and flushed, so leave without the finalisers.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    return rc
