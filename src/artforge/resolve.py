@@ -39,6 +39,7 @@ from .config import (
 )
 from .errors import UsageError
 from .models import model_class
+from .models.base import GenerativeModel
 from .optim import resolve_optim
 from .runs import build_model, read_config
 
@@ -152,6 +153,22 @@ def complete_config(cfg: RunConfig) -> RunConfig:
     model_class(cfg.family)  # an unknown family is named before anything else is looked at
     cfg = _resolve_modality(cfg)
     shapes = build_model(cfg, cfg.train.device, training=True, meta=True)  # allocates nothing
+    return _filled_in(cfg, shapes)
+
+
+def config_and_model(cfg: RunConfig) -> tuple[RunConfig, GenerativeModel]:
+    """What training starts from: the complete config (as ``complete_config`` gives it) and
+    its model, built once (after the size guard, weights from torch's global RNG): the
+    model's parameter groups and defaults fill in the config, no second build."""
+    model_class(cfg.family)
+    cfg = _resolve_modality(cfg)
+    model = build_model(cfg, cfg.train.device, training=True)
+    return _filled_in(cfg, model), model
+
+
+def _filled_in(cfg: RunConfig, shapes: GenerativeModel) -> RunConfig:
+    """``cfg`` with the defaults ``shapes`` (the family's model for it) gives: its model
+    config, optimiser settings per group, EMA; and the budget's defaults."""
     optim = resolve_optim(cfg, list(shapes.param_groups()), shapes.default_optim())
     train = cfg.train.budget_defaulted()
     if train.ema is None:

@@ -44,14 +44,14 @@ class Budget:
         steps = get("steps")
         return cls(int(steps) if steps is not None else None, get("epochs"), get("minutes"))
 
-    def total_steps(self, steps_per_epoch: float) -> int | None:
+    def total_steps(self, images: int, batch_size: int) -> int | None:
         """The step at which the steps or epochs budget ends, the first of the two; None
-        under a minutes budget alone. ``steps_per_epoch``: images / batch size."""
+        under a minutes budget alone. ``images``: the data's size."""
         limits = []
         if self.steps is not None:
             limits.append(self.steps)
         if self.epochs is not None:
-            limits.append(math.ceil(self.epochs * steps_per_epoch))
+            limits.append(math.ceil(self.epochs * images / batch_size))
         return min(limits) if limits else None
 
     def spent(self, step: float, elapsed: float, epoch: float | None = None) -> float | None:
