@@ -37,7 +37,7 @@ from .config import (
     parse_override,
     set_path,
 )
-from .errors import UsageError
+from .errors import ConfigError, UsageError
 from .models import model_class
 from .models.base import GenerativeModel
 from .optim import resolve_optim
@@ -97,17 +97,15 @@ def settings_dict(
     d: dict[str, Any] = {}
     if config is not None:
         table = config if isinstance(config, Mapping) else load_config_file(config)
-        d = merge(d, dict(table))
+        d = merge(d, size_to_sides(dict(table)))
     for path, value in given.items():
         set_path(d, path, value)
     for word in overrides:
         if not word.startswith("--"):
             raise UsageError(f"unexpected argument {word!r}")
         key, value = parse_override(word)
-        if key == "data.size":
-            h, w = parse_size(str(value))
-            set_path(d, "data.height", h)
-            set_path(d, "data.width", w)
+        if key == "data.size":  # a shorthand for data.height and data.width, never stored
+            d = merge(d, size_to_sides({"data": {"size": value}}))
             continue
         set_path(d, ALIASES.get(key, key) or key, value)
     if base is None:
@@ -122,14 +120,30 @@ def settings_dict(
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """'64' -> (64, 64); '80x48' -> height 48, width 80 (width x height, like ImageMagick)."""
+    """'64' -> (64, 64); '80x48' -> height 48, width 80 (width x height, like ImageMagick).
+    The one reading of a size (``--size``, ``--data.size``, ``[data] size``); its bounds are
+    DataConfig's (config.MIN_SIDE, config.MAX_SIDE)."""
     try:
         if "x" in text.lower():
             w, h = text.lower().split("x", 1)
             return int(h), int(w)
         return int(text), int(text)
     except ValueError:
-        raise ValueError(f"bad size {text!r}: use N for NxN or WIDTHxHEIGHT like 80x48") from None
+        raise ConfigError(f"bad size {text!r}: use N for NxN or WIDTHxHEIGHT like 80x48") from None
+
+
+def size_to_sides(table: dict[str, Any]) -> dict[str, Any]:
+    """A settings table whose ``data.size`` (N, "N" or "WxH") is replaced by data.height and
+    data.width, the fields config.json stores."""
+    data = table.get("data")
+    if not isinstance(data, dict) or "size" not in data:
+        return table
+    data = dict(data)
+    size = data.pop("size")
+    if isinstance(size, bool) or not isinstance(size, int | str):
+        raise ConfigError(f"data.size must be N or WIDTHxHEIGHT like 80x48, got {size!r}")
+    data["height"], data["width"] = parse_size(str(size))
+    return {**table, "data": data}
 
 
 def audio_size_default(d: dict[str, Any]) -> dict[str, Any]:
