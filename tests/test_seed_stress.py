@@ -17,8 +17,8 @@ PROCESSES = 12  # sample calls in all
 AT_ONCE = 4  # running together
 BUSY = 2  # busy-loop processes loading the machine meanwhile
 TRAIN = (
-    "train --data builtin --builtin-count 16 --size 100x100 --steps 8 --batch-size 4 "
-    "--model.base_channels=8 --grid-n 4 --quiet"
+    "-q train --data builtin --builtin-count 16 --size 100x100 --steps 8 --batch-size 4 "
+    "--model.base_channels=8 --grid-n 4"
 )
 
 
