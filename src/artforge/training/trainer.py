@@ -207,19 +207,7 @@ class Trainer:
 
         A folder that already holds a run is only started afresh with ``overwrite``.
         """
-        resume = self._check_folder(resume, overwrite)
-        distributed.barrier(self.dist)  # every rank has looked before rank 0 writes anything
-        if resume:
-            self._load_state()
-            log.info("resumed %s at step %d", self.run_dir, self.state.step)
-        elif self.main:
-            self._clear_for_fresh_start()
-        if self.main:
-            self._write_run_files()
-        distributed.barrier(self.dist)
-        if not resume:  # step 0: loadable and resumable from the start, and a rollback target
-            self.checkpoint()
-
+        self._open(resume, overwrite)
         total = self.total_steps()
         if total is not None and self.state.step >= total:
             log.info("nothing to do: already at step %d of %d", self.state.step, total)
@@ -246,6 +234,22 @@ class Trainer:
         self._finish()
         distributed.teardown(self.dist)
         return self.run_dir
+
+    def _open(self, resume: bool, overwrite: bool) -> None:
+        """Resume from state/, or start afresh (a step-0 checkpoint: loadable and resumable
+        from the start, and a rollback target); config.json and the data reports written."""
+        resume = self._check_folder(resume, overwrite)
+        distributed.barrier(self.dist)  # every rank has looked before rank 0 writes anything
+        if resume:
+            self._load_state()
+            log.info("resumed %s at step %d", self.run_dir, self.state.step)
+        elif self.main:
+            self._clear_for_fresh_start()
+        if self.main:
+            self._write_run_files()
+        distributed.barrier(self.dist)
+        if not resume:
+            self.checkpoint()
 
     def _check_folder(self, resume: bool, overwrite: bool) -> bool:
         """Refuse to start over a run unless told to; whether to resume after all."""
