@@ -45,6 +45,12 @@ ALIASES = {
 }
 
 
+# The image size a run may train at, pixels a side: the one bound the data config, every
+# family's model config and the size guard share (--size, --data.size, [data] size in TOML).
+MIN_SIDE = 8  # the networks halve down to 4 pixels; below 8 nothing is left to draw
+MAX_SIDE = 4096
+
+
 def bounded(default: Any, hi: int | float) -> Any:
     """A dataclass field with an upper bound, kept in its metadata (``{"max": hi}``) beside
     the field so one check (``check_bounds``) enforces every bound and a CLI or form can be
@@ -198,8 +204,8 @@ class DataConfig:
     path: str = setting(
         "builtin", flag="--data", metavar="PATH", help="image folder, .zip, or builtin[:NAME]"
     )
-    height: int = bounded(64, 4096)  # pixels; any size, not only powers of two
-    width: int = bounded(64, 4096)
+    height: int = bounded(64, MAX_SIDE)  # pixels; any size, not only powers of two
+    width: int = bounded(64, MAX_SIDE)
     # crop: fill and centre-crop; pad: fit inside and pad; stretch: resize
     fit: Fit = setting("crop", flag=True)
     # composited behind transparency and used for padding
@@ -221,10 +227,14 @@ class DataConfig:
         check_choices(self, "fit", "cache", "captions", "modality")
         if not 0 <= self.holdout < 1:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
-        if self.height < 8 or self.width < 8:
-            raise ValueError(f"image size must be at least 8x8, got {self.width}x{self.height}")
-        if self.height > 4096 or self.width > 4096:
-            raise ValueError(f"image size must be at most 4096x4096, got {self.width}x{self.height}")
+        if min(self.height, self.width) < MIN_SIDE:
+            raise ValueError(
+                f"image size must be at least {MIN_SIDE}x{MIN_SIDE}, got {self.width}x{self.height}"
+            )
+        if max(self.height, self.width) > MAX_SIDE:
+            raise ValueError(
+                f"image size must be at most {MAX_SIDE}x{MAX_SIDE}, got {self.width}x{self.height}"
+            )
         check_bounds(self, "data")
 
 

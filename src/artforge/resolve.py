@@ -37,8 +37,9 @@ from .config import (
     parse_override,
     set_path,
 )
-from .errors import UsageError
+from .errors import ConfigError, UsageError
 from .models import model_class
+from .models.base import GenerativeModel
 from .optim import resolve_optim
 from .runs import build_model, read_config
 
@@ -96,17 +97,15 @@ def settings_dict(
     d: dict[str, Any] = {}
     if config is not None:
         table = config if isinstance(config, Mapping) else load_config_file(config)
-        d = merge(d, dict(table))
+        d = merge(d, size_to_sides(dict(table)))
     for path, value in given.items():
         set_path(d, path, value)
     for word in overrides:
         if not word.startswith("--"):
             raise UsageError(f"unexpected argument {word!r}")
         key, value = parse_override(word)
-        if key == "data.size":
-            h, w = parse_size(str(value))
-            set_path(d, "data.height", h)
-            set_path(d, "data.width", w)
+        if key == "data.size":  # a shorthand for data.height and data.width, never stored
+            d = merge(d, size_to_sides({"data": {"size": value}}))
             continue
         set_path(d, ALIASES.get(key, key) or key, value)
     if base is None:
@@ -121,14 +120,30 @@ def settings_dict(
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """'64' -> (64, 64); '80x48' -> height 48, width 80 (width x height, like ImageMagick)."""
+    """'64' -> (64, 64); '80x48' -> height 48, width 80 (width x height, like ImageMagick).
+    The one reading of a size (``--size``, ``--data.size``, ``[data] size``); its bounds are
+    DataConfig's (config.MIN_SIDE, config.MAX_SIDE)."""
     try:
         if "x" in text.lower():
             w, h = text.lower().split("x", 1)
             return int(h), int(w)
         return int(text), int(text)
     except ValueError:
-        raise ValueError(f"bad size {text!r}: use N for NxN or WIDTHxHEIGHT like 80x48") from None
+        raise ConfigError(f"bad size {text!r}: use N for NxN or WIDTHxHEIGHT like 80x48") from None
+
+
+def size_to_sides(table: dict[str, Any]) -> dict[str, Any]:
+    """A settings table whose ``data.size`` (N, "N" or "WxH") is replaced by data.height and
+    data.width, the fields config.json stores."""
+    data = table.get("data")
+    if not isinstance(data, dict) or "size" not in data:
+        return table
+    data = dict(data)
+    size = data.pop("size")
+    if isinstance(size, bool) or not isinstance(size, int | str):
+        raise ConfigError(f"data.size must be N or WIDTHxHEIGHT like 80x48, got {size!r}")
+    data["height"], data["width"] = parse_size(str(size))
+    return {**table, "data": data}
 
 
 def audio_size_default(d: dict[str, Any]) -> dict[str, Any]:
@@ -152,6 +167,22 @@ def complete_config(cfg: RunConfig) -> RunConfig:
     model_class(cfg.family)  # an unknown family is named before anything else is looked at
     cfg = _resolve_modality(cfg)
     shapes = build_model(cfg, cfg.train.device, training=True, meta=True)  # allocates nothing
+    return _filled_in(cfg, shapes)
+
+
+def config_and_model(cfg: RunConfig) -> tuple[RunConfig, GenerativeModel]:
+    """What training starts from: the complete config (as ``complete_config`` gives it) and
+    its model, built once (after the size guard, weights from torch's global RNG): the
+    model's parameter groups and defaults fill in the config, no second build."""
+    model_class(cfg.family)
+    cfg = _resolve_modality(cfg)
+    model = build_model(cfg, cfg.train.device, training=True)
+    return _filled_in(cfg, model), model
+
+
+def _filled_in(cfg: RunConfig, shapes: GenerativeModel) -> RunConfig:
+    """``cfg`` with the defaults ``shapes`` (the family's model for it) gives: its model
+    config, optimiser settings per group, EMA; and the budget's defaults."""
     optim = resolve_optim(cfg, list(shapes.param_groups()), shapes.default_optim())
     train = cfg.train.budget_defaulted()
     if train.ema is None:

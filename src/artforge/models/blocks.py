@@ -16,6 +16,8 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import _SpectralNorm
 
+from artforge.config import MIN_SIDE
+
 Norm = Literal["batch", "group", "pixel", "spectral", "none"]
 Act = Literal["relu", "lrelu", "silu"]
 
@@ -30,8 +32,10 @@ def reject_options(model: Any, options: dict[str, Any]) -> None:
 
 
 def check_image_size(height: int, width: int, channels: int) -> None:
-    if height < 8 or width < 8:
-        raise ValueError(f"image size must be at least 8x8, got {width}x{height} (width x height)")
+    if height < MIN_SIDE or width < MIN_SIDE:
+        raise ValueError(
+            f"image size must be at least {MIN_SIDE}x{MIN_SIDE}, got {width}x{height} (width x height)"
+        )
     if channels < 1:
         raise ValueError(f"channels must be at least 1, got {channels}")
 

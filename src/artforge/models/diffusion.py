@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from artforge.config import Range, bounded, check_bounds, check_choices
+from artforge.config import MAX_SIDE, Range, bounded, check_bounds, check_choices
 from artforge.models.base import GenerativeModel, Phase
 from artforge.models.blocks import check_image_size, group_count, reject_options, stage_sizes
 from artforge.text import TextFields, check_text_fields, condition_vectors, make_conditioner
@@ -36,8 +36,8 @@ Prediction = Literal["eps", "v"]
 @dataclass
 class DiffusionConfig(TextFields):
     # bounded(default, max): settings that size memory; checked before anything is built
-    height: int = bounded(64, 4096)  # image size; any size >= 8 (a run copies its data size here)
-    width: int = bounded(64, 4096)
+    height: int = bounded(64, MAX_SIDE)  # image size; any size >= 8 (a run copies its data size here)
+    width: int = bounded(64, MAX_SIDE)
     channels: int = bounded(3, 16)  # image channels
     # U-Net width at full resolution (64+ on a GPU; 32 trains ~4x faster on a CPU)
     base_channels: int = bounded(32, 4096)

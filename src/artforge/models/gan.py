@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from artforge.config import Range, bounded, check_bounds, check_choices
+from artforge.config import MAX_SIDE, Range, bounded, check_bounds, check_choices
 from artforge.losses import (
     gan_d_loss,
     gan_d_reject_loss,
@@ -55,8 +55,8 @@ DCGANLoss = Literal["bce", "mse", "hinge"]
 @dataclass
 class GANConfig(TextFields):
     # bounded(default, max): settings that size memory; checked before anything is built
-    height: int = bounded(64, 4096)  # image size; any size >= 8 (a run copies its data size here)
-    width: int = bounded(64, 4096)
+    height: int = bounded(64, MAX_SIDE)  # image size; any size >= 8 (a run copies its data size here)
+    width: int = bounded(64, MAX_SIDE)
     channels: int = bounded(3, 16)  # image channels
     latent_dim: int = bounded(100, 8192)  # size of z (100 as in DCGAN, Radford et al. 2016)
     base_channels: int = bounded(32, 4096)  # channels after D's first halving; doubled per halving
@@ -130,8 +130,8 @@ class GANConfig(TextFields):
 @dataclass
 class DCGANConfig:
     # square power of two >= 16; 64 is the reference (a run copies its data size)
-    height: int = bounded(64, 4096)
-    width: int = bounded(64, 4096)
+    height: int = bounded(64, MAX_SIDE)
+    width: int = bounded(64, MAX_SIDE)
     channels: int = bounded(3, 16)  # nc
     latent_dim: int = bounded(100, 8192)  # nz
     ngf: int = bounded(64, 4096)  # generator width

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from artforge.config import Range, bounded, check_bounds, check_choices
+from artforge.config import MAX_SIDE, Range, bounded, check_bounds, check_choices
 from artforge.losses import kl_normal, recon_loss
 from artforge.models.base import GenerativeModel, Phase
 from artforge.models.blocks import (
@@ -33,8 +33,8 @@ VNorm = Literal["group", "batch", "none"]
 @dataclass
 class VAEConfig(TextFields):
     # bounded(default, max): settings that size memory; checked before anything is built
-    height: int = bounded(64, 4096)  # image size; any size >= 8 (a run copies its data size here)
-    width: int = bounded(64, 4096)
+    height: int = bounded(64, MAX_SIDE)  # image size; any size >= 8 (a run copies its data size here)
+    width: int = bounded(64, MAX_SIDE)
     channels: int = bounded(3, 16)  # image channels
     latent_dim: int = bounded(128, 8192)  # size of z
     base_channels: int = bounded(64, 4096)  # channels after the encoder's first halving; doubled per halving

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..runfolder import CONFIG_NAME, DATA_REPORT, EVAL, METRICS, PLOTS, SAMPLES, WEIGHTS_NAME
+from ..training.budget import RECENT_WINDOWS, Budget, recent_rate
 
 MAX_DEPTH = 4  # how deep below RUNS_DIR runs are looked for
 LIVE_WINDOW_S = 60.0  # metrics.jsonl written this recently, budget not reached: still training
@@ -122,32 +123,30 @@ def progress(cfg: dict[str, Any], last: dict[str, Any] | None) -> float | None:
     """How far through its budget a run is, 0..1 (the first budget reached ends training)."""
     if not last:
         return 0.0
-    train = cfg.get("train") or {}
-    parts = []
-    if isinstance(train.get("steps"), int | float) and train["steps"] > 0:
-        parts.append(last.get("step", 0) / train["steps"])
-    if isinstance(train.get("minutes"), int | float) and train["minutes"] > 0:
-        parts.append((last.get("elapsed") or 0) / (60 * train["minutes"]))
-    if isinstance(train.get("epochs"), int | float) and train["epochs"] > 0:
-        parts.append((last.get("epoch") or 0) / train["epochs"])
-    return min(1.0, max(parts)) if parts else None
+    budget = Budget.of(cfg.get("train") or {})
+    return budget.spent(last.get("step") or 0, last.get("elapsed") or 0, last.get("epoch") or 0)
 
 
-def time_left(cfg: dict[str, Any], last: dict[str, Any] | None) -> float | None:
+def time_left(cfg: dict[str, Any], rows: list[dict[str, Any]]) -> float | None:
     """Seconds of training left by the budget that ends first: a minutes budget's own clock, a
-    steps or epochs budget at the speed so far. None before the first row or without a budget."""
+    steps or epochs budget at the recent speed (the training rows' img_per_s, as the progress
+    bar takes it). None before the first row or without a budget."""
+    last = rows[-1] if rows else None
     if not last or not isinstance(last.get("elapsed"), int | float) or last["elapsed"] <= 0:
         return None
     train = cfg.get("train") or {}
-    elapsed = float(last["elapsed"])
-    left = []
-    if isinstance(train.get("minutes"), int | float) and train["minutes"] > 0:
-        left.append(60 * train["minutes"] - elapsed)
-    for budget, done in (("steps", last.get("step")), ("epochs", last.get("epoch"))):
-        total = train.get(budget)
-        if isinstance(total, int | float) and total > 0 and isinstance(done, int | float) and done > 0:
-            left.append((total - done) * elapsed / done)
-    return round(max(0.0, min(left)), 1) if left else None
+    batch = train.get("batch_size")
+    rate = recent_rate(
+        r["img_per_s"] for r in rows[-RECENT_WINDOWS:] if isinstance(r.get("img_per_s"), int | float)
+    )
+    step = last.get("step") if isinstance(last.get("step"), int | float) else 0
+    if isinstance(batch, int) and batch > 0 and rate is not None:
+        steps_per_s = rate / batch
+    else:  # no speed logged: the average since the start
+        steps_per_s = step / last["elapsed"] if step else None
+    epoch = last.get("epoch") if isinstance(last.get("epoch"), int | float) else None
+    left = Budget.of(train).time_left(step, float(last["elapsed"]), steps_per_s, epoch)
+    return round(left, 1) if left is not None else None
 
 
 def modality(cfg: dict[str, Any]) -> str:
@@ -265,7 +264,7 @@ def summary(root: Path, run_id: str, jobs: dict[str, str]) -> dict[str, Any]:
         "sample_options": sample_options(family, cfg),
         "conditioning": conditioning(cfg),
         "modality": modality(cfg),
-        "time_left_s": time_left(cfg, last),
+        "time_left_s": time_left(cfg, train_rows),
         "loss_curve": loss_curve(train_rows),
         "error": None if raw is not None else "config.json is unreadable",
         "modified": _mtime(path / METRICS) or _mtime(path / CONFIG_NAME),
@@ -308,7 +307,7 @@ def live(root: Path, run_id: str, since: int, jobs: dict[str, str]) -> dict[str,
         "reset": reset,
         "status": status(path, cfg, rows, jobs.get(run_id)),
         "progress": progress(cfg, last),
-        "time_left_s": time_left(cfg, last),
+        "time_left_s": time_left(cfg, train_rows),
         "last": last,
         "latest_sample": latest_sample(run_id, path),
         "plots": plots(run_id, path),

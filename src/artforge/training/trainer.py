@@ -8,32 +8,28 @@ EMA, logging, sample grids and checkpoints.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
 import shutil
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from ..config import RunConfig, TrainConfig
+from ..config import RunConfig
 from ..data import ImageSet, load_images
 from ..data.captions import read_captions
 from ..data.holdout import is_held_out
 from ..device import resolve_device
+from ..errors import TrainingError
 from ..io import write_json
 from ..models.base import GenerativeModel
 from ..optim import EMA, build_optimizer
-from ..resolve import complete_config
+from ..resolve import config_and_model
 from ..runfolder import (
     CAPTIONS_REPORT,
     CONFIG_NAME,
@@ -44,10 +40,12 @@ from ..runfolder import (
     replaced_by_fresh_start,
     sample_grid,
 )
-from ..runs import build_model, write_config
+from ..runs import write_config
 from ..sample import generate, latents_for_seed, save_grid
 from . import distributed
+from .backends import CompileFailures, compile_model, configure_backends
 from .batches import BatchStream
+from .budget import Budget, Speed, clock, out_of_time
 from .checkpoint import (
     SaveError,
     TrainState,
@@ -56,7 +54,12 @@ from .checkpoint import (
     save_checkpoint,
     state_dir,
 )
+from .divergence import Diverged, Watch, cut_learning_rates, grads_finite, nonfinite
 from .logbook import Logbook, plot_losses
+from .signals import StopSignals, Terminated
+
+# imported from here by callers and tests
+__all__ = ["Diverged", "StopSignals", "Terminated", "Trainer", "TrainingError", "grads_finite"]
 
 log = logging.getLogger(__name__)
 
@@ -64,142 +67,9 @@ GRID_SEED = 1234  # the fixed seed of the training sample grids
 Hook = Callable[["Trainer", int], None]
 
 
-@dataclass
-class _Window:
-    """Images trained since the last log line, and when that line was written: the speed
-    the next line reports."""
-
-    images: int = 0
-    start: float = field(default_factory=time.perf_counter)
-
-    def reset(self) -> None:
-        self.images, self.start = 0, time.perf_counter()
-
-
-class TrainingError(RuntimeError):
-    """Training cannot continue (e.g. the loss became NaN); the last checkpoint is intact."""
-
-
-class Diverged(TrainingError):
-    """A loss, gradient or weight became NaN/Inf at ``step``; nothing from it has been saved.
-
-    The Trainer rolls back to the last checkpoint with a lower learning rate (train.nan_retries
-    times) and raises it, as a TrainingError, when the retries are spent. Every rank sees the
-    same values (losses and gradients are averaged first, weights are identical), so all ranks
-    raise it together.
-    """
-
-    def __init__(self, message: str, step: int) -> None:
-        super().__init__(message)
-        self.step = step
-
-
-def configure_backends(t: TrainConfig, device: torch.device) -> None:
-    """Process-wide speed settings: CPU threads, and TF32 on GPUs that have it."""
-    if t.threads:
-        torch.set_num_threads(t.threads)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = t.tf32
-        torch.backends.cudnn.allow_tf32 = t.tf32
-
-
-class CompileFailures(logging.Filter):
-    """Collects torch.compile's fallbacks: dynamo logs a full traceback per network when it
-    falls back to eager; the user gets one line with the reason instead (Trainer.train)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.reasons: list[str] = []
-        self.reported = 0  # reasons already told to the user
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        if "WON'T CONVERT" not in msg and "Traceback" not in msg:
-            return True
-        errors = [ln.strip() for ln in msg.splitlines() if "Error: " in ln or "Error(" in ln]
-        reason = errors[-1] if errors else msg.splitlines()[0].strip()
-        if reason not in self.reasons:
-            self.reasons.append(reason)
-        return False
-
-    def report(self) -> None:
-        if len(self.reasons) > self.reported:
-            log.warning(
-                "torch.compile failed, so the networks run eagerly (same results, no speed-up): %s",
-                "; ".join(self.reasons[self.reported :]),
-            )
-            self.reported = len(self.reasons)
-
-
-def compile_networks(model: nn.Module, mode: str = "default") -> CompileFailures:
-    """``torch.compile`` each network of the model in place (parameter names, and so the
-    checkpoints, are unchanged). If compilation fails (e.g. no C++ compiler on the machine),
-    the networks run eagerly: ``suppress_errors`` makes dynamo fall back instead of raising.
-    On the 2-core CPU this was slower than eager for every family (benchmarks/RESULTS.md), so
-    it is opt-in."""
-    import torch._dynamo
-
-    torch._dynamo.config.suppress_errors = True
-    failures = CompileFailures()
-    logging.getLogger("torch._dynamo.convert_frame").addFilter(failures)
-    for name, net in model.named_children():
-        if not any(True for _ in net.parameters()):
-            continue
-        try:
-            net.compile(mode=None if mode == "default" else mode)
-        except Exception as e:  # noqa: BLE001 - any failure means: stay eager
-            failures.reasons.append(f"{name}: {e}")
-    return failures
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)  # seeds CUDA too
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM arrived during training: handled like Ctrl-C (a checkpoint, then exit)."""
-
-
-class StopSignals:
-    """While training, Ctrl-C (SIGINT) and SIGTERM (``kill PID``, ``docker stop``, a scheduler's
-    preemption, the studio's Stop) ask the loop to stop at the next step boundary, where it
-    saves a checkpoint and exits, so ``--resume`` continues exactly where it stopped. Raising
-    inside a step instead would save a half-done step (batch-norm statistics of a forward that
-    the resumed run repeats). A second signal stops at once (no checkpoint: the last one stays).
-
-    Only in the main thread, only over the default handlers (a caller's own, or an ignored
-    SIGINT in a background job, is left alone), and not under torchrun, where the ranks must
-    stop together: there a signal raises where it lands, as Python's default does."""
-
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled
-        self.requested: KeyboardInterrupt | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.requested is not None:  # asked twice: now
-            raise KeyboardInterrupt
-        self.requested = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
-
-    def __enter__(self) -> StopSignals:
-        if not self.enabled or threading.current_thread() is not threading.main_thread():
-            return self
-        defaults = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
-        for sig, default in defaults.items():
-            if signal.getsignal(sig) is default:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
-        self._previous.clear()
-
-    def check(self) -> None:
-        """At a step boundary: stop if asked to."""
-        if self.requested is not None:
-            raise self.requested
 
 
 class Trainer:
@@ -234,8 +104,8 @@ class Trainer:
                 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         seed_everything(cfg.train.seed)  # the same on every rank: same weights, same RNG stream
-        self.cfg = complete_config(cfg)  # a no-op on a config from resolve.resolve_run
-        model = build_model(self.cfg, cfg.train.device, training=True)  # weights from the seeded RNG
+        # the complete config (unchanged from resolve.resolve_run) and the model, built once
+        self.cfg, model = config_and_model(cfg)  # weights from the seeded RNG
         if cfg.train.batch_size % self.dist.world:
             raise ValueError(
                 f"--batch-size {cfg.train.batch_size} must be divisible by the number of processes "
@@ -267,12 +137,14 @@ class Trainer:
         self._keep_initial_lr()
         self.progress_done = 0.0  # fraction of the budget spent, for the lr decay
         self.phases = self.model.phases()
+        self.watch = Watch(self.phases)  # NaN/Inf losses and gradients, noted on the device
         names = {id(p): n for n, p in self.model.named_parameters()}
         ema_names = {names[id(p)] for g in self.model.ema_groups for p in self.groups[g]}
         self.ema = EMA(self.model, ema_names, t.ema_half_life) if t.ema else None
         # after the EMA copy, which stays eager: it only samples
-        self.graphs = False  # CUDA graphs replayed by torch.compile (compile_mode reduce-overhead)
-        self.compile_failures = self._compile(t) if t.compile or t.compile_mode != "default" else None
+        # CUDA graphs replayed by torch.compile (compile_mode reduce-overhead): graphs=True
+        self.compile_failures: CompileFailures | None
+        self.compile_failures, self.graphs = compile_model(self.model, t, self.device)
         # CPUs: bf16 autocast only (oneDNN's bf16 kernels; no fp16 grad scaling off CUDA)
         amp = t.amp if self.device.type == "cuda" or t.amp == "bf16" else "off"
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
@@ -297,28 +169,6 @@ class Trainer:
         self.logbook = Logbook(self.run_dir / METRICS)
         self.saved_step: int | None = None  # step of the last checkpoint written (the rollback target)
         self.rollbacks: list[dict] = []  # type: ignore[type-arg]  # divergences survived so far
-        # first non-finite loss/gradient since the last check, kept on the device (_watch)
-        self._first_bad: torch.Tensor | None = None
-        self._bad_loss: torch.Tensor | None = None
-
-    def _compile(self, t: TrainConfig) -> CompileFailures | None:
-        """torch.compile the networks in ``t.compile_mode``. CUDA graphs need a CUDA device and
-        fixed shapes: elsewhere the networks run eagerly, and one line says why."""
-        if t.compile_mode == "reduce-overhead" and self.device.type != "cuda":
-            log.warning(
-                "--compile-mode reduce-overhead replays CUDA graphs, which need a CUDA device; "
-                "the networks run eagerly on %s",
-                self.device,
-            )
-            return None
-        if t.compile_mode == "reduce-overhead" and getattr(self.model, "conditional", False):
-            log.warning(
-                "--compile-mode reduce-overhead: text runs change shapes with each caption batch; "
-                "the networks run eagerly"
-            )
-            return None
-        self.graphs = t.compile_mode == "reduce-overhead"
-        return compile_networks(self.model, t.compile_mode)
 
     def _read_captions(self) -> list[str] | None:
         if not getattr(self.model, "conditional", False):
@@ -332,27 +182,18 @@ class Trainer:
         self.caption_report = caps
         return caps.texts
 
-    # -- budget --------------------------------------------------------------------------
+    # -- budget ------------------------------------------------------------------------
+    def budget(self) -> Budget:
+        """The steps and minutes budgets (an epochs budget counted in steps: ``total_steps``)."""
+        return Budget(steps=self.total_steps(), minutes=self.cfg.train.minutes)
+
     def total_steps(self) -> int | None:
         t = self.cfg.train
-        limits = []
-        if t.steps is not None:
-            limits.append(t.steps)
-        if t.epochs is not None:
-            limits.append(math.ceil(t.epochs * len(self.data) / t.batch_size))
-        return min(limits) if limits else None
-
-    def _budget_fraction(self, step: int, elapsed: float, total: int | None) -> float:
-        """How much of the budget is spent: the largest of steps/total and elapsed/minutes."""
-        m = self.cfg.train.minutes
-        parts = [step / total if total else 0.0, elapsed / (m * 60) if m else 0.0]
-        return min(max(parts), 1.0)
+        return Budget.of(t).total_steps(len(self.data), t.batch_size)
 
     def _out_of_time(self, elapsed: float) -> bool:
-        """A --minutes budget covers the final grid and checkpoint too: training stops when the
-        time left is what they will take (``_finish_cost``), so the command ends in its minutes."""
-        m = self.cfg.train.minutes
-        return m is not None and elapsed + self._finish_cost(elapsed) >= m * 60
+        """A --minutes budget covers the final grid and checkpoint too (budget.out_of_time)."""
+        return out_of_time(self.cfg.train.minutes, elapsed, self._finish_cost(elapsed))
 
     def _finish_cost(self, elapsed: float) -> float:
         """Seconds the final grid and checkpoint will take, from the training speed so far (so
@@ -376,19 +217,7 @@ class Trainer:
 
         A folder that already holds a run is only started afresh with ``overwrite``.
         """
-        resume = self._check_folder(resume, overwrite)
-        distributed.barrier(self.dist)  # every rank has looked before rank 0 writes anything
-        if resume:
-            self._load_state()
-            log.info("resumed %s at step %d", self.run_dir, self.state.step)
-        elif self.main:
-            self._clear_for_fresh_start()
-        if self.main:
-            self._write_run_files()
-        distributed.barrier(self.dist)
-        if not resume:  # step 0: loadable and resumable from the start, and a rollback target
-            self.checkpoint()
-
+        self._open(resume, overwrite)
         total = self.total_steps()
         if total is not None and self.state.step >= total:
             log.info("nothing to do: already at step %d of %d", self.state.step, total)
@@ -399,7 +228,7 @@ class Trainer:
         self.stops = StopSignals(enabled=not self.dist.enabled)
         try:
             with self.stops:
-                window = self._loop(total, bar)
+                speed = self._loop(total, bar)
         except KeyboardInterrupt as e:
             if e is self.stops.requested or not self.stops.enabled:  # at a step boundary (or DDP)
                 self._save_on_interrupt(bar)
@@ -410,11 +239,27 @@ class Trainer:
             raise
         if bar is not None:
             bar.close()
-        if self.main and window.images:  # a budget in minutes ends between log lines: log the tail
-            self._log_row(self.state.step, window)
+        if self.main and speed.images:  # a budget in minutes ends between log lines: log the tail
+            self._log_row(self.state.step, speed)
         self._finish()
         distributed.teardown(self.dist)
         return self.run_dir
+
+    def _open(self, resume: bool, overwrite: bool) -> None:
+        """Resume from state/, or start afresh (a step-0 checkpoint: loadable and resumable
+        from the start, and a rollback target); config.json and the data reports written."""
+        resume = self._check_folder(resume, overwrite)
+        distributed.barrier(self.dist)  # every rank has looked before rank 0 writes anything
+        if resume:
+            self._load_state()
+            log.info("resumed %s at step %d", self.run_dir, self.state.step)
+        elif self.main:
+            self._clear_for_fresh_start()
+        if self.main:
+            self._write_run_files()
+        distributed.barrier(self.dist)
+        if not resume:
+            self.checkpoint()
 
     def _check_folder(self, resume: bool, overwrite: bool) -> bool:
         """Refuse to start over a run unless told to; whether to resume after all."""
@@ -454,12 +299,13 @@ class Trainer:
         if self.data.held_out:  # the loader said what it read; this is what training keeps
             log.info("%s", self.data.summary())
 
-    def _loop(self, total: int | None, bar) -> _Window:  # type: ignore[no-untyped-def]
-        """Steps until the budget is spent, rolling back on divergence; returns the images
-        trained since the last log line."""
+    def _loop(self, total: int | None, bar) -> Speed:  # type: ignore[no-untyped-def]
+        """Steps until the budget is spent, rolling back on divergence; returns the speed
+        window (the images trained since the last log line)."""
         t = self.cfg.train
+        budget = self.budget()
         start = time.perf_counter() - self.state.elapsed
-        window = _Window()
+        window = Speed()
         step = self.state.step
         timed = t.minutes is not None  # only then do the ranks need one clock (a collective)
         while total is None or step < total:
@@ -471,7 +317,7 @@ class Trainer:
                     break
                 step = self._rolled_back(bar, window)
                 continue
-            self.progress_done = self._budget_fraction(step, elapsed, total)
+            self.progress_done = budget.spent(step, elapsed) or 0.0  # for the lr decay
             self._train_step(step)
             if self.compile_failures is not None and self.main:
                 self.compile_failures.report()
@@ -484,12 +330,12 @@ class Trainer:
                 bar.update(1)
         return window
 
-    def _count_step(self, step: int, start: float, window: _Window) -> None:
+    def _count_step(self, step: int, start: float, window: Speed) -> None:
         """The counters of a finished step, and the EMA's update."""
         t = self.cfg.train
         self.state.step = step
         self.state.images_seen += t.batch_size
-        window.images += t.batch_size
+        window.add(t.batch_size)
         if self.ema is not None:
             self.ema.update(self.model, self.state.images_seen, t.batch_size)
         self.state.elapsed = time.perf_counter() - start
@@ -502,7 +348,7 @@ class Trainer:
         ckpt = bool(t.ckpt_every and step % t.ckpt_every == 0) or step == total
         return logs, grid, ckpt
 
-    def _after_step(self, step: int, total: int | None, bar, window: _Window) -> bool:  # type: ignore[no-untyped-def]
+    def _after_step(self, step: int, total: int | None, bar, window: Speed) -> bool:  # type: ignore[no-untyped-def]
         """The outputs due after ``step``, then the hooks; False when a divergence was found
         and the run rolled back."""
         logs, grid, ckpt = self._due(step, total)
@@ -512,7 +358,7 @@ class Trainer:
         if self.main and logs:
             row = self._log_row(step, window)
             if bar is not None:
-                bar.set_postfix_str(self._postfix(row), refresh=False)
+                bar.set_postfix_str(self._postfix(row, window), refresh=False)
         if self.main and grid:
             self.save_samples()
         if ckpt and not self._guard(self.checkpoint):
@@ -533,7 +379,7 @@ class Trainer:
         why = "terminated (SIGTERM)" if isinstance(sys.exc_info()[1], Terminated) else "interrupted"
         log.warning("%s at step %d; checkpoint saved, continue with --resume", why, self.state.step)
 
-    def _rolled_back(self, bar, window: _Window) -> int:  # type: ignore[no-untyped-def]
+    def _rolled_back(self, bar, window: Speed) -> int:  # type: ignore[no-untyped-def]
         """After a rollback: the step to continue from, shown on the progress bar; the speed
         window starts again."""
         if bar is not None:
@@ -541,19 +387,17 @@ class Trainer:
         window.reset()
         return self.state.step
 
-    def _log_row(self, step: int, window: _Window) -> dict:  # type: ignore[type-arg]
+    def _log_row(self, step: int, window: Speed) -> dict:  # type: ignore[type-arg]
         """Write one metrics.jsonl line: counters, speed over the window, mean losses; the
         window starts again."""
-        row = self.logbook.flush(
+        return self.logbook.flush(
             step=step,
             images=self.state.images_seen,
             epoch=round(self.batches.epoch_of(step), 4),
             elapsed=round(self.state.elapsed, 2),
-            img_per_s=round(window.images / max(time.perf_counter() - window.start, 1e-9), 2),
+            img_per_s=round(window.lap(), 2),
             **self._memory(),
         )
-        window.reset()
-        return row
 
     def _memory(self) -> dict[str, float]:
         """Peak CUDA memory so far (MiB), for the log; nothing on the CPU."""
@@ -608,13 +452,7 @@ class Trainer:
         # the uncut rates); after k rollbacks the rates are factor**k of the configured ones
         rates = {g: [group["initial_lr"] for group in opt.param_groups] for g, opt in self.optimizers.items()}
         self._load_state()
-        for g, opt in self.optimizers.items():
-            for group, before in zip(opt.param_groups, rates[g], strict=True):
-                cut = before * t.nan_lr_factor
-                decayed = group["lr"] / group["initial_lr"]  # the lr decay's position (1 without)
-                group["lr"] = cut if decayed == 1 else cut * decayed
-                group["initial_lr"] = cut
-        lrs = {g: opt.param_groups[0]["lr"] for g, opt in self.optimizers.items()}
+        lrs = cut_learning_rates(self.optimizers, rates, t.nan_lr_factor)
         self.rollbacks.append(
             {"at_step": err.step, "to_step": self.state.step, "reason": str(err), "lr": lrs}
         )
@@ -647,15 +485,6 @@ class Trainer:
         if self.main:
             self.logbook.truncate_after(self.state.step)
             self.logbook.restore(self.state.extra.get("logbook"))
-
-    def _nonfinite(self) -> str | None:
-        """The name of a NaN/Inf weight or buffer (training or EMA copy), or None."""
-        models = [("", self.model)] + ([("ema.", self.ema.model)] if self.ema is not None else [])
-        for prefix, m in models:
-            for name, v in m.state_dict().items():
-                if v.is_floating_point() and not bool(torch.isfinite(v).all()):
-                    return prefix + name
-        return None
 
     def _train_step(self, step: int, batch: torch.Tensor | None = None) -> None:
         """One optimisation step on batch ``step`` of the data (or on ``batch``, for benchmarks).
@@ -699,7 +528,7 @@ class Trainer:
                 values = distributed.average_grads(self.dist, params, values)
                 out = dict(zip(keys, values.unbind(0), strict=True))
             # fp16: the scaler skips steps with non-finite gradients itself
-            self._watch(step, i, out["loss"], None if self.scaler is not None else params)
+            self.watch.note(step, i, out["loss"], None if self.scaler is not None else params)
             if self.scaler is not None:
                 self.scaler.unscale_(opt)
             decay = self.cfg.optim_groups[ph.opt].get("decay", 0.0)  # runs before it lack the key
@@ -720,35 +549,10 @@ class Trainer:
                 self.logbook.add(ph.name, out)
         distributed.average_buffers(self.dist, self.model)
 
-    # -- divergence, seen without waiting for the device ---------------------------------
-    def _watch(self, step: int, phase: int, loss: torch.Tensor, params: list[nn.Parameter] | None) -> None:
-        """Note (on the device) the first step whose loss, or whose gradients of ``params``,
-        are not finite: code = 2 * (step * phases + phase) + (1 if only the gradients are)."""
-        loss = loss.detach()
-        loss_ok = torch.isfinite(loss).reshape(())
-        ok = loss_ok if params is None else loss_ok & grads_finite(params)
-        if self._first_bad is None or self._first_bad.device != loss.device:
-            self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
-            self._bad_loss = torch.zeros((), dtype=torch.float32, device=loss.device)
-        new = self._first_bad.lt(0) & ~ok
-        code = loss_ok.long() + 2 * (step * len(self.phases) + phase)
-        self._first_bad = torch.where(new, code, self._first_bad)
-        self._bad_loss = torch.where(new, loss.float().reshape(()), self._bad_loss)
-
     def check_finite(self) -> None:
         """Raise Diverged if a loss or gradient went NaN/Inf since the last check: one read of
         the device flag. Every rank sees the same averaged values, so all raise together."""
-        if self._first_bad is None:
-            return
-        code = int(self._first_bad)  # the one host sync per log interval
-        if code < 0:
-            return
-        loss = float(self._bad_loss)
-        self._first_bad.fill_(-1)
-        at, phase = divmod(code // 2, len(self.phases))
-        name = self.phases[phase].name
-        what = "gradients became non-finite" if code % 2 else f"loss became {loss}"
-        raise Diverged(f"{name} {what} at step {at} (caught at step {self.state.step})", at)
+        self.watch.check(self.state.step)
 
     # -- outputs -------------------------------------------------------------------------
     @property
@@ -797,7 +601,8 @@ class Trainer:
         self.check_finite()  # a NaN loss or gradient since the last check: nothing is saved
         if verify:
             distributed.check_identical(self.dist, self.model, self.device)
-        bad = self._nonfinite()  # identical weights on every rank: all ranks agree
+        models = [("", self.model)] + ([("ema.", self.ema.model)] if self.ema is not None else [])
+        bad = nonfinite(models)  # identical weights on every rank: all ranks agree
         if bad is not None:
             raise Diverged(
                 f"weight {bad} became non-finite at step {self.state.step} (not saved)", self.state.step
@@ -841,31 +646,17 @@ class Trainer:
             desc += f" ({self.cfg.train.minutes:g} min)"
         return tqdm(total=total, initial=self.state.step, desc=desc, unit="step", dynamic_ncols=True)
 
-    def _postfix(self, row: dict) -> str:  # type: ignore[type-arg]
+    def _postfix(self, row: dict, window: Speed) -> str:  # type: ignore[type-arg]
         """Losses, speed and the time left to the budget that ends first (a --minutes budget's
-        own clock; steps and epochs at the speed so far)."""
+        own clock; steps and epochs at the recent speed, budget.Speed)."""
         parts = [f"{k}={v:.3g}" for k, v in row.items() if k.endswith("/loss")]
         parts.append(f"{row['img_per_s']:.0f} img/s")
-        left = self._time_left(row.get("step", 0), row.get("elapsed", 0.0))
+        rate = window.images_per_s()
+        steps_per_s = rate / self.cfg.train.batch_size if rate is not None else None
+        left = self.budget().time_left(row.get("step", 0), row.get("elapsed", 0.0), steps_per_s)
         if left is not None:
-            parts.append(f"{_clock(left)} left")
+            parts.append(f"{clock(left)} left")
         return " ".join(parts)
-
-    def _time_left(self, step: int, elapsed: float) -> float | None:
-        m, total = self.cfg.train.minutes, self.total_steps()
-        left = []
-        if m is not None:
-            left.append(m * 60 - elapsed)
-        if total is not None and step > 0 and elapsed > 0:
-            left.append((total - step) * elapsed / step)
-        return max(0.0, min(left)) if left else None
-
-
-def _clock(seconds: float) -> str:
-    """1:05:09, 4:07 or 0:09 (h:mm:ss or m:ss, like tqdm)."""
-    s = round(seconds)
-    h, rest = divmod(s, 3600)
-    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
 def decayed_lr_factor(progress: float, decay: float) -> float:
@@ -873,20 +664,3 @@ def decayed_lr_factor(progress: float, decay: float) -> float:
     if decay <= 0:
         return 1.0
     return min(1.0, max(0.0, (1.0 - progress) / decay))
-
-
-def grads_finite(params: list[nn.Parameter]) -> torch.Tensor:
-    """() bool tensor on the device: every gradient of ``params`` is finite. No host sync;
-    one fused kernel per dtype on CUDA (the check GradScaler uses, with a scale of 1, which
-    leaves finite gradients bit-for-bit unchanged)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return torch.ones((), dtype=torch.bool, device=params[0].device if params else "cpu")
-    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-    for g in grads:
-        by_dtype.setdefault(g.dtype, []).append(g)
-    found = torch.zeros(1, dtype=torch.float32, device=grads[0].device)
-    one = torch.ones(1, dtype=torch.float32, device=grads[0].device)
-    for gs in by_dtype.values():
-        torch._amp_foreach_non_finite_check_and_unscale_(gs, found, one)
-    return found.eq(0).reshape(())
