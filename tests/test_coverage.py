@@ -3,10 +3,9 @@
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from artforge.metrics import evaluate
+from artforge.metrics import evaluate, inception
 from artforge.metrics.density_coverage import density_coverage, farthest_real
 from artforge.metrics.precision_recall import precision_recall
 
@@ -51,7 +50,7 @@ def test_outlier_fakes_do_not_raise_density_and_coverage_as_they_raise_precision
 
 def test_evaluate_reports_density_and_coverage():
     out = evaluate(gaussian(80, seed=1), gaussian(60, seed=2))
-    assert 0 < out["density"] and 0 < out["coverage"] <= 1
+    assert out["density"] > 0 and 0 < out["coverage"] <= 1
 
 
 # -- the not-made list ------------------------------------------------------------------------
@@ -69,3 +68,40 @@ def test_farthest_real_names_the_images_a_generator_leaves_out():
     assert (np.diff(dist) <= 0).all() and (ratio > 1).all()
     rest, _, rest_ratio = farthest_real(real, fake, 200)
     assert (rest_ratio[30:] < ratio.min()).all()
+
+
+def colour_features(images, batch_size=50, progress=False, **kw):
+    """Stand-in for the FID network: (N, 2048) features that are the images' channel means."""
+    x = inception.to_uint8_nchw(images).double()
+    return np.tile(x.mean((2, 3)).numpy(), (1, 2048 // 3 + 1))[:, :2048]
+
+
+def write_kinds(folder, kinds, per_kind, seed):
+    """per_kind 8x8 PNGs of each colour kind k (hue from k), a little noise on each."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    for k in kinds:
+        base = np.array([(37 * k) % 256, (91 * k + 40) % 256, (23 * k + 200) % 256], dtype=float)
+        for j in range(per_kind):
+            px = np.clip(base + rng.normal(0, 2.0, size=(8, 8, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(px).save(folder / f"kind{k:02d}_{j}.png")
+
+
+def test_eval_names_the_real_images_a_generator_leaves_out(tmp_path, monkeypatch):
+    from artforge.evaluate import eval_table, evaluate_folders
+
+    monkeypatch.setattr(inception, "features", colour_features)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    left_out = {2, 9}
+    write_kinds(tmp_path / "real", range(12), 8, seed=0)  # 96 real images of 12 kinds
+    write_kinds(tmp_path / "fake", [k for k in range(12) if k not in left_out], 6, seed=1)
+    r = evaluate_folders(tmp_path / "fake", tmp_path / "real", sheet=tmp_path / "novelty.png", size=(8, 8))
+    first = [row["file"] for row in r["not_made"][:16]]
+    assert {f[:6] for f in first} == {"kind02", "kind09"}  # exactly the 2 x 8 images left out
+    assert all(row["radius_ratio"] > 1 for row in r["not_made"][:16])
+    assert 0.7 < r["coverage"] <= 80 / 96  # the left-out kinds are never covered
+    assert r["not_made_sheet"] == str(tmp_path / "notmade.png")
+    w, h = Image.open(r["not_made_sheet"]).size
+    assert h > 16 * 64  # 16 rows of 8 px images enlarged to 64 px
+    table = "\n".join(eval_table(r))
+    assert "coverage" in table and "share of the collection's variety" in table and "kind0" in table

@@ -31,7 +31,8 @@ from .faithfulness import prompt_faithfulness
 from .io import write_json, write_text
 from .metrics.fid import fid_from_features
 from .metrics.inception import INCEPTION_SHA1
-from .metrics.novelty import novelty_sheet
+from .metrics.novelty import not_made_sheet, novelty_sheet
+from .metrics.precision_recall import nearest_neighbours
 from .metrics.reference import Reference
 from .models.base import WEIGHTS_NAME
 from .runs import load_run, read_config
@@ -54,6 +55,7 @@ Hook = Callable[[Trainer, int], None]
 
 MONITOR_SEED = 4321  # latents of the monitor's samples: the same images at every check
 SHEET_NEIGHBOURS = 3
+NOT_MADE_ROWS = 16  # real images on the not-made sheet and in the JSON's "not_made" list
 # eval --fake reads the real images at their most common size, at most this a side: Inception
 # sees 299 x 299, and N images at a 4000-pixel photo's size would not fit in memory
 MAX_AUTO_SIDE = 512
@@ -76,17 +78,115 @@ def _to_data_config(data: DataConfig | str | os.PathLike[str], like: DataConfig)
 
 
 def _finish(
-    real: Reference, fake_u8: torch.Tensor, fake_f: Any, seed: int, sheet: str | os.PathLike[str] | None
+    real: Reference,
+    fake_u8: torch.Tensor,
+    fake_f: Any,
+    seed: int,
+    sheet: str | os.PathLike[str] | None,
+    names: list[str] | None = None,
 ) -> dict[str, Any]:
     result = real.metrics(fake_f, seed)
+    result["not_made"] = not_made_list(real, fake_f, names)
     if sheet is not None:
         dist, idx = real.nearest(fake_f, SHEET_NEIGHBOURS)
         result["sheet"] = str(novelty_sheet(fake_u8, real.images, idx, dist, real.threshold, sheet))
+        result["not_made_sheet"] = str(write_not_made_sheet(real, fake_u8, fake_f, not_made_path(sheet)))
     result["seed"] = seed
     result["size"] = [int(fake_u8.shape[3]), int(fake_u8.shape[2])]  # width, height
     result["inception_sha1"] = INCEPTION_SHA1
     result["caveats"] = caveats(result["n_fake"], result["n_real"])
     return result
+
+
+def not_made_path(sheet: str | os.PathLike[str]) -> Path:
+    """Where the not-made sheet goes beside a novelty sheet: "novelty" in the file name becomes
+    "notmade" (RUN/novelty.png -> RUN/notmade.png), else "-notmade" is added to the stem."""
+    p = Path(sheet)
+    name = p.name.replace("novelty", "notmade") if "novelty" in p.name else f"{p.stem}-notmade{p.suffix}"
+    return p.with_name(name)
+
+
+def not_made_list(real: Reference, fake_f: Any, names: list[str] | None = None) -> list[dict[str, Any]]:
+    """The NOT_MADE_ROWS real images farthest from every generated image, farthest first:
+    {"index" (in the real set), "file" (its name, when known), "distance" (to the nearest
+    generated image, in Inception features), "radius_ratio" (that distance over the real
+    image's own 3-NN radius: above 1, coverage counts it as not made)}."""
+    order, dist, ratio = real.not_made(fake_f, NOT_MADE_ROWS)
+    return [
+        {
+            "index": int(i),
+            **({"file": names[i]} if names is not None and i < len(names) else {}),
+            "distance": round(float(d), 4),
+            "radius_ratio": round(float(r), 4),
+        }
+        for i, d, r in zip(order, dist, ratio, strict=True)
+    ]
+
+
+def write_not_made_sheet(
+    real: Reference, fake_u8: torch.Tensor, fake_f: Any, path: str | os.PathLike[str]
+) -> Path:
+    """The not-made sheet (metrics.novelty.not_made_sheet): the NOT_MADE_ROWS real images
+    farthest from every generated image, each beside its nearest generated images."""
+    order, _, ratio = real.not_made(fake_f, NOT_MADE_ROWS)
+    _, idx = nearest_neighbours(real.features[order], fake_f, min(SHEET_NEIGHBOURS, len(fake_f)))
+    return not_made_sheet(real.images, fake_u8, order, ratio, idx, path)
+
+
+def eval_table(r: dict[str, Any]) -> list[str]:
+    """The lines of ``artforge eval``'s printed table for a result of ``evaluate_run`` or
+    ``evaluate_folders``: each figure with a one-line meaning, the faithfulness of both judges
+    (when measured), the farthest not-made image and the caveats. Older results without a key
+    (density, coverage, not_made, judges) print without that row."""
+    rows = [
+        ("FID", f"{r['fid']:.3f}", "lower is better"),
+        ("KID", f"{r['kid']:.5f} +- {r['kid_std']:.5f}", "lower is better; unbiased"),
+        ("precision", f"{r['precision']:.3f}", "share of generated images that look real"),
+        ("recall", f"{r['recall']:.3f}", "share of the collection's variety the model makes"),
+    ]
+    if "density" in r:
+        rows += [
+            ("density", f"{r['density']:.3f}", "~1 = samples as real as the data; outliers do not raise it"),
+            ("coverage", f"{r['coverage']:.3f}", "share of real images with a generated one near them"),
+        ]
+    rows += [
+        ("diversity", f"{r['diversity']:.3f}", "1 = as varied as the real data; a drop = mode collapse"),
+        ("copy rate", f"{r['copy_rate']:.3f}", "held-out real images score ~0.5; copies 1.0"),
+        ("images", f"{r['n_fake']} generated, {r['n_real']} real", ""),
+    ]
+    if r.get("not_made"):
+        far = r["not_made"][0]
+        rows.append(
+            (
+                "not made",
+                str(far.get("file", f"real image {far['index']}")),
+                f"farthest real image from every sample ({far['radius_ratio']:.2f} x its k-NN radius)",
+            )
+        )
+    if "faithfulness" in r:
+        f = r["faithfulness"]
+        judges = f.get("judges") or {"cnn": f}
+        for name, j in judges.items():
+            rows.append(
+                (
+                    f"prompts/{name}" if "judges" in f else "prompts",
+                    f"{j['generated_balanced_accuracy']:.3f} / {j['real_balanced_accuracy']:.3f} "
+                    f"= {j['ratio']}",
+                    f"balanced accuracy of the {f['label_key']} judge: generated (held-out captions) / real",
+                )
+            )
+            if "generated_accuracy" in j:
+                rows.append(
+                    (
+                        "",
+                        f"{j['generated_accuracy']:.3f} / {j['real_accuracy']:.3f}",
+                        "plain accuracy, the same way",
+                    )
+                )
+            if j.get("never_drawn"):
+                rows.append(("", ", ".join(j["never_drawn"]), "groups no prompted image of lands in"))
+    lines = [f"  {name:<10} {value:<22} {note}".rstrip() for name, value, note in rows]
+    return lines + [f"  note: {caveat}" for caveat in r.get("caveats", [])]
 
 
 FID_MIN_N = 2000  # below this FID's upward bias dominates differences between models
@@ -174,7 +274,7 @@ def evaluate_run(
         gen_options["prompt"], prompted_with = data_prompts(cfg.path, real_set.names, n, seed)
     fakes = generate_uint8(run.model, n, seed, **gen_options)
     fake_f = real.features_of(fakes, progress=progress)
-    result = _finish(real, fakes, fake_f, seed, sheet)
+    result = _finish(real, fakes, fake_f, seed, sheet, real_set.names)
     if prompted_with:
         result["prompts"] = prompted_with
     if faithfulness:
@@ -286,7 +386,7 @@ def evaluate_folders(
     real = Reference(real_set.images, dev, batch_size=batch_size, inception=inception, progress=progress)
     fakes = fake_set.images
     fake_f = real.features_of(fakes, cache=True, progress=progress)
-    result = _finish(real, fakes, fake_f, seed, sheet)
+    result = _finish(real, fakes, fake_f, seed, sheet, real_set.names)
     result["skipped"] = {
         "fake": [{"file": f, "reason": r} for f, r in fake_set.skipped],
         "real": [{"file": f, "reason": r} for f, r in real_set.skipped],

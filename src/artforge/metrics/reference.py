@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import PR_K, inception
 from . import evaluate as evaluate_features
-from . import inception
 from .cache import cached_features
+from .density_coverage import farthest_real
 from .novelty import copy_rate, copy_threshold, diversity
 from .precision_recall import nearest_neighbours
 
@@ -97,6 +98,11 @@ class Reference:
         """Distances and indices (n, k) of each generated image's k nearest real images
         (at most as many as there are), nearest first."""
         return nearest_neighbours(fake, self.features, min(k, len(self)))
+
+    def not_made(self, fake: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ``n`` real images farthest from every generated image, farthest first: (indices,
+        distances, distance / the real image's k-NN radius), as ``farthest_real`` gives them."""
+        return farthest_real(self.features, fake, n, k=PR_K)
 
     def copy_rate(self, fake: np.ndarray) -> float:
         return copy_rate(fake, self.features, self.threshold)
