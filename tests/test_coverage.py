@@ -3,6 +3,7 @@
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from artforge.metrics import evaluate, inception
@@ -105,3 +106,72 @@ def test_eval_names_the_real_images_a_generator_leaves_out(tmp_path, monkeypatch
     assert h > 16 * 64  # 16 rows of 8 px images enlarged to 64 px
     table = "\n".join(eval_table(r))
     assert "coverage" in table and "share of the collection's variety" in table and "kind0" in table
+
+
+# -- balanced accuracy and the two judges ------------------------------------------------------
+
+
+def test_balanced_accuracy_on_an_imbalanced_case():
+    from artforge.faithfulness import balanced_accuracy, judge_scores
+
+    true = torch.tensor([0] * 90 + [1] * 10)
+    always_big = torch.zeros(100, dtype=torch.long)  # a judge (or model) that only knows group 0
+    assert balanced_accuracy(always_big, true) == pytest.approx(0.5)
+    s = judge_scores(true.clone(), always_big, true, ["smileys", "flags"])
+    assert s["generated_accuracy"] == pytest.approx(0.9) and s["generated_balanced_accuracy"] == 0.5
+    assert s["real_balanced_accuracy"] == 1.0 and s["ratio"] == 0.5
+    assert s["per_group"]["flags"] == {"n": 10, "real": 1.0, "generated": 0.0, "ratio": 0.0}
+    assert s["never_drawn"] == ["flags"]
+
+
+def test_linear_probe_learns_a_rare_class_that_plain_accuracy_would_ignore():
+    from artforge.faithfulness import balanced_accuracy
+    from artforge.metrics.classifier import LinearProbe
+
+    rng = np.random.default_rng(0)
+    sizes = [400, 40, 12]  # one big group, two rare ones
+    means = rng.normal(size=(3, 64)) * 0.6
+    feats = np.concatenate([means[c] + rng.normal(size=(n, 64)) for c, n in enumerate(sizes)])
+    labels = torch.tensor(np.repeat(np.arange(3), sizes))
+    test = np.concatenate([means[c] + rng.normal(size=(50, 64)) for c in range(3)])
+    test_labels = torch.tensor(np.repeat(np.arange(3), 50))
+    probe = LinearProbe(torch.from_numpy(feats), labels, 3)
+    pred = probe.predict(torch.from_numpy(test))
+    assert balanced_accuracy(pred, test_labels) > 0.8
+    assert (pred[test_labels == 2] == 2).float().mean() > 0.6  # the 12-image group is not drowned
+    again = LinearProbe(torch.from_numpy(feats), labels, 3).predict(torch.from_numpy(test))
+    assert torch.equal(pred, again)  # deterministic
+
+
+# -- groups from sub-folders ------------------------------------------------------------------
+
+
+def test_captions_folder_takes_the_sub_folder_as_caption_and_group(tmp_path):
+    from artforge.config import DataConfig
+    from artforge.data import load_images
+    from artforge.data.captions import read_captions, read_groups
+    from artforge.faithfulness import read_labels
+
+    root = tmp_path / "icons"
+    for group, n in (("red_panda", 3), ("cats", 2)):
+        (root / group).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (8, 8), (40 * i, 90, 200)).save(root / group / f"{i}.png")
+    Image.new("RGB", (8, 8)).save(root / "loose.png")
+    data = load_images(DataConfig(path=str(root), height=8, width=8, captions="folder"))
+    caps = read_captions(str(root), data.names, "folder")
+    by_name = dict(zip(data.names, caps.texts, strict=True))
+    assert by_name == {
+        "cats/0.png": "cats",
+        "cats/1.png": "cats",
+        "loose.png": "",
+        "red_panda/0.png": "red_panda",
+        "red_panda/1.png": "red_panda",
+        "red_panda/2.png": "red_panda",
+    }
+    assert caps.source == "folder" and caps.uncaptioned == ["loose.png"]
+    assert read_groups(str(root), data.names, mode="folder") == [by_name[n] or None for n in data.names]
+    assert read_labels(root, data.names, "group", "folder") == read_groups(str(root), data.names, "folder")
+    assert read_captions("x.zip", ["x.zip:dogs/a.png"], "folder").texts == ["dogs"]
+    with pytest.raises(ValueError, match="captions"):
+        DataConfig(captions="subfolders")

@@ -21,7 +21,7 @@ from typing import Any, Literal, get_args, get_origin
 
 Fit = Literal["crop", "pad", "stretch"]
 Cache = Literal["auto", "memory", "disk"]
-Captions = Literal["auto", "jsonl", "sidecar", "filename"]
+Captions = Literal["auto", "jsonl", "sidecar", "filename", "folder"]
 Amp = Literal["off", "bf16", "fp16"]
 OptimImpl = Literal["auto", "fused", "foreach", "loop"]
 OptimName = Literal["sgd", "adam", "adamw"]
@@ -211,7 +211,7 @@ class DataConfig:
     builtin_count: int = setting(  # images in a built-in procedural set
         2000, hi=1_000_000, flag=True, help="images in a built-in set", studio=Range(8, 100_000)
     )
-    # text-conditioned models: captions.jsonl, NAME.txt, or file names
+    # text-conditioned models: captions.jsonl, NAME.txt, file names, or sub-folder names (folder)
     captions: Captions = setting("auto", flag=True, help="caption source", studio=True)
     holdout: float = 0.0  # share of images kept out of training (by file-name hash), for eval
     modality: Modality = "auto"  # auto: "audio" for a folder of sound files, else "image"

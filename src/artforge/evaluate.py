@@ -25,7 +25,7 @@ import torch
 
 from .config import DataConfig, Fit, TrainConfig
 from .data import DataError, image_sizes, load_images
-from .data.captions import read_captions
+from .data.captions import CaptionMode, read_captions
 from .device import resolve_device
 from .faithfulness import prompt_faithfulness
 from .io import write_json, write_text
@@ -223,11 +223,13 @@ def generate_uint8(model: Any, n: int, seed: int, chunk: int = 256, **options: A
     return torch.cat(out)  # (n, 3, H, W)
 
 
-def data_prompts(root: str, names: list[str], n: int, seed: int) -> tuple[list[str], str]:
+def data_prompts(
+    root: str, names: list[str], n: int, seed: int, mode: CaptionMode = "auto"
+) -> tuple[list[str], str]:
     """n captions drawn (seeded, with replacement) from the data's captioned images: a text run
     is measured on what users ask of it, pictures of the data's captions, not on the
     caption-less input it saw in a tenth of its training."""
-    captions = [c for c in read_captions(root, names).texts if c]
+    captions = [c for c in read_captions(root, names, mode).texts if c]
     if not captions:
         raise ValueError(f"{root}: no captions to prompt this text-conditioned run with; give --prompt")
     g = torch.Generator().manual_seed(seed)
@@ -271,7 +273,7 @@ def evaluate_run(
             raise ValueError(f"option {k!r} does not apply to {run.config.family} runs")
     prompted_with, gen_options = None, dict(options)
     if getattr(run.model, "conditional", False) and "prompt" not in options:
-        gen_options["prompt"], prompted_with = data_prompts(cfg.path, real_set.names, n, seed)
+        gen_options["prompt"], prompted_with = data_prompts(cfg.path, real_set.names, n, seed, cfg.captions)
     fakes = generate_uint8(run.model, n, seed, **gen_options)
     fake_f = real.features_of(fakes, progress=progress)
     result = _finish(real, fakes, fake_f, seed, sheet, real_set.names)
@@ -279,7 +281,15 @@ def evaluate_run(
         result["prompts"] = prompted_with
     if faithfulness:
         result["faithfulness"] = prompt_faithfulness(
-            run, reals, real_set.names, cfg.path, label_key=faithfulness, seed=seed, **options
+            run,
+            reals,
+            real_set.names,
+            cfg.path,
+            label_key=faithfulness,
+            captions_mode=cfg.captions,
+            seed=seed,
+            reference=real,
+            **options,
         )
     return {"run": str(run_dir), "data": cfg.path, **result}
 
@@ -582,7 +592,7 @@ def evaluate_snapshots(
     reference = Reference(real.images, final.device, **kw)
     options: dict[str, Any] = {}
     if getattr(final.model, "conditional", False):
-        options["prompt"], _ = data_prompts(cfg.path, real.names, n, seed)
+        options["prompt"], _ = data_prompts(cfg.path, real.names, n, seed, cfg.captions)
     rows = []
     entries = [(s, f"{SNAPSHOT_DIR}/{p.name}") for s, p in snaps] + [(None, WEIGHTS_NAME)]
     for step, weights in entries:

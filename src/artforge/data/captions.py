@@ -1,4 +1,5 @@
-"""Captions for a folder of images: captions.jsonl, sidecar NAME.txt files, or file names.
+"""Captions for a folder of images: captions.jsonl, sidecar NAME.txt files, file names, or
+sub-folder names.
 
 ``--captions auto`` takes captions.jsonl when the folder has one, else sidecar .txt files
 when any image has one, else the file names. Nothing here stops training: an image without a
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-CaptionMode = Literal["auto", "jsonl", "sidecar", "filename"]
+CaptionMode = Literal["auto", "jsonl", "sidecar", "filename", "folder"]
 CAPTIONS_FILE = "captions.jsonl"
 
 
@@ -171,6 +172,39 @@ def read_jsonl(path: Path) -> tuple[dict[str, str], list[str]]:
     return {k: _clean(v) for k, v in f.texts.items()}, problems
 
 
+def folder_group(name: str) -> str:
+    """The sub-folder an image lies in, its caption and group under ``--captions folder`` (the
+    ImageFolder convention): 'cats/a.png' -> 'cats', 'set.zip:cats/x/b.png' -> 'cats'; an
+    image at the top of the data gives "" (no caption, no group)."""
+    member = name.split(":", 1)[1] if ":" in name else name
+    parts = member.split("/")
+    return _clean(parts[0]) if len(parts) > 1 else ""
+
+
+def read_groups(
+    root: str, names: list[str], key: str = "group", mode: CaptionMode = "auto"
+) -> list[str | None]:
+    """Each image's group (None where it has none): its sub-folder under ``--captions folder``
+    (or ``key == "folder"``), else the ``key`` field of its captions.jsonl record."""
+    if mode == "folder" or key == "folder":
+        return [folder_group(n) or None for n in names]
+    path = Path(root) / CAPTIONS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: groups need captions.jsonl with a {key!r} field, or sub-folders (--captions folder)"
+        )
+    records: dict[str, str] = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("file"), str) and isinstance(rec.get(key), str):
+                records[rec["file"]] = rec[key]
+    return [records.get(n) for n in names]
+
+
 def _folder_member(name: str) -> str | None:
     """The path of an image inside a folder data set (None for zip members and built-ins)."""
     return None if ":" in name else name
@@ -221,8 +255,10 @@ def read_captions(root: str, names: list[str], mode: CaptionMode = "auto") -> Ca
             texts.append(text)
     elif mode == "filename":
         texts = [caption_from_filename(n) for n in names]
+    elif mode == "folder":
+        texts = [folder_group(n) for n in names]
     else:
-        raise ValueError(f"--captions must be one of auto, jsonl, sidecar, filename; got {mode!r}")
+        raise ValueError(f"--captions must be one of auto, jsonl, sidecar, filename, folder; got {mode!r}")
     uncaptioned = [n for n, t in zip(names, texts, strict=True) if not t]
     return Captions(texts, mode, uncaptioned, orphans, problems=problems, held_out=held_out)
 
