@@ -175,3 +175,38 @@ def test_captions_folder_takes_the_sub_folder_as_caption_and_group(tmp_path):
     assert read_captions("x.zip", ["x.zip:dogs/a.png"], "folder").texts == ["dogs"]
     with pytest.raises(ValueError, match="captions"):
         DataConfig(captions="subfolders")
+
+
+def test_a_text_run_on_sub_folders_is_judged_per_group_by_both_judges(tmp_path, monkeypatch):
+    """--captions folder end to end: a text run trains on sub-folder captions, eval prompts it
+    with them, and both judges score the sub-folder groups (the FID network stood in for)."""
+    from artforge.config import DataConfig, RunConfig, TrainConfig
+    from artforge.evaluate import eval_table, evaluate_run
+    from artforge.training import Trainer
+
+    monkeypatch.setattr(inception, "features", colour_features)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = tmp_path / "squares"
+    rng = np.random.default_rng(0)
+    for group, rgb in (("red", (220, 30, 30)), ("blue", (30, 40, 220)), ("green", (30, 200, 40))):
+        (root / group).mkdir(parents=True)
+        for i in range(12):
+            px = np.clip(np.array(rgb) + rng.normal(0, 6, size=(16, 16, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(px).save(root / group / f"{i:02d}.png")
+    cfg = RunConfig(
+        family="gan",
+        model={"base_channels": 8, "latent_dim": 16, "text_encoder": "hash", "text_dim": 16},
+        data=DataConfig(path=str(root), height=16, width=16, captions="folder", holdout=0.25),
+        train=TrainConfig(steps=2, batch_size=8, sample_every=0, ckpt_every=0, grid_n=4, seed=1),
+    )
+    Trainer(cfg, tmp_path / "run", progress=False).train()
+    r = evaluate_run(tmp_path / "run", n=12, faithfulness="group", device="cpu")
+    f = r["faithfulness"]
+    assert f["label_key"] == "folder" and f["n_classes"] == 3
+    assert set(f["judges"]) == {"cnn", "inception_probe"}
+    probe = f["judges"]["inception_probe"]
+    assert probe["real_balanced_accuracy"] == 1.0  # the stand-in features are the colour itself
+    assert set(probe["per_group"]) <= {"red", "blue", "green"}
+    assert f["ratio"] == f["judges"]["cnn"]["ratio"]  # the top-level figures stay the CNN's
+    assert all(g in probe["per_group"] for g in probe["never_drawn"])
+    assert any(line.lstrip().startswith("prompts/inception_probe") for line in eval_table(r))
