@@ -210,3 +210,25 @@ def test_a_text_run_on_sub_folders_is_judged_per_group_by_both_judges(tmp_path, 
     assert f["ratio"] == f["judges"]["cnn"]["ratio"]  # the top-level figures stay the CNN's
     assert all(g in probe["per_group"] for g in probe["never_drawn"])
     assert any(line.lstrip().startswith("prompts/inception_probe") for line in eval_table(r))
+
+
+def test_the_monitor_logs_density_and_coverage(tmp_path, monkeypatch):
+    import json
+
+    from artforge.config import DataConfig, RunConfig, TrainConfig
+    from artforge.evaluate import make_monitor_hook
+    from artforge.training import Trainer
+
+    monkeypatch.setattr(inception, "features", colour_features)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cfg = RunConfig(
+        family="gan",
+        model={"base_channels": 8, "latent_dim": 8},
+        data=DataConfig(path="builtin", height=16, width=16, builtin_count=24),
+        train=TrainConfig(steps=2, batch_size=8, log_every=2, sample_every=0, ckpt_every=0, grid_n=4),
+    )
+    run = tmp_path / "run"
+    Trainer(cfg, run, progress=False, hooks=[make_monitor_hook(2, n=12)]).train()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    (mon,) = [r for r in rows if "monitor/coverage" in r]
+    assert mon["monitor/density"] >= 0 and 0 <= mon["monitor/coverage"] <= 1

@@ -29,6 +29,7 @@ from .data.captions import CaptionMode, read_captions
 from .device import resolve_device
 from .faithfulness import prompt_faithfulness
 from .io import write_json, write_text
+from .metrics import PR_K
 from .metrics.fid import fid_from_features
 from .metrics.inception import INCEPTION_SHA1
 from .metrics.novelty import not_made_sheet, novelty_sheet
@@ -439,7 +440,9 @@ def make_monitor_hook(
 ) -> Hook:
     """A Trainer hook: every ``every`` steps, ``n`` samples from ``trainer.sampling_model``
     (fixed latents) against up to ``max_real`` training images (their features computed once,
-    cached on disk). Logs ``{"step", "monitor/diversity", "monitor/copy_rate"}`` (and
+    cached on disk). Logs ``{"step", "monitor/diversity", "monitor/copy_rate", "monitor/density",
+    "monitor/coverage"}`` (coverage at n samples against max_real images is below eval's at
+    n=5000: compare it across steps; and
     ``"monitor/fid"`` with ``fid``; at small n it is biased upward: compare it across steps
     only) as a line of the trainer's Logbook (metrics.jsonl), plots ``plots/monitor.png`` and
     logs a warning when diversity falls below ``collapse`` times its best so far or the copy
@@ -483,6 +486,9 @@ def make_monitor_hook(
             "monitor/diversity": round(real.diversity(fake_f), 5),
             "monitor/copy_rate": round(real.copy_rate(fake_f), 5),
         }
+        if n > PR_K:  # density and coverage need more samples than neighbours
+            density, coverage = real.density_coverage(fake_f)
+            row["monitor/density"], row["monitor/coverage"] = round(density, 5), round(coverage, 5)
         if fid:
             row["monitor/fid"] = round(fid_from_features(real.features, fake_f), 4)
         trainer.logbook.event(**row)
@@ -544,7 +550,8 @@ def plot_monitor(metrics: Path, out: Path) -> Path | None:
     keys = sorted({k for r in rows for k in r if k.startswith("monitor/")})
     if not keys:
         return None
-    reference = {"monitor/diversity": 1.0, "monitor/copy_rate": 0.5}  # what real data scores
+    # what real data scores
+    reference = {"monitor/diversity": 1.0, "monitor/copy_rate": 0.5, "monitor/density": 1.0}
     fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys, strict=True):
         pts = [(r["step"], r[key]) for r in rows if key in r]

@@ -18,9 +18,9 @@ import torch
 from . import PR_K, inception
 from . import evaluate as evaluate_features
 from .cache import cached_features
-from .density_coverage import farthest_real
+from .density_coverage import density_coverage, farthest_real
 from .novelty import copy_rate, copy_threshold, diversity
-from .precision_recall import nearest_neighbours
+from .precision_recall import knn_radii, nearest_neighbours
 
 # Images per forward pass of the network: 50 on the CPU, what every artforge number so far
 # used (there the features are bit-identical at any batch size: checked at 20, 50 and 60);
@@ -62,6 +62,7 @@ class Reference:
         self.inception = inception
         self.features = self._features(images, cache=True, progress=progress, desc=desc)  # (N, 2048)
         self._threshold: float | None = None
+        self._radii: np.ndarray | None = None  # (N,) k-NN radii, for density and coverage
 
     def __len__(self) -> int:
         return len(self.images)
@@ -103,6 +104,13 @@ class Reference:
         """The ``n`` real images farthest from every generated image, farthest first: (indices,
         distances, distance / the real image's k-NN radius), as ``farthest_real`` gives them."""
         return farthest_real(self.features, fake, n, k=PR_K)
+
+    def density_coverage(self, fake: np.ndarray) -> tuple[float, float]:
+        """(density, coverage) of generated features against these (density_coverage.py), the
+        real k-NN radii computed once."""
+        if self._radii is None:
+            self._radii = knn_radii(self.features, PR_K)
+        return density_coverage(self.features, fake, PR_K, radii=self._radii)
 
     def copy_rate(self, fake: np.ndarray) -> float:
         return copy_rate(fake, self.features, self.threshold)
