@@ -77,15 +77,18 @@ def colour_features(images, batch_size=50, progress=False, **kw):
     return np.tile(x.mean((2, 3)).numpy(), (1, 2048 // 3 + 1))[:, :2048]
 
 
-def write_kinds(folder, kinds, per_kind, seed):
-    """per_kind 8x8 PNGs of each colour kind k (hue from k), a little noise on each."""
+def write_kinds(folder, kinds, per_kind, seed, nested=False):
+    """per_kind 8x8 PNGs of each colour kind k (hue from k), a little noise on each; ``nested``
+    puts each kind in its own sub-folder (kindKK/kindKK_J.png)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True)
     for k in kinds:
+        where = folder / f"kind{k:02d}" if nested else folder
+        where.mkdir(exist_ok=True)
         base = np.array([(37 * k) % 256, (91 * k + 40) % 256, (23 * k + 200) % 256], dtype=float)
         for j in range(per_kind):
             px = np.clip(base + rng.normal(0, 2.0, size=(8, 8, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(px).save(folder / f"kind{k:02d}_{j}.png")
+            Image.fromarray(px).save(where / f"kind{k:02d}_{j}.png")
 
 
 def test_eval_names_the_real_images_a_generator_leaves_out(tmp_path, monkeypatch):
@@ -94,11 +97,15 @@ def test_eval_names_the_real_images_a_generator_leaves_out(tmp_path, monkeypatch
     monkeypatch.setattr(inception, "features", colour_features)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     left_out = {2, 9}
-    write_kinds(tmp_path / "real", range(12), 8, seed=0)  # 96 real images of 12 kinds
+    write_kinds(tmp_path / "real", range(12), 8, seed=0, nested=True)  # 96 real images, 12 kinds
     write_kinds(tmp_path / "fake", [k for k in range(12) if k not in left_out], 6, seed=1)
     r = evaluate_folders(tmp_path / "fake", tmp_path / "real", sheet=tmp_path / "novelty.png", size=(8, 8))
     first = [row["file"] for row in r["not_made"][:16]]
     assert {f[:6] for f in first} == {"kind02", "kind09"}  # exactly the 2 x 8 images left out
+    by_group = r["coverage_by_group"]  # the sub-folders are the groups
+    assert len(by_group) == 12 and all(v["n"] == 8 for v in by_group.values())
+    assert by_group["kind02"]["coverage"] == by_group["kind09"]["coverage"] == 0.0
+    assert min(v["coverage"] for g, v in by_group.items() if g not in {"kind02", "kind09"}) > 0
     assert all(row["radius_ratio"] > 1 for row in r["not_made"][:16])
     assert 0.7 < r["coverage"] <= 80 / 96  # the left-out kinds are never covered
     assert r["not_made_sheet"] == str(tmp_path / "notmade.png")
@@ -203,6 +210,7 @@ def test_a_text_run_on_sub_folders_is_judged_per_group_by_both_judges(tmp_path, 
     r = evaluate_run(tmp_path / "run", n=12, faithfulness="group", device="cpu")
     f = r["faithfulness"]
     assert f["label_key"] == "folder" and f["n_classes"] == 3
+    assert set(r["coverage_by_group"]) == {"red", "blue", "green"}
     assert set(f["judges"]) == {"cnn", "inception_probe"}
     probe = f["judges"]["inception_probe"]
     assert probe["real_balanced_accuracy"] == 1.0  # the stand-in features are the colour itself

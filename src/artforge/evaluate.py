@@ -25,8 +25,9 @@ import torch
 
 from .config import DataConfig, Fit, TrainConfig
 from .data import DataError, image_sizes, load_images
-from .data.captions import CaptionMode, read_captions
+from .data.captions import CaptionMode, groups_if_any, read_captions
 from .device import resolve_device
+from .errors import InternalError
 from .faithfulness import prompt_faithfulness
 from .io import write_json, write_text
 from .metrics import PR_K
@@ -85,9 +86,12 @@ def _finish(
     seed: int,
     sheet: str | os.PathLike[str] | None,
     names: list[str] | None = None,
+    groups: list[str | None] | None = None,
 ) -> dict[str, Any]:
     result = real.metrics(fake_f, seed)
     result["not_made"] = not_made_list(real, fake_f, names)
+    if groups is not None:
+        result["coverage_by_group"] = coverage_by_group(real, fake_f, groups)
     if sheet is not None:
         dist, idx = real.nearest(fake_f, SHEET_NEIGHBOURS)
         result["sheet"] = str(novelty_sheet(fake_u8, real.images, idx, dist, real.threshold, sheet))
@@ -97,6 +101,20 @@ def _finish(
     result["inception_sha1"] = INCEPTION_SHA1
     result["caveats"] = caveats(result["n_fake"], result["n_real"])
     return result
+
+
+def coverage_by_group(real: Reference, fake_f: Any, groups: list[str | None]) -> dict[str, dict[str, Any]]:
+    """{group: {"n": real images in it, "coverage": the share of them with a generated image
+    within their k-NN radius}} for the real images' groups (None: no group), largest first."""
+    if len(groups) != len(real):
+        raise InternalError(f"{len(groups)} groups for {len(real)} real images")
+    hit = real.covered(fake_f)
+    out: dict[str, list[bool]] = {}
+    for g, h in zip(groups, hit.tolist(), strict=True):
+        if g is not None:
+            out.setdefault(g, []).append(h)
+    ordered = sorted(out.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    return {g: {"n": len(v), "coverage": round(sum(v) / len(v), 4)} for g, v in ordered}
 
 
 def not_made_path(sheet: str | os.PathLike[str]) -> Path:
@@ -277,7 +295,8 @@ def evaluate_run(
         gen_options["prompt"], prompted_with = data_prompts(cfg.path, real_set.names, n, seed, cfg.captions)
     fakes = generate_uint8(run.model, n, seed, **gen_options)
     fake_f = real.features_of(fakes, progress=progress)
-    result = _finish(real, fakes, fake_f, seed, sheet, real_set.names)
+    groups = groups_if_any(cfg.path, real_set.names, cfg.captions)
+    result = _finish(real, fakes, fake_f, seed, sheet, real_set.names, groups)
     if prompted_with:
         result["prompts"] = prompted_with
     if faithfulness:
@@ -397,7 +416,8 @@ def evaluate_folders(
     real = Reference(real_set.images, dev, batch_size=batch_size, inception=inception, progress=progress)
     fakes = fake_set.images
     fake_f = real.features_of(fakes, cache=True, progress=progress)
-    result = _finish(real, fakes, fake_f, seed, sheet, real_set.names)
+    groups = groups_if_any(real_cfg.path, real_set.names, real_cfg.captions)
+    result = _finish(real, fakes, fake_f, seed, sheet, real_set.names, groups)
     result["skipped"] = {
         "fake": [{"file": f, "reason": r} for f, r in fake_set.skipped],
         "real": [{"file": f, "reason": r} for f, r in real_set.skipped],

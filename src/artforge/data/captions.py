@@ -205,6 +205,24 @@ def read_groups(
     return [records.get(n) for n in names]
 
 
+def groups_if_any(root: str, names: list[str], mode: CaptionMode = "auto") -> list[str | None] | None:
+    """Each image's group where the data has groups, else None: sub-folders under
+    ``--captions folder``; else captions.jsonl's "group" field when some record has one; else
+    sub-folders when every image lies in one and there are at least two."""
+    if root.startswith("builtin"):
+        return None
+    if mode == "folder":
+        return read_groups(root, names, mode="folder")
+    if (Path(root) / CAPTIONS_FILE).is_file():
+        groups = read_groups(root, names, "group", "jsonl")
+        if any(g is not None for g in groups):
+            return groups
+    folders = [folder_group(n) for n in names]
+    if folders and all(folders) and len(set(folders)) > 1:
+        return list(folders)
+    return None
+
+
 def _folder_member(name: str) -> str | None:
     """The path of an image inside a folder data set (None for zip members and built-ins)."""
     return None if ":" in name else name

@@ -32,9 +32,16 @@ def density_coverage(
     for _, d in distance_chunks(fake, real):  # (c, N)
         held += int((d <= r[None, :]).sum())
     density = held / (k * fake.shape[0])
-    nearest_fake, _ = nearest_neighbours(real, fake, 1)  # (N, 1)
-    coverage = float((nearest_fake[:, 0] <= r).mean())
+    coverage = float(covered(real, fake, k, r).mean())
     return density, coverage
+
+
+def covered(real: np.ndarray, fake: np.ndarray, k: int = 3, radii: np.ndarray | None = None) -> np.ndarray:
+    """(N,) bool: which real features have a generated feature within their k-NN radius (the
+    real images coverage counts; their mean over a group is that group's coverage)."""
+    r = knn_radii(real, k) if radii is None else radii
+    nearest_fake, _ = nearest_neighbours(real, fake, 1)  # (N, 1)
+    return nearest_fake[:, 0] <= r
 
 
 def farthest_real(

@@ -18,7 +18,7 @@ import torch
 from . import PR_K, inception
 from . import evaluate as evaluate_features
 from .cache import cached_features
-from .density_coverage import density_coverage, farthest_real
+from .density_coverage import covered, density_coverage, farthest_real
 from .novelty import copy_rate, copy_threshold, diversity
 from .precision_recall import knn_radii, nearest_neighbours
 
@@ -105,12 +105,20 @@ class Reference:
         distances, distance / the real image's k-NN radius), as ``farthest_real`` gives them."""
         return farthest_real(self.features, fake, n, k=PR_K)
 
-    def density_coverage(self, fake: np.ndarray) -> tuple[float, float]:
-        """(density, coverage) of generated features against these (density_coverage.py), the
-        real k-NN radii computed once."""
+    @property
+    def radii(self) -> np.ndarray:
+        """(N,) each real image's distance to its PR_K-th nearest other one, computed once."""
         if self._radii is None:
             self._radii = knn_radii(self.features, PR_K)
-        return density_coverage(self.features, fake, PR_K, radii=self._radii)
+        return self._radii
+
+    def density_coverage(self, fake: np.ndarray) -> tuple[float, float]:
+        """(density, coverage) of generated features against these (density_coverage.py)."""
+        return density_coverage(self.features, fake, PR_K, radii=self.radii)
+
+    def covered(self, fake: np.ndarray) -> np.ndarray:
+        """(N,) bool: the real images with a generated image within their k-NN radius."""
+        return covered(self.features, fake, PR_K, radii=self.radii)
 
     def copy_rate(self, fake: np.ndarray) -> float:
         return copy_rate(fake, self.features, self.threshold)
