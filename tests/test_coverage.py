@@ -292,3 +292,11 @@ def test_minibatch_std_lets_d_tell_a_collapsed_batch_from_a_varied_one(mbstd):
         assert gap > 0.5, gap  # 0.78 at 100 steps, 1.1 at 200
     else:
         assert gap == 0.0
+
+
+def test_mbstd_must_be_a_group_size():
+    from artforge.errors import ConfigError
+    from artforge.models import make_model_config
+
+    with pytest.raises(ConfigError, match="mbstd"):
+        make_model_config("gan", {"mbstd": -1}, height=16, width=16)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from ..errors import DataError
+
 CaptionMode = Literal["auto", "jsonl", "sidecar", "filename", "folder"]
 CAPTIONS_FILE = "captions.jsonl"
 
@@ -190,7 +192,7 @@ def read_groups(
         return [folder_group(n) or None for n in names]
     path = Path(root) / CAPTIONS_FILE
     if not path.is_file():
-        raise FileNotFoundError(
+        raise DataError(
             f"{path}: groups need captions.jsonl with a {key!r} field, or sub-folders (--captions folder)"
         )
     records: dict[str, str] = {}

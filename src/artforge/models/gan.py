@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from artforge.config import Range, bounded, check_bounds, check_choices
+from artforge.errors import ConfigError
 from artforge.losses import (
     gan_d_loss,
     gan_d_reject_loss,
@@ -121,6 +122,8 @@ class GANConfig(TextFields):
         weights = ("gp_weight", "r1_gamma", "lecam_weight", "mode_seeking", "mismatch_weight", "recon_weight")
         if min(getattr(self, name) for name in weights) < 0:
             raise ValueError(f"{', '.join(weights)} must each be >= 0")
+        if self.mbstd < 0:
+            raise ConfigError(f"mbstd is a group size (0 = off), got {self.mbstd}")
         if not 0 <= self.lecam_decay < 1:
             raise ValueError(f"lecam_decay must be in [0, 1), got {self.lecam_decay}")
         parse_policy(self.augment)
