@@ -300,3 +300,69 @@ def test_mbstd_must_be_a_group_size():
 
     with pytest.raises(ConfigError, match="mbstd"):
         make_model_config("gan", {"mbstd": -1}, height=16, width=16)
+
+
+# -- training levers: group-balanced sampling ----------------------------------------------------
+
+
+def test_group_weights_even_out_groups_or_follow_their_square_roots():
+    from artforge.training.batches import group_weights
+
+    groups = ["big"] * 90 + ["rare"] * 10
+    share = lambda w: float(w[90:].sum())  # noqa: E731 - the rare group's probability
+    assert share(group_weights(groups, "group")) == pytest.approx(0.5)
+    assert share(group_weights(groups, "sqrt")) == pytest.approx(10**0.5 / (90**0.5 + 10**0.5))
+    assert float(group_weights(groups, "sqrt").sum()) == pytest.approx(1.0)
+
+
+def test_weighted_batches_are_a_pure_function_of_seed_and_step_and_balance_groups():
+    from artforge.training.batches import BatchStream, group_weights
+
+    images = torch.zeros(100, 3, 2, 2, dtype=torch.uint8)
+    groups = ["big"] * 90 + ["rare"] * 10
+    stream = BatchStream(images, 50, seed=3, weights=group_weights(groups, "group"))
+    batches = [stream.indices(k) for k in range(40)]
+    again = BatchStream(images, 50, seed=3, weights=group_weights(groups, "group"))
+    assert all(torch.equal(again.indices(k), batches[k]) for k in (39, 0, 17))  # any order
+    assert not torch.equal(BatchStream(images, 50, seed=4, weights=stream.weights).indices(0), batches[0])
+    rare = float((torch.cat(batches) >= 90).float().mean())
+    assert rare == pytest.approx(0.5, abs=0.05)  # 10% of the images, half of what training sees
+    uniform = BatchStream(images, 50, seed=3)
+    assert int((torch.cat([uniform.indices(k) for k in range(40)]) >= 90).sum()) == 200  # 20 epochs x 10
+
+
+def test_training_with_group_sampling_on_sub_folders(tmp_path):
+    from artforge.config import DataConfig, RunConfig, TrainConfig
+    from artforge.errors import ConfigError
+    from artforge.training import Trainer
+
+    root = tmp_path / "icons"
+    for group, n in (("common", 20), ("rare", 4)):
+        (root / group).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (8, 8), (10 * i, 200 if group == "rare" else 20, 90)).save(
+                root / group / f"{i}.png"
+            )
+
+    def config(data, sampling):
+        return RunConfig(
+            family="gan",
+            model={"base_channels": 8, "latent_dim": 8},
+            data=DataConfig(path=str(data), height=8, width=8, captions="folder", sampling=sampling),
+            train=TrainConfig(steps=1, batch_size=8, sample_every=0, ckpt_every=0, grid_n=4),
+        )
+
+    t = Trainer(config(root, "group"), tmp_path / "run", progress=False)
+    names = t.data.names
+    drawn = torch.cat([t.batches.indices(k) for k in range(200)])
+    assert float(sum(names[i].startswith("rare/") for i in drawn.tolist()) / len(drawn)) == pytest.approx(
+        0.5, abs=0.05
+    )
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(8):
+        Image.new("RGB", (8, 8), (30 * i, 0, 0)).save(flat / f"{i}.png")
+    with pytest.raises(ConfigError, match="no groups"):
+        Trainer(config(flat, "sqrt"), tmp_path / "run2", progress=False)
+    with pytest.raises(ValueError, match="sampling"):
+        DataConfig(sampling="balanced")

@@ -214,7 +214,8 @@ def groups_if_any(root: str, names: list[str], mode: CaptionMode = "auto") -> li
     if root.startswith("builtin"):
         return None
     if mode == "folder":
-        return read_groups(root, names, mode="folder")
+        groups = read_groups(root, names, mode="folder")
+        return groups if any(g is not None for g in groups) else None
     if (Path(root) / CAPTIONS_FILE).is_file():
         groups = read_groups(root, names, "group", "jsonl")
         if any(g is not None for g in groups):

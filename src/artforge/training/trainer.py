@@ -27,9 +27,10 @@ from torch import nn
 
 from ..config import RunConfig, TrainConfig
 from ..data import ImageSet, load_images
-from ..data.captions import read_captions
+from ..data.captions import groups_if_any, read_captions
 from ..data.holdout import is_held_out
 from ..device import resolve_device
+from ..errors import ConfigError
 from ..io import write_json
 from ..models.base import GenerativeModel
 from ..optim import EMA, build_optimizer
@@ -37,7 +38,7 @@ from ..resolve import complete_config
 from ..runs import build_model, write_config
 from ..sample import generate, latents_for_seed, save_grid
 from . import distributed
-from .batches import BatchStream
+from .batches import BatchStream, group_weights
 from .checkpoint import (
     SaveError,
     TrainState,
@@ -275,6 +276,7 @@ class Trainer:
             self.dist.rank,
             self.dist.world,
             memory_format=self.memory_format,
+            weights=self._sampling_weights(),
         )
         where = self.batches.place(self.device)
         if self.device.type == "cuda":
@@ -309,6 +311,22 @@ class Trainer:
             return None
         self.graphs = t.compile_mode == "reduce-overhead"
         return compile_networks(self.model, t.compile_mode)
+
+    def _sampling_weights(self) -> torch.Tensor | None:
+        """Per-image probabilities for ``data.sampling`` "group" / "sqrt" (None: "uniform")."""
+        mode = self.cfg.data.sampling
+        if mode == "uniform":
+            return None
+        root = self.data.root or self.cfg.data.path
+        groups = groups_if_any(root, self.data.names, self.cfg.data.captions)
+        if groups is None:
+            raise ConfigError(
+                f"{self.cfg.data.path}: data.sampling={mode} evens out groups, but the images have no "
+                "groups: put them in sub-folders (with --captions folder) or give captions.jsonl "
+                'a "group" field'
+            )
+        log.info("data.sampling=%s: %d groups", mode, len(set(groups)))
+        return group_weights(groups, mode)
 
     def _read_captions(self) -> list[str] | None:
         if not getattr(self.model, "conditional", False):
