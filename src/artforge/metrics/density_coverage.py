@@ -45,14 +45,14 @@ def covered(real: np.ndarray, fake: np.ndarray, k: int = 3, radii: np.ndarray | 
 
 
 def farthest_real(
-    real: np.ndarray, fake: np.ndarray, n: int, k: int = 3
+    real: np.ndarray, fake: np.ndarray, n: int, k: int = 3, radii: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``n`` real features farthest from their nearest generated feature, farthest first:
     (indices (n,), distances (n,), distance / the real feature's k-NN radius (n,): above 1 it
-    is not covered by ``density_coverage``'s rule)."""
+    is not covered by ``density_coverage``'s rule). ``radii`` as for ``density_coverage``."""
     dist, _ = nearest_neighbours(real, fake, 1)  # (N, 1)
     d = dist[:, 0]
     order = np.argsort(-d, kind="stable")[: min(n, len(d))]
-    r = knn_radii(real, k)
+    r = knn_radii(real, k) if radii is None else radii
     ratio = np.divide(d[order], r[order], out=np.full(len(order), np.inf), where=r[order] > 0)
     return order, d[order], ratio

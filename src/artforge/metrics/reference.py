@@ -103,7 +103,7 @@ class Reference:
     def not_made(self, fake: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The ``n`` real images farthest from every generated image, farthest first: (indices,
         distances, distance / the real image's k-NN radius), as ``farthest_real`` gives them."""
-        return farthest_real(self.features, fake, n, k=PR_K)
+        return farthest_real(self.features, fake, n, k=PR_K, radii=self.radii)
 
     @property
     def radii(self) -> np.ndarray:
