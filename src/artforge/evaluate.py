@@ -185,25 +185,28 @@ def eval_table(r: dict[str, Any]) -> list[str]:
     if "faithfulness" in r:
         f = r["faithfulness"]
         judges = f.get("judges") or {"cnn": f}
+        who = {"cnn": "the small CNN", "inception_probe": "a probe on FID features"}
         for name, j in judges.items():
             rows.append(
                 (
-                    f"prompts/{name}" if "judges" in f else "prompts",
+                    "prompts",
                     f"{j['generated_balanced_accuracy']:.3f} / {j['real_balanced_accuracy']:.3f} "
                     f"= {j['ratio']}",
-                    f"balanced accuracy of the {f['label_key']} judge: generated (held-out captions) / real",
+                    f"{f['label_key']} balanced accuracy by {who.get(name, name)}: generated / real held-out",
                 )
             )
             if "generated_accuracy" in j:
                 rows.append(
-                    (
-                        "",
-                        f"{j['generated_accuracy']:.3f} / {j['real_accuracy']:.3f}",
-                        "plain accuracy, the same way",
-                    )
+                    ("", f"{j['generated_accuracy']:.3f} / {j['real_accuracy']:.3f}", "plain accuracy")
                 )
             if j.get("never_drawn"):
-                rows.append(("", ", ".join(j["never_drawn"]), "groups no prompted image of lands in"))
+                rows.append(
+                    (
+                        "never made",
+                        ", ".join(j["never_drawn"]),
+                        "groups whose prompted images never land in them",
+                    )
+                )
     lines = [f"  {name:<10} {value:<22} {note}".rstrip() for name, value, note in rows]
     return lines + [f"  note: {caveat}" for caveat in r.get("caveats", [])]
 
