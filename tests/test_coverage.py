@@ -366,3 +366,22 @@ def test_training_with_group_sampling_on_sub_folders(tmp_path):
         Trainer(config(flat, "sqrt"), tmp_path / "run2", progress=False)
     with pytest.raises(ValueError, match="sampling"):
         DataConfig(sampling="balanced")
+
+
+def test_groups_from_captions_jsonl_skip_broken_and_over_long_lines(tmp_path):
+    import json
+
+    from artforge.data.captions import MAX_LINE_BYTES, groups_if_any, read_groups
+
+    lines = [
+        json.dumps({"file": "a.png", "text": "grinning face", "group": "Smileys"}),
+        json.dumps({"file": "b.png", "text": "x" * (2 * MAX_LINE_BYTES), "group": "Flags"}),  # too long
+        "{not json",
+        json.dumps({"file": "c.png", "text": "flag", "group": "Flags"}),
+    ]
+    (tmp_path / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    names = ["a.png", "b.png", "c.png", "d.png"]
+    assert read_groups(str(tmp_path), names) == ["Smileys", None, "Flags", None]
+    assert groups_if_any(str(tmp_path), names) == ["Smileys", None, "Flags", None]
+    assert groups_if_any(str(tmp_path), names, "folder") is None  # flat: no sub-folders
+    assert groups_if_any("builtin", names) is None

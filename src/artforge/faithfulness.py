@@ -189,10 +189,10 @@ def prompt_faithfulness(
         raise ValueError(f"{root}: too few labelled images to hold out {share:.0%} (found {len(names)})")
     _check_classes(root, label_key, classes, {labels[i] for i in held})
     y = torch.tensor([index[lab] if lab is not None else -1 for lab in labels])
+    net = train_classifier(images[train], y[train], len(classes), epochs=epochs, seed=seed)
     prompts = [captions[i] for i in held]
     z = latents_for_seed(run.model, len(held), seed)
     fakes = (generate(run.model, z, prompt=prompts, **sample_options) * 255).round().to(torch.uint8)
-    net = train_classifier(images[train], y[train], len(classes), epochs=epochs, seed=seed)
     judges = {"cnn": judge_scores(predict(net, images[held]), predict(net, fakes), y[held], classes)}
     if reference is not None:
         if len(reference) != len(images):

@@ -196,10 +196,17 @@ def read_groups(
             f"{path}: groups need captions.jsonl with a {key!r} field, or sub-folders (--captions folder)"
         )
     records: dict[str, str] = {}
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as e:
+        raise DataError(f"{path}: cannot read groups ({e.strerror or e})") from None
+    with fh:
+        while line := fh.readline(MAX_LINE_BYTES + 1):
+            if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                _skip_rest_of_line(fh)  # as read_caption_file: never held whole
+                continue
             try:
-                rec = json.loads(line)
+                rec = json.loads(line.decode("utf-8", errors="replace"))
             except json.JSONDecodeError:
                 continue
             if isinstance(rec, dict) and isinstance(rec.get("file"), str) and isinstance(rec.get(key), str):
