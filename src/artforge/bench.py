@@ -2,10 +2,10 @@
 
 Each candidate trains with its defaults for the same wall-clock budget, in its own process
 (so its peak memory is its own), then is measured the same way: n samples from a fixed seed
-against all of the data on the FID network (FID, KID, precision, recall, diversity, copy
-rate), plus training images per second and the time to sample 1,000 images. Results go to
-``OUT/bench.json`` and ``OUT/bench.md``; ``OUT/grid.png`` shows the candidates side by side;
-the runs stay in ``OUT/runs/FAMILY`` to sample from afterwards.
+against all of the data on the FID network (FID, KID, precision, recall, density, coverage,
+diversity, copy rate), plus training images per second and the time to sample 1,000 images.
+Results go to ``OUT/bench.json`` and ``OUT/bench.md``; ``OUT/grid.png`` shows the candidates
+side by side; the runs stay in ``OUT/runs/FAMILY`` to sample from afterwards.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ COLUMNS = [  # (key, header, format)
     ("kid", "KID x1000", "{:.2f}"),
     ("precision", "precision", "{:.3f}"),
     ("recall", "recall", "{:.3f}"),
+    ("density", "density", "{:.3f}"),
+    ("coverage", "coverage", "{:.3f}"),
     ("diversity", "diversity", "{:.2f}"),
     ("copy_rate", "copy rate", "{:.3f}"),
     ("train_img_per_s", "train img/s", "{:.0f}"),

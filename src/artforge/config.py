@@ -21,7 +21,7 @@ from typing import Any, Literal, get_args, get_origin
 
 Fit = Literal["crop", "pad", "stretch"]
 Cache = Literal["auto", "memory", "disk"]
-Captions = Literal["auto", "jsonl", "sidecar", "filename"]
+Captions = Literal["auto", "jsonl", "sidecar", "filename", "folder"]
 Amp = Literal["off", "bf16", "fp16"]
 OptimImpl = Literal["auto", "fused", "foreach", "loop"]
 OptimName = Literal["sgd", "adam", "adamw"]
@@ -29,6 +29,10 @@ OnSaveError = Literal["stop", "continue"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
 Profile = Literal["none", "gpu"]
 Modality = Literal["auto", "image", "audio"]
+# how training batches draw images: uniformly (each image once per epoch), or with replacement
+# so that each group (sub-folder, or captions.jsonl's "group") is equally likely ("group") or
+# likely in proportion to the square root of its size ("sqrt")
+Sampling = Literal["uniform", "group", "sqrt"]
 
 
 # Other spellings of settings: the optimiser's fields are also reachable under train
@@ -217,14 +221,15 @@ class DataConfig:
     builtin_count: int = setting(  # images in a built-in procedural set
         2000, hi=1_000_000, flag=True, help="images in a built-in set", studio=Range(8, 100_000)
     )
-    # text-conditioned models: captions.jsonl, NAME.txt, or file names
+    # text-conditioned models: captions.jsonl, NAME.txt, file names, or sub-folder names (folder)
     captions: Captions = setting("auto", flag=True, help="caption source", studio=True)
     holdout: float = 0.0  # share of images kept out of training (by file-name hash), for eval
+    sampling: Sampling = "uniform"  # "group" / "sqrt": rare groups drawn more often (batches.py)
     modality: Modality = "auto"  # auto: "audio" for a folder of sound files, else "image"
     audio: AudioConfig = field(default_factory=AudioConfig)  # spectrogram settings for sound data
 
     def __post_init__(self) -> None:
-        check_choices(self, "fit", "cache", "captions", "modality")
+        check_choices(self, "fit", "cache", "captions", "modality", "sampling")
         if not 0 <= self.holdout < 1:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
         if min(self.height, self.width) < MIN_SIDE:

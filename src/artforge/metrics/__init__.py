@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from .density_coverage import density_coverage
 from .fid import fid_from_features, frechet_distance
 from .kid import kid
 from .novelty import copy_rate, copy_threshold, diversity
@@ -37,6 +38,11 @@ def _precision_recall(real: Features, fake: Features, seed: int) -> dict[str, fl
     return {"precision": p, "recall": r}
 
 
+def _density_coverage(real: Features, fake: Features, seed: int) -> dict[str, float]:
+    density, coverage = density_coverage(real, fake, k=PR_K)
+    return {"density": density, "coverage": coverage}
+
+
 def _diversity(real: Features, fake: Features, seed: int) -> dict[str, float]:
     return {"diversity": diversity(real, fake, seed)}
 
@@ -50,6 +56,7 @@ METRICS: dict[str, Callable[[Features, Features, int], dict[str, float]]] = {
     "fid": _fid,
     "kid": _kid,
     "precision_recall": _precision_recall,
+    "density_coverage": _density_coverage,
     "diversity": _diversity,
     "novelty": _novelty,
 }
@@ -60,7 +67,7 @@ def evaluate(
 ) -> dict[str, float]:
     """Run ``metrics`` (default: all of METRICS) on real (training) and generated features.
 
-    Keys: fid, kid, kid_std, precision, recall, diversity, copy_rate, copy_threshold,
+    Keys: fid, kid, kid_std, precision, recall, density, coverage, diversity, copy_rate, copy_threshold,
     n_real, n_fake.
     """
     names = list(METRICS) if metrics is None else list(metrics)
@@ -84,4 +91,13 @@ def evaluate(
     return out
 
 
-__all__ = ["METRICS", "copy_rate", "diversity", "evaluate", "frechet_distance", "kid", "precision_recall"]
+__all__ = [
+    "METRICS",
+    "copy_rate",
+    "density_coverage",
+    "diversity",
+    "evaluate",
+    "frechet_distance",
+    "kid",
+    "precision_recall",
+]

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from artforge.config import MAX_SIDE, Range, bounded, check_bounds, check_choices
+from artforge.errors import ConfigError
 from artforge.losses import (
     gan_d_loss,
     gan_d_reject_loss,
@@ -95,6 +96,11 @@ class GANConfig(TextFields):
     # features (mean squared error, this weight, in D's loss), so D must describe the whole
     # image rather than memorise a few cues; 0 = off
     recon_weight: float = 0.0
+    # minibatch standard deviation (Karras et al. 2018, StyleGAN2's D): D's last feature map
+    # gains one channel, the mean over features of their standard deviation across groups of
+    # this many images, so D can tell a batch of look-alikes from a varied real one and G is
+    # pushed to cover more of the data (4 in StyleGAN2); 0 = off
+    mbstd: int = bounded(0, 256)
 
     def __post_init__(self) -> None:
         check_bounds(self, "model")
@@ -116,6 +122,8 @@ class GANConfig(TextFields):
         weights = ("gp_weight", "r1_gamma", "lecam_weight", "mode_seeking", "mismatch_weight", "recon_weight")
         if min(getattr(self, name) for name in weights) < 0:
             raise ValueError(f"{', '.join(weights)} must each be >= 0")
+        if self.mbstd < 0:
+            raise ConfigError(f"mbstd is a group size (0 = off), got {self.mbstd}")
         if not 0 <= self.lecam_decay < 1:
             raise ValueError(f"lecam_decay must be in [0, 1), got {self.lecam_decay}")
         parse_policy(self.augment)
@@ -360,7 +368,8 @@ class Discriminator(nn.Module):
         self.body = DownStack(c.channels, sizes, chans, norm=c.d_norm, act="lrelu", depth=c.depth)
         h, w = sizes[-1]
         feat_dim = chans[-1] * h * w
-        self.head = nn.Linear(feat_dim, 1)
+        self.mbstd = c.mbstd
+        self.head = nn.Linear(feat_dim + (h * w if c.mbstd else 0), 1)
         # text runs: a projection discriminator (Miyato & Koyama 2018) adds <embed(caption), features>
         self.text = make_conditioner(c)
         self.embed = nn.Linear(self.text.dim, feat_dim, bias=False) if self.text is not None else None
@@ -372,7 +381,11 @@ class Discriminator(nn.Module):
         """Logits (B,); with ``recon``, also the decoder's half-size image (B, C, h1, w1)."""
         fmap = self.body(x)  # (B, C_k, h_k, w_k)
         feats = fmap.flatten(1)  # (B, F)
-        out = self.head(feats).squeeze(1)  # (B,)
+        if self.mbstd:
+            spread = minibatch_std(fmap, self.mbstd).flatten(1)  # (B, h_k * w_k)
+            out = self.head(torch.cat([feats, spread], 1)).squeeze(1)  # (B,)
+        else:
+            out = self.head(feats).squeeze(1)  # (B,)
         if self.embed is not None and cond is not None:
             out = out + (self.embed(cond.to(feats.dtype)) * feats).sum(1)
         if recon:
@@ -380,6 +393,18 @@ class Discriminator(nn.Module):
                 raise ValueError("this discriminator has no decoder (recon_weight is 0)")
             return out, self.decoder(fmap)
         return out
+
+
+def minibatch_std(fmap: Tensor, group: int) -> Tensor:
+    """(B, 1, h, w): for each image, the standard deviation of every feature across its group
+    of images (consecutive images; the largest divisor of B up to ``group``), averaged over the
+    channels (StyleGAN2's layer with one channel). One image alone scores 0."""
+    b, c, h, w = fmap.shape
+    g = max(d for d in range(1, min(group, b) + 1) if b % d == 0)
+    y = fmap.float().reshape(g, b // g, c, h, w)  # (G, M, C, h, w): image i is in group i % M
+    y = (y.var(0, unbiased=False) + 1e-8).sqrt()  # (M, C, h, w)
+    y = y.mean(1, keepdim=True)  # (M, 1, h, w)
+    return y.repeat(g, 1, 1, 1).to(fmap.dtype)  # (B, 1, h, w)
 
 
 def _decoder(sizes: list[tuple[int, int]], chans: list[int], out_channels: int) -> nn.Sequential:

@@ -22,10 +22,10 @@ from torch import nn
 
 from ..config import RunConfig
 from ..data import ImageSet, load_images
-from ..data.captions import read_captions
+from ..data.captions import groups_if_any, read_captions
 from ..data.holdout import is_held_out
 from ..device import resolve_device
-from ..errors import TrainingError
+from ..errors import ConfigError, TrainingError
 from ..io import write_json
 from ..models.base import GenerativeModel
 from ..optim import EMA, build_optimizer
@@ -44,7 +44,7 @@ from ..runs import write_config
 from ..sample import generate, latents_for_seed, save_grid
 from . import distributed
 from .backends import CompileFailures, compile_model, configure_backends
-from .batches import BatchStream
+from .batches import BatchStream, group_weights
 from .budget import Budget, Speed, clock, out_of_time
 from .checkpoint import (
     SaveError,
@@ -157,6 +157,7 @@ class Trainer:
             self.dist.rank,
             self.dist.world,
             memory_format=self.memory_format,
+            weights=self._sampling_weights(),
         )
         where = self.batches.place(self.device)
         if self.device.type == "cuda":
@@ -169,6 +170,22 @@ class Trainer:
         self.logbook = Logbook(self.run_dir / METRICS)
         self.saved_step: int | None = None  # step of the last checkpoint written (the rollback target)
         self.rollbacks: list[dict] = []  # type: ignore[type-arg]  # divergences survived so far
+
+    def _sampling_weights(self) -> torch.Tensor | None:
+        """Per-image probabilities for ``data.sampling`` "group" / "sqrt" (None: "uniform")."""
+        mode = self.cfg.data.sampling
+        if mode == "uniform":
+            return None
+        root = self.data.root or self.cfg.data.path
+        groups = groups_if_any(root, self.data.names, self.cfg.data.captions)
+        if groups is None:
+            raise ConfigError(
+                f"{self.cfg.data.path}: data.sampling={mode} evens out groups, but the images have no "
+                "groups: put them in sub-folders (with --captions folder) or give captions.jsonl "
+                'a "group" field'
+            )
+        log.info("data.sampling=%s: %d groups", mode, len(set(groups)))
+        return group_weights(groups, mode)
 
     def _read_captions(self) -> list[str] | None:
         if not getattr(self.model, "conditional", False):
