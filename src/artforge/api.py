@@ -14,6 +14,7 @@ from torch import Tensor
 from .audio import spec_from_config, to_audio
 from .config import RunConfig
 from .create import as_images, img2img, inpaint, load_latents, load_mask, mix, project
+from .errors import ConfigError, Conflict
 from .evaluate import training_hooks
 from .models.base import WEIGHTS_NAME
 from .resolve import resolve_run
@@ -38,7 +39,7 @@ class Run(LoadedRun):
         allowed = self.model.sample_options
         for k in options:
             if k not in allowed:
-                raise ValueError(
+                raise ConfigError(
                     f"option {k!r} does not apply to {self.config.family} runs"
                     + (f"; it takes {list(allowed)}" if allowed else "; it takes none")
                 )
@@ -47,7 +48,7 @@ class Run(LoadedRun):
     def sample(self, n: int, *, seed: int | None = None, **options: Any) -> Tensor:
         """n images from one generator seeded with ``seed`` (random when None)."""
         if n < 1:
-            raise ValueError(f"n must be at least 1, got {n}")
+            raise ConfigError(f"n must be at least 1, got {n}")
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
         z = latents_for_seed(self.model, n, seed)
@@ -71,9 +72,9 @@ class Run(LoadedRun):
         condition vector moves linearly between the prompts' vectors; (frames, 3, H, W)."""
         condition = getattr(self.model, "condition", None)
         if condition is None or not getattr(self.model, "conditional", False):
-            raise ValueError(f"{self.path}: this run was trained without captions, so it takes no prompt")
+            raise ConfigError(f"{self.path}: this run was trained without captions, so it takes no prompt")
         if len(prompts) < 2 or frames < 2:
-            raise ValueError("interpolating prompts needs at least 2 prompts and 2 frames")
+            raise ConfigError("interpolating prompts needs at least 2 prompts and 2 frames")
         with torch.no_grad():
             keys = condition(list(prompts), len(prompts)).cpu()  # (P, D)
         t = torch.linspace(0, len(prompts) - 1, frames)
@@ -94,7 +95,7 @@ class Run(LoadedRun):
         """Images (n, 3, H, W) in [0, 1] of latents (n, ...): for latent arithmetic, e.g.
         ``run.decode(run.latent(1) - run.latent(2) + run.latent(3))``."""
         if latents.dim() < 2 or tuple(latents.shape[1:]) != tuple(self.model.sample_latents(1).shape[1:]):
-            raise ValueError(
+            raise ConfigError(
                 f"latents must be (n, {', '.join(map(str, self.model.sample_latents(1).shape[1:]))}) "
                 f"for this run, got {tuple(latents.shape)}"
             )
@@ -107,7 +108,7 @@ class Run(LoadedRun):
 
     def _images(self, image: Any) -> Tensor:
         if self.is_audio:
-            raise ValueError(f"{self.path}: a sound run; project, img2img and inpaint take pictures")
+            raise Conflict(f"{self.path}: a sound run; project, img2img and inpaint take pictures")
         return as_images(image, self.config.data)
 
     def project(
@@ -140,7 +141,7 @@ class Run(LoadedRun):
 
     def _audio_spec(self) -> Any:
         if not self.is_audio:
-            raise ValueError(f"{self.path} was trained on images, not sound; use sample() for pictures")
+            raise Conflict(f"{self.path} was trained on images, not sound; use sample() for pictures")
         return spec_from_config(self.config.data)
 
     def to_audio(self, images: Tensor, *, iters: int | None = None) -> Tensor:

@@ -37,7 +37,7 @@ from .config import (
     parse_override,
     set_path,
 )
-from .errors import UsageError
+from .errors import ConfigError, UsageError
 from .models import model_class
 from .optim import resolve_optim
 from .runs import build_model, read_config
@@ -128,7 +128,7 @@ def parse_size(text: str) -> tuple[int, int]:
             return int(h), int(w)
         return int(text), int(text)
     except ValueError:
-        raise ValueError(f"bad size {text!r}: use N for NxN or WIDTHxHEIGHT like 80x48") from None
+        raise ConfigError(f"bad size {text!r}: use N for NxN or WIDTHxHEIGHT like 80x48") from None
 
 
 def audio_size_default(d: dict[str, Any]) -> dict[str, Any]:
@@ -169,11 +169,11 @@ def _resolve_modality(cfg: RunConfig) -> RunConfig:
     if data.modality != "audio":
         return cfg
     if cfg.train.monitor_every:
-        raise ValueError(
+        raise ConfigError(
             "the training monitor (--monitor-every) measures pictures; use artforge eval for sound"
         )
     if "channels" in cfg.model and cfg.model["channels"] != 1:
-        raise ValueError(f"sound spectrograms have one channel; model.channels={cfg.model['channels']!r}")
+        raise ConfigError(f"sound spectrograms have one channel; model.channels={cfg.model['channels']!r}")
     return dataclasses.replace(cfg, model={**cfg.model, "channels": 1})
 
 

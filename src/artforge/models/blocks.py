@@ -16,6 +16,8 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import _SpectralNorm
 
+from ..errors import ConfigError
+
 Norm = Literal["batch", "group", "pixel", "spectral", "none"]
 Act = Literal["relu", "lrelu", "silu"]
 
@@ -24,16 +26,16 @@ def reject_options(model: Any, options: dict[str, Any]) -> None:
     """ValueError for sample/decode options the family does not take (a typo must not pass silently)."""
     if options:
         name = sorted(options)[0]
-        raise ValueError(
+        raise ConfigError(
             f"unknown sample option {name!r} for {model.family}; it takes {list(model.sample_options)}"
         )
 
 
 def check_image_size(height: int, width: int, channels: int) -> None:
     if height < 8 or width < 8:
-        raise ValueError(f"image size must be at least 8x8, got {width}x{height} (width x height)")
+        raise ConfigError(f"image size must be at least 8x8, got {width}x{height} (width x height)")
     if channels < 1:
-        raise ValueError(f"channels must be at least 1, got {channels}")
+        raise ConfigError(f"channels must be at least 1, got {channels}")
 
 
 # -- sizes ----------------------------------------------------------------------------------
@@ -42,7 +44,7 @@ def check_image_size(height: int, width: int, channels: int) -> None:
 def stage_sizes(height: int, width: int, min_side: int = 4) -> list[tuple[int, int]]:
     """[(H, W), ...]: halve both sides (ceil) until the smaller side is <= min_side."""
     if height < 1 or width < 1 or min_side < 1:
-        raise ValueError(f"bad size {height}x{width} or min_side {min_side}")
+        raise ConfigError(f"bad size {height}x{width} or min_side {min_side}")
     h, w = height, width
     sizes = [(h, w)]
     while min(h, w) > min_side:

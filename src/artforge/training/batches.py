@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import ConfigError
+
 
 class BatchStream:
     """Endless stream of shuffled batches: epoch e is a permutation seeded by (seed, e)."""
@@ -30,7 +32,7 @@ class BatchStream:
     ):
         assert images.dtype == torch.uint8 and images.dim() == 4, "expected uint8 (N, C, H, W)"
         if batch_size % world:
-            raise ValueError(
+            raise ConfigError(
                 f"batch size {batch_size} must be divisible by the number of processes ({world})"
             )
         self.images = images
