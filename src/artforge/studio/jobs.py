@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Range, Setting, settings
-from ..errors import Conflict, NotFound
+from ..errors import Conflict, NotFound, UserError
 from ..io import write_json
 from .safety import BadRequest, StudioError, get_float, get_int, new_name, run_dir
 
@@ -232,7 +232,10 @@ def _check_size(model: str, height: int, width: int, channels: int | None, batch
         given["model.base_channels"] = channels
     if batch_size is not None:
         given["train.batch_size"] = batch_size
-    resolve_run(given)  # a setting it cannot take: a ConfigError (400) naming it
+    try:
+        resolve_run(given)
+    except UserError as e:  # a setting the form gave that cannot be trained; a bug stays a bug
+        raise BadRequest(str(e)) from None
 
 
 # The training form's settings: those declared with studio=... beside their field
