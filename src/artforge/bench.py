@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 from .config import DataConfig
 from .data import load_images
 from .device import resolve_device
-from .errors import UserError
+from .errors import ConfigError, UserError
 from .evaluate import generate_uint8
 from .io import write_json, write_text
 from .metrics.inception import INCEPTION_SHA1
@@ -196,11 +196,11 @@ def run_bench(
     """Train and measure each family in ``models``; write bench.json, bench.md and grid.png to ``out``."""
     unknown = [m for m in models if m not in list_models()]
     if unknown:
-        raise ValueError(f"unknown model {unknown[0]!r}; choose from {list_models()}")
+        raise ConfigError(f"unknown model {unknown[0]!r}; choose from {list_models()}")
     if not models:
-        raise ValueError("--models needs at least one family")
+        raise ConfigError("--models needs at least one family")
     if not minutes > 0:
-        raise ValueError(f"--minutes must be positive, got {minutes}")
+        raise ConfigError(f"--minutes must be positive, got {minutes}")
     out = Path(out)
     height, width = size
     dev = resolve_device(device)

@@ -24,10 +24,10 @@ from typing import Any
 import torch
 
 from .config import DataConfig, Fit, TrainConfig
-from .data import DataError, image_sizes, load_images
+from .data import image_sizes, load_images
 from .data.captions import CaptionMode, groups_if_any, read_captions
 from .device import resolve_device
-from .errors import InternalError
+from .errors import ConfigError, Conflict, DataError, InternalError, NotFound
 from .faithfulness import prompt_faithfulness
 from .io import write_json, write_text
 from .metrics import PR_K
@@ -260,7 +260,7 @@ def data_prompts(
     caption-less input it saw in a tenth of its training."""
     captions = [c for c in read_captions(root, names, mode).texts if c]
     if not captions:
-        raise ValueError(f"{root}: no captions to prompt this text-conditioned run with; give --prompt")
+        raise DataError(f"{root}: no captions to prompt this text-conditioned run with; give --prompt")
     g = torch.Generator().manual_seed(seed)
     pick = torch.randint(0, len(captions), (n,), generator=g).tolist()
     return [captions[i] for i in pick], f"{n} captions drawn from {root} (seed {seed})"
@@ -297,7 +297,7 @@ def evaluate_run(
     the device (``metrics.reference.batch_size_for``).
     """
     if n < 4:
-        raise ValueError(f"evaluation needs at least 4 generated images, got n={n}")
+        raise ConfigError(f"evaluation needs at least 4 generated images, got n={n}")
     dev = resolve_device(device)
     run = load_run(Path(run_dir), device=str(dev))
     cfg = _to_data_config(data if data is not None else run.config.data, run.config.data)
@@ -366,7 +366,7 @@ def _real_config(
     elif (Path(data).expanduser() / CONFIG_NAME).is_file():
         cfg = read_config(Path(data).expanduser()).data
         if cfg.modality == "audio":
-            raise ValueError(f"{data}: a sound run; eval --fake compares pictures")
+            raise DataError(f"{data}: a sound run; eval --fake compares pictures")
         why = f"the run {data}"
     else:
         if size is None:
@@ -486,9 +486,9 @@ def make_monitor_hook(
     snapshots/best.safetensors (RUN@best; a resumed run continues its record).
     """
     if n < 2:
-        raise ValueError(f"the monitor needs at least 2 samples, got n={n}")
+        raise ConfigError(f"the monitor needs at least 2 samples, got n={n}")
     if keep_best and not fid:
-        raise ValueError("keep_best keeps the best monitor FID: the monitor must score FID")
+        raise ConfigError("keep_best keeps the best monitor FID: the monitor must score FID")
     state: dict[str, Any] = {"real": None, "best": -math.inf}
 
     def hook(trainer: Trainer, step: int) -> None:
@@ -622,12 +622,12 @@ def evaluate_snapshots(
     run_dir = Path(run_dir)
     snaps = list_snapshots(run_dir)
     if not snaps:
-        raise ValueError(f"{run_dir}: no snapshots to score; train with --snapshot-every N")
+        raise NotFound(f"{run_dir}: no snapshots to score; train with --snapshot-every N")
     if n < 4:
-        raise ValueError(f"scoring snapshots needs n >= 4 generated images, got {n}")
+        raise ConfigError(f"scoring snapshots needs n >= 4 generated images, got {n}")
     final = load_run(run_dir, device=device)
     if final.is_audio:
-        raise ValueError(f"{run_dir}: scoring snapshots measures pictures; this is a sound run")
+        raise Conflict(f"{run_dir}: scoring snapshots measures pictures; this is a sound run")
     cfg = final.config.data if data is None else _data_like(final.config.data, data)
     real = load_images(cfg, progress=progress)
     kw: dict[str, Any] = {"batch_size": batch_size, "inception": inception, "progress": progress}

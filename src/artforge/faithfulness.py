@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from .data.captions import CAPTIONS_FILE, read_groups
 from .data.holdout import is_held_out
-from .errors import InternalError
+from .errors import Conflict, DataError, InternalError
 from .metrics.classifier import LinearProbe, balanced_batches, fit_classifier, to_signed_unit
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def read_labels(root: str | Path, names: list[str], key: str, mode: str = "auto"
     labels = read_groups(str(root), names, key, "folder" if by_folder else "jsonl")
     if sum(lab is not None for lab in labels) < 2:
         where = f"{root}: no sub-folders" if by_folder else f"{path}: no {key!r} labels"
-        raise ValueError(f"{where} for the images; choose another --label-key")
+        raise DataError(f"{where} for the images; choose another --label-key")
     return labels
 
 
@@ -142,13 +142,13 @@ def _check_classes(root: str | Path, key: str, classes: list[str], held: set[str
     """Refuse a score that cannot mean anything: with one label every image, drawn or real,
     gets it, so any model (even one drawing noise) scores 1.0 / 1.0."""
     if len(classes) < 2:
-        raise ValueError(
+        raise DataError(
             f"{root}: every labelled image has the same {key!r} ({classes[0]!r}), so prompt faithfulness "
             f"cannot mean anything (one class: any image is classified right); evaluate on data with "
             f"at least two {key!r} values, or choose another --faithfulness key"
         )
     if len(held) < 2:
-        raise ValueError(
+        raise DataError(
             f"{root}: the held-out images all have the same {key!r} ({next(iter(held))!r}), so prompt "
             "faithfulness cannot mean anything (one class); evaluate on a larger data set"
         )
@@ -177,7 +177,7 @@ def prompt_faithfulness(
     from .sample import generate, latents_for_seed
 
     if not getattr(run.model, "conditional", False):
-        raise ValueError(f"{run.path}: prompt faithfulness needs a text-conditioned run (--text-encoder)")
+        raise Conflict(f"{run.path}: prompt faithfulness needs a text-conditioned run (--text-encoder)")
     share = run.config.data.holdout or DEFAULT_HOLDOUT
     labels = read_labels(root, names, label_key, captions_mode)
     captions = read_captions(str(root), names, captions_mode).texts  # type: ignore[arg-type]
@@ -186,7 +186,7 @@ def prompt_faithfulness(
     held = [i for i, n in enumerate(names) if is_held_out(n, share) and labels[i] is not None and captions[i]]
     train = [i for i, n in enumerate(names) if not is_held_out(n, share) and labels[i] is not None]
     if len(held) < 2 or len(train) < 2:
-        raise ValueError(f"{root}: too few labelled images to hold out {share:.0%} (found {len(names)})")
+        raise DataError(f"{root}: too few labelled images to hold out {share:.0%} (found {len(names)})")
     _check_classes(root, label_key, classes, {labels[i] for i in held})
     y = torch.tensor([index[lab] if lab is not None else -1 for lab in labels])
     net = train_classifier(images[train], y[train], len(classes), epochs=epochs, seed=seed)

@@ -200,11 +200,11 @@ def _resolve_modality(cfg: RunConfig) -> RunConfig:
     if data.modality != "audio":
         return cfg
     if cfg.train.monitor_every:
-        raise ValueError(
+        raise ConfigError(
             "the training monitor (--monitor-every) measures pictures; use artforge eval for sound"
         )
     if "channels" in cfg.model and cfg.model["channels"] != 1:
-        raise ValueError(f"sound spectrograms have one channel; model.channels={cfg.model['channels']!r}")
+        raise ConfigError(f"sound spectrograms have one channel; model.channels={cfg.model['channels']!r}")
     return dataclasses.replace(cfg, model={**cfg.model, "channels": 1})
 
 

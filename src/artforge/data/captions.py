@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
 CaptionMode = Literal["auto", "jsonl", "sidecar", "filename", "folder"]
 CAPTIONS_FILE = "captions.jsonl"
@@ -55,7 +55,7 @@ def read_caption_file(path: str | Path) -> CaptionFile:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: captions file not found") from None
     except OSError as e:
-        raise ValueError(f"{path}: cannot read captions ({e.strerror or e})") from None
+        raise DataError(f"{path}: cannot read captions ({e.strerror or e})") from None
     with fh:
         number = 0
         while True:
@@ -242,7 +242,7 @@ def read_captions(root: str, names: list[str], mode: CaptionMode = "auto") -> Ca
     """Captions for ``names`` (ImageSet.names) of the data at ``root``."""
     folder = Path(root)
     if root.startswith("builtin"):
-        raise ValueError(
+        raise ConfigError(
             "the built-in procedural data has no captions; train text-conditioned models on a "
             "captioned folder (e.g. artforge data emoji --out DIR)"
         )
@@ -286,7 +286,7 @@ def read_captions(root: str, names: list[str], mode: CaptionMode = "auto") -> Ca
     elif mode == "folder":
         texts = [folder_group(n) for n in names]
     else:
-        raise ValueError(f"--captions must be one of auto, jsonl, sidecar, filename, folder; got {mode!r}")
+        raise ConfigError(f"--captions must be one of auto, jsonl, sidecar, filename, folder; got {mode!r}")
     uncaptioned = [n for n, t in zip(names, texts, strict=True) if not t]
     return Captions(texts, mode, uncaptioned, orphans, problems=problems, held_out=held_out)
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ..errors import ConfigError, DataError
 from .density_coverage import density_coverage
 from .fid import fid_from_features, frechet_distance
 from .kid import kid
@@ -73,13 +74,13 @@ def evaluate(
     names = list(METRICS) if metrics is None else list(metrics)
     unknown = [m for m in names if m not in METRICS]
     if unknown:
-        raise ValueError(f"unknown metric {unknown[0]!r}; choose from {sorted(METRICS)}")
+        raise ConfigError(f"unknown metric {unknown[0]!r}; choose from {sorted(METRICS)}")
     real = np.asarray(real_feats, dtype=np.float64)
     fake = np.asarray(fake_feats, dtype=np.float64)
     if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
-        raise ValueError(f"features must be (N, D) with one D, got {real.shape} and {fake.shape}")
+        raise DataError(f"features must be (N, D) with one D, got {real.shape} and {fake.shape}")
     if min(real.shape[0], fake.shape[0]) <= PR_K:
-        raise ValueError(
+        raise DataError(
             f"need at least {PR_K + 1} images on each side, "
             f"got {real.shape[0]} real and {fake.shape[0]} generated"
         )

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from ..errors import DataError
 from ..io import replacing
 from .precision_recall import distance_chunks, nearest_neighbours
 
@@ -33,7 +34,7 @@ def mean_pairwise_distance(feats: np.ndarray, max_n: int = MAX_DIVERSITY_SAMPLES
     """Mean Euclidean distance over distinct pairs (on a seeded subset of at most ``max_n``)."""
     n = feats.shape[0]
     if n < 2:
-        raise ValueError(f"diversity needs at least 2 images, got {n}")
+        raise DataError(f"diversity needs at least 2 images, got {n}")
     if n > max_n:
         feats = feats[np.sort(np.random.default_rng(seed).choice(n, max_n, replace=False))]
         n = max_n

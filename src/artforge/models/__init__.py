@@ -14,6 +14,8 @@ from artforge.models.diffusion import Diffusion, DiffusionConfig
 from artforge.models.gan import DCGAN, GAN, DCGANConfig, GANConfig
 from artforge.models.vae import VAE, VAEConfig
 
+from ..errors import ConfigError
+
 MODELS: dict[str, type[GenerativeModel]] = {
     "gan": GAN,
     "dcgan": DCGAN,
@@ -45,7 +47,7 @@ def list_models() -> list[str]:
 
 def model_class(name: str) -> type[GenerativeModel]:
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
+        raise ConfigError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
     return MODELS[name]
 
 
@@ -54,7 +56,7 @@ def _config_from_fields(family: str, fields: dict[str, Any]) -> Any:
     known = sorted(f.name for f in dataclasses.fields(cls))
     unknown = sorted(set(fields) - set(known))
     if unknown:
-        raise ValueError(f"unknown model setting {unknown[0]!r} for {family}; known: {', '.join(known)}")
+        raise ConfigError(f"unknown model setting {unknown[0]!r} for {family}; known: {', '.join(known)}")
     return from_dict(cls, fields, "model")
 
 
@@ -63,7 +65,7 @@ def make_model_config(family: str, fields: dict[str, Any], *, height: int, width
     fields = dict(fields)
     for name, value in (("height", height), ("width", width)):
         if name in fields and fields[name] != value:
-            raise ValueError(
+            raise ConfigError(
                 f"model setting {name}={fields[name]!r} disagrees with the data's {name} {value}; "
                 f"leave it out (the data size is used)"
             )

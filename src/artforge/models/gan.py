@@ -21,7 +21,6 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from artforge.config import MAX_SIDE, Range, bounded, check_bounds, check_choices
-from artforge.errors import ConfigError
 from artforge.losses import (
     gan_d_loss,
     gan_d_reject_loss,
@@ -43,6 +42,8 @@ from artforge.models.blocks import (
     stage_sizes,
 )
 from artforge.text import TextFields, check_text_fields, condition_vectors, make_conditioner
+
+from ..errors import ConfigError, InternalError
 
 GanLoss = Literal["bce", "mse", "hinge", "wgan-gp"]
 DNorm = Literal["spectral", "batch", "none"]
@@ -108,31 +109,31 @@ class GANConfig(TextFields):
         check_text_fields(self)
         check_image_size(self.height, self.width, self.channels)
         if self.loss == "wgan-gp" and self.d_norm == "batch":
-            raise ValueError(
+            raise ConfigError(
                 "loss 'wgan-gp' needs a discriminator without batch norm (the gradient penalty is "
                 "per sample); use d_norm 'spectral' or 'none'"
             )
         _check_positive(self, "latent_dim", "base_channels", "max_channels", "d_steps", "r1_every", "depth")
         if self.max_channels < self.base_channels:
-            raise ValueError(
+            raise ConfigError(
                 f"max_channels ({self.max_channels}) must be >= base_channels ({self.base_channels})"
             )
         if self.g_base_channels < 0:
-            raise ValueError(f"g_base_channels must be >= 0 (0 = base_channels), got {self.g_base_channels}")
+            raise ConfigError(f"g_base_channels must be >= 0 (0 = base_channels), got {self.g_base_channels}")
         weights = ("gp_weight", "r1_gamma", "lecam_weight", "mode_seeking", "mismatch_weight", "recon_weight")
         if min(getattr(self, name) for name in weights) < 0:
-            raise ValueError(f"{', '.join(weights)} must each be >= 0")
+            raise ConfigError(f"{', '.join(weights)} must each be >= 0")
         if self.mbstd < 0:
             raise ConfigError(f"mbstd is a group size (0 = off), got {self.mbstd}")
         if not 0 <= self.lecam_decay < 1:
-            raise ValueError(f"lecam_decay must be in [0, 1), got {self.lecam_decay}")
+            raise ConfigError(f"lecam_decay must be in [0, 1), got {self.lecam_decay}")
         parse_policy(self.augment)
         if not 0 <= self.augment_p <= 1:
-            raise ValueError(f"augment_p must be in [0, 1], got {self.augment_p}")
+            raise ConfigError(f"augment_p must be in [0, 1], got {self.augment_p}")
         if not 0 <= self.ada_target < 1:
-            raise ValueError(f"ada_target must be in [0, 1), got {self.ada_target}")
+            raise ConfigError(f"ada_target must be in [0, 1), got {self.ada_target}")
         if self.ada_images < 1:
-            raise ValueError(f"ada_images must be at least 1, got {self.ada_images}")
+            raise ConfigError(f"ada_images must be at least 1, got {self.ada_images}")
 
 
 @dataclass
@@ -150,23 +151,23 @@ class DCGANConfig:
     def __post_init__(self) -> None:
         check_bounds(self, "model")
         if self.loss == "wgan-gp":
-            raise ValueError("dcgan's discriminator uses batch norm, so no wgan-gp; use --model gan")
+            raise ConfigError("dcgan's discriminator uses batch norm, so no wgan-gp; use --model gan")
         check_choices(self, "loss")
         s = self.height
         if self.height != self.width or s < 16 or s & (s - 1):
-            raise ValueError(
+            raise ConfigError(
                 f"dcgan needs a square power-of-two size >= 16 (16, 32, 64, 128, ...), got "
                 f"{self.width}x{self.height} (width x height); use --model gan for other sizes"
             )
         if self.channels < 1:
-            raise ValueError(f"channels must be at least 1, got {self.channels}")
+            raise ConfigError(f"channels must be at least 1, got {self.channels}")
         _check_positive(self, "latent_dim", "ngf", "ndf", "d_steps")
 
 
 def _check_positive(obj: Any, *names: str) -> None:
     for name in names:
         if getattr(obj, name) < 1:
-            raise ValueError(f"{name} must be at least 1, got {getattr(obj, name)}")
+            raise ConfigError(f"{name} must be at least 1, got {getattr(obj, name)}")
 
 
 # -- shared training logic ------------------------------------------------------------------
@@ -288,7 +289,7 @@ class _Adversarial(GenerativeModel):
     def _extra_step(
         self, phase: str, batch: Tensor, step: int, text: list[str] | None = None
     ) -> dict[str, Tensor]:
-        raise ValueError(f"unknown phase {phase!r}; this model has {[p.name for p in self.phases()]}")
+        raise InternalError(f"unknown phase {phase!r}; this model has {[p.name for p in self.phases()]}")
 
     def sample_latents(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return torch.randn(n, self.config.latent_dim, generator=generator)  # (n, D), on the CPU
@@ -318,7 +319,7 @@ class _Adversarial(GenerativeModel):
         if cond is None:
             cond = self.condition(prompt, z.shape[0])
         elif not self.conditional:
-            raise ValueError("this run was trained without captions, so it takes no condition")
+            raise ConfigError("this run was trained without captions, so it takes no condition")
         return self._g(z * truncation, None if cond is None else cond.to(self.device))
 
 
@@ -390,7 +391,7 @@ class Discriminator(nn.Module):
             out = out + (self.embed(cond.to(feats.dtype)) * feats).sum(1)
         if recon:
             if self.decoder is None:
-                raise ValueError("this discriminator has no decoder (recon_weight is 0)")
+                raise InternalError("this discriminator has no decoder (recon_weight is 0)")
             return out, self.decoder(fmap)
         return out
 

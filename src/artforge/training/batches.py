@@ -56,7 +56,7 @@ class BatchStream:
         if weights is not None and weights.shape != (images.shape[0],):
             raise ConfigError(f"{tuple(weights.shape)} sampling weights for {images.shape[0]} images")
         if batch_size % world:
-            raise ValueError(
+            raise ConfigError(
                 f"batch size {batch_size} must be divisible by the number of processes ({world})"
             )
         self.images = images

@@ -25,7 +25,7 @@ from ..data import ImageSet, load_images
 from ..data.captions import groups_if_any, read_captions
 from ..data.holdout import is_held_out
 from ..device import resolve_device
-from ..errors import ConfigError, TrainingError
+from ..errors import ConfigError, Conflict, DataError, TrainingError  # TrainingError: importable from here
 from ..io import write_json
 from ..models.base import GenerativeModel
 from ..optim import EMA, build_optimizer
@@ -107,7 +107,7 @@ class Trainer:
         # the complete config (unchanged from resolve.resolve_run) and the model, built once
         self.cfg, model = config_and_model(cfg)  # weights from the seeded RNG
         if cfg.train.batch_size % self.dist.world:
-            raise ValueError(
+            raise ConfigError(
                 f"--batch-size {cfg.train.batch_size} must be divisible by the number of processes "
                 f"({self.dist.world}); it is the global batch, split evenly"
             )
@@ -120,7 +120,7 @@ class Trainer:
         if self.cfg.data.holdout > 0:  # kept out of training, so eval can use them as unseen
             keep = [not is_held_out(n, self.cfg.data.holdout) for n in data.names]
             if not any(keep):
-                raise ValueError(f"--data.holdout={self.cfg.data.holdout} leaves no image to train on")
+                raise ConfigError(f"--data.holdout={self.cfg.data.holdout} leaves no image to train on")
             data = data.subset(keep)
         self.data = data
         self.model: GenerativeModel = model.to(self.device)
@@ -192,7 +192,7 @@ class Trainer:
             return None
         caps = read_captions(self.data.root or self.cfg.data.path, self.data.names, self.cfg.data.captions)
         if len(caps.uncaptioned) == len(caps.texts):
-            raise ValueError(
+            raise DataError(
                 f"{self.cfg.data.path}: no image has a caption (source: {caps.source}); a text-conditioned "
                 "model needs captions.jsonl, NAME.txt sidecars or descriptive file names"
             )
@@ -281,7 +281,7 @@ class Trainer:
     def _check_folder(self, resume: bool, overwrite: bool) -> bool:
         """Refuse to start over a run unless told to; whether to resume after all."""
         if not resume and (self.run_dir / CONFIG_NAME).exists() and not overwrite:
-            raise ValueError(
+            raise Conflict(
                 f"{self.run_dir} already holds a run; continue it with --resume, "
                 "or pick another --out (or --overwrite to replace it)"
             )
