@@ -12,12 +12,13 @@ import torch
 from torch import Tensor
 
 from .audio import spec_from_config, to_audio
+from .cascade import load_run as load_any_run
 from .config import RunConfig
 from .create import as_images, img2img, inpaint, load_latents, load_mask, mix, project
 from .evaluate import training_hooks
 from .models.base import WEIGHTS_NAME
 from .resolve import resolve_run
-from .runs import LoadedRun, load_run
+from .runs import LoadedRun
 from .sample import generate, interpolation_path, latents_for_seed, latents_per_seed
 from .training import Trainer
 
@@ -158,7 +159,7 @@ class Run(LoadedRun):
 def load(path: str | Path, *, device: str = "auto", weights: str = WEIGHTS_NAME) -> Run:
     """Load a run folder, or one of its weight snapshots as ``RUN@STEP`` / ``RUN@best`` /
     ``RUN@last`` (snapshots.py). Never unpickles anything."""
-    r = load_run(path, device=device, weights=weights)
+    r = load_any_run(path, device=device, weights=weights)  # a run, or a cascade (cascade.py)
     return Run(r.path, r.config, r.model, r.weights)
 
 
