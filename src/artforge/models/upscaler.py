@@ -45,11 +45,11 @@ class UpscalerConfig:
     width: int = bounded(64, 4096)
     channels: int = bounded(3, 16)
     factor: int = 4  # 2, 4 or 8: the input is height / factor x width / factor
-    base_channels: int = bounded(64, 1024)  # features at the input size; halved per x2 stage (min 16)
-    blocks: int = bounded(6, 64)  # residual blocks at the input size
+    base_channels: int = bounded(32, 1024)  # features at the input size; halved per x2 stage (min 16)
+    blocks: int = bounded(4, 64)  # residual blocks at the input size
     adv_weight: float = 0.01  # weight of the adversarial term beside L1 (0: L1 only, no discriminator)
     loss: GanLoss = "hinge"  # the adversarial term's GAN loss
-    d_channels: int = bounded(32, 1024)  # the patch discriminator's first width
+    d_channels: int = bounded(16, 1024)  # the patch discriminator's first width
     degrade: float = 0.5  # share of training inputs degraded (the rest are clean downscales)
     blur: float = 1.0  # largest Gaussian blur sigma, in input pixels (0: none)
     noise: float = 0.05  # largest noise std in [-1, 1] units (0: none)
@@ -126,8 +126,8 @@ _MATRICES: dict[tuple[int, int], Tensor] = {}
 def pil_downscale(x: Tensor, height: int, width: int) -> Tensor:
     """Images (B, C, H, W) -> (B, C, height, width) as ``Image.resize(..., LANCZOS,
     reducing_gap=3.0)`` (data/folder.py) makes them: a box reduction by int(scale / 3) first when
-    that is 2 or more, then Lanczos. In float, so within a level of PIL's 8-bit result
-    (PIL rounds between its two passes; tests/test_cascade.py measures it)."""
+    that is 2 or more, then Lanczos. In float, so within a level of PIL's 8-bit result (two
+    after a box pre-reduction: PIL rounds between its passes; tests/test_cascade.py measures it)."""
     b, c, hh, ww = x.shape
     ry, rx = max(1, int(hh / height / 3.0)), max(1, int(ww / width / 3.0))
     if (ry > 1 or rx > 1) and hh % ry == 0 and ww % rx == 0:
