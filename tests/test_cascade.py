@@ -228,6 +228,20 @@ def test_cascaded_run_samples_at_its_final_size_with_no_flag(tmp_path, tiny_fold
     assert [json.loads(p.read_text().splitlines()[-1])["step"] for p in out.glob("*/metrics.jsonl")] == steps
 
 
+def test_the_command_line_samples_and_evaluates_a_cascade_at_its_final_size(tmp_path, tiny_folder, network):
+    from artforge.cli import main
+
+    out = tmp_path / "cas"
+    tiny_cascade(out, tiny_folder)
+    assert main(["sample", str(out), "-n", "4", "--seed", "1", "--out", str(tmp_path / "g.png")]) == 0
+    assert Image.open(tmp_path / "g.png").size == (2 * 34 + 2, 2 * 34 + 2)  # 2 x 2 cells of 32 px
+    assert main(["sample", str(out), "--seeds", "0-1", "--out", str(tmp_path / "each") + "/"]) == 0
+    assert [Image.open(p).size for p in sorted((tmp_path / "each").iterdir())] == [(32, 32)] * 2
+    assert main(["eval", str(out), "-n", "8", "--json", str(tmp_path / "e.json")]) == 0
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert result["fid"] > 0 and result["n_real"] == 16
+
+
 def test_a_cascade_resumes_the_stage_it_had_not_finished(tmp_path, tiny_folder):
     out = tmp_path / "cas"
     tiny_cascade(out, tiny_folder)
@@ -293,3 +307,16 @@ def test_upscale_takes_any_picture_and_refuses_hostile_files_as_the_loader_does(
     ]
     with pytest.raises(ConfigError, match="must be finite and in"):
         cascade.upscale_images(run, torch.full((1, 3, 8, 8), 2.0))
+
+
+# -- kill -9 (tests/test_reliability.py's trials, on an upscaler run) -----------------------------
+
+from test_reliability import references, run_kill_trials  # noqa: E402, F401
+
+
+def test_kill_trials_of_an_upscaler_resume_bit_identical(references, tmp_path):  # noqa: F811
+    """SIGKILL at random moments (one trial inside a slowed checkpoint write), resumed to the
+    end: bit-identical to the uninterrupted run, as for every family; a cascade's stages are
+    such runs, each resumed on its own."""
+    hits = run_kill_trials(2, ["upscaler"], references, tmp_path, seed=2)
+    assert hits, "no process was killed: the trials tested nothing"
