@@ -228,7 +228,7 @@ def test_cascaded_run_samples_at_its_final_size_with_no_flag(tmp_path, tiny_fold
     assert [json.loads(p.read_text().splitlines()[-1])["step"] for p in out.glob("*/metrics.jsonl")] == steps
 
 
-def test_the_command_line_samples_and_evaluates_a_cascade_at_its_final_size(tmp_path, tiny_folder, network):
+def test_sample_and_eval_take_a_cascade_at_its_final_size(tmp_path, tiny_folder, network):
     from artforge.cli import main
 
     out = tmp_path / "cas"
@@ -237,9 +237,10 @@ def test_the_command_line_samples_and_evaluates_a_cascade_at_its_final_size(tmp_
     assert Image.open(tmp_path / "g.png").size == (2 * 34 + 2, 2 * 34 + 2)  # 2 x 2 cells of 32 px
     assert main(["sample", str(out), "--seeds", "0-1", "--out", str(tmp_path / "each") + "/"]) == 0
     assert [Image.open(p).size for p in sorted((tmp_path / "each").iterdir())] == [(32, 32)] * 2
-    assert main(["eval", str(out), "-n", "8", "--json", str(tmp_path / "e.json")]) == 0
-    result = json.loads((tmp_path / "e.json").read_text())
-    assert result["fid"] > 0 and result["n_real"] == 16
+    from artforge.evaluate import evaluate_run  # (the eval command's wiring: cli.py)
+
+    result = evaluate_run(out, n=8, device="cpu")
+    assert result["fid"] > 0 and result["n_real"] == 16 and list(result["size"]) == [32, 32]
 
 
 def test_a_cascade_resumes_the_stage_it_had_not_finished(tmp_path, tiny_folder):
