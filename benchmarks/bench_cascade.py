@@ -132,6 +132,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="--section.name=value for the upscalers")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--real-limit", type=int, default=None, help="FID against this many real images (smoke)")
+    ap.add_argument("--no-fid", action="store_true", help="PSNR only (minutes of Inception on a CPU saved)")
     ap.add_argument("--base", default=None, help="a base run to time beside the upscalers")
     ap.add_argument("--measure-n", type=int, default=1000)
     ap.add_argument("--out", default="bench/cascade")
@@ -166,16 +167,18 @@ def main() -> None:
             ]
         ).to(torch.uint8)
         lz = lanczos(inputs, size, size)
-        reference = Reference(real.images, args.device, limit=args.real_limit, progress=args.progress)
-        fid = {
-            name: float(reference.metrics(reference.features_of(x))["fid"])
-            for name, x in (("upscaler", ours), ("lanczos", lz), ("held_out_real", target))
-        }
+        fid: dict[str, float] = {}
+        if not args.no_fid:
+            reference = Reference(real.images, args.device, limit=args.real_limit, progress=args.progress)
+            fid = {
+                name: float(reference.metrics(reference.features_of(x))["fid"])
+                for name, x in (("upscaler", ours), ("lanczos", lz), ("held_out_real", target))
+            }
         row = {
             "factor": factor,
             "size": size,
             "held_out": len(held),
-            "real_n": len(reference),
+            "real_n": 0 if args.no_fid else len(reference),
             "train_s": round(train_s, 1),
             "psnr_upscaler": round(psnr(ours, target), 2),
             "psnr_lanczos": round(psnr(lz, target), 2),
