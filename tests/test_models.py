@@ -408,10 +408,11 @@ def test_phases_and_groups() -> None:
 
 
 def test_registry() -> None:
-    assert list_models() == ["dcgan", "diffusion", "gan", "vae"]
+    assert list_models() == ["dcgan", "diffusion", "gan", "upscaler", "vae"]
     assert MODELS["gan"] is GAN and model_class("vae") is VAE
     with pytest.raises(
-        ValueError, match=r"unknown model 'gann'; choose from \['dcgan', 'diffusion', 'gan', 'vae'\]"
+        ValueError,
+        match=r"unknown model 'gann'; choose from \['dcgan', 'diffusion', 'gan', 'upscaler', 'vae'\]",
     ):
         model_class("gann")
     with pytest.raises(ValueError, match=r"unknown model 'gann'"):

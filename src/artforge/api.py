@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from .audio import spec_from_config, to_audio
+from .cascade import load_run as load_any_run
 from .config import RunConfig
 from .create import (
     Projection,
@@ -30,7 +31,7 @@ from .errors import ConfigError, Conflict
 from .evaluate import training_hooks
 from .resolve import resolve_run
 from .runfolder import WEIGHTS_NAME
-from .runs import LoadedRun, load_run
+from .runs import LoadedRun
 from .sample import check_options, generate, interpolation_path, latents_for_seed, latents_per_seed
 from .training import Trainer
 
@@ -199,7 +200,7 @@ class Run(LoadedRun):
 def load(path: str | Path, *, device: str = "auto", weights: str = WEIGHTS_NAME) -> Run:
     """Load a run folder, or one of its weight snapshots as ``RUN@STEP`` / ``RUN@best`` /
     ``RUN@last`` (snapshots.py). Never unpickles anything."""
-    r = load_run(path, device=device, weights=weights)
+    r = load_any_run(path, device=device, weights=weights)  # a run, or a cascade (cascade.py)
     return Run(r.path, r.config, r.model, r.weights)
 
 

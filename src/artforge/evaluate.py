@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from .cascade import load_run as load_any_run
 from .config import DataConfig, Fit, TrainConfig
 from .data import image_sizes, load_images
 from .data.captions import CaptionMode, groups_if_any, read_captions
@@ -299,7 +300,7 @@ def evaluate_run(
     if n < 4:
         raise ConfigError(f"evaluation needs at least 4 generated images, got n={n}")
     dev = resolve_device(device)
-    run = load_run(Path(run_dir), device=str(dev))
+    run = load_any_run(Path(run_dir), device=str(dev))  # a run, or a cascade at its final size
     cfg = _to_data_config(data if data is not None else run.config.data, run.config.data)
     real_set = load_images(cfg, progress=progress)
     reals = real_set.images  # uint8 (N, 3, H, W)

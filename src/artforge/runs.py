@@ -64,6 +64,11 @@ def read_config(run_dir: str | Path) -> RunConfig:
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a run folder (no {CONFIG_NAME})")
     d = load_config_file(path)  # bounded, parsed, an object, not nested too deep
+    if d.get("kind") == "cascade":  # cascade.py's folder: two runs, loaded by cascade.load_run
+        raise ConfigError(
+            f"{run_dir} is a cascaded run: its stages are the runs {Path(run_dir) / 'base'} and "
+            f"{Path(run_dir) / 'upscaler'}; artforge.load takes it whole"
+        )
     version = d.get("format_version", FORMAT_VERSION)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise DataError(

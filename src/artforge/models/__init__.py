@@ -12,6 +12,7 @@ from artforge.config import from_dict
 from artforge.models.base import GenerativeModel, Phase
 from artforge.models.diffusion import Diffusion, DiffusionConfig
 from artforge.models.gan import DCGAN, GAN, DCGANConfig, GANConfig
+from artforge.models.upscaler import Upscaler, UpscalerConfig
 from artforge.models.vae import VAE, VAEConfig
 
 from ..errors import ConfigError
@@ -21,6 +22,7 @@ MODELS: dict[str, type[GenerativeModel]] = {
     "dcgan": DCGAN,
     "vae": VAE,
     "diffusion": Diffusion,
+    "upscaler": Upscaler,
 }
 
 __all__ = [
@@ -34,6 +36,8 @@ __all__ = [
     "GANConfig",
     "GenerativeModel",
     "Phase",
+    "Upscaler",
+    "UpscalerConfig",
     "VAEConfig",
     "list_models",
     "make_model_config",
