@@ -257,7 +257,7 @@ def test_console_script_and_module_entry(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "artforge", "models"], capture_output=True, text=True, env=env, timeout=120
     )
-    assert out.stdout.split() == ["dcgan", "diffusion", "gan", "vae"]
+    assert out.stdout.split() == ["dcgan", "diffusion", "gan", "upscaler", "vae"]
 
 
 @pytest.mark.parametrize(

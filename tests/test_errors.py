@@ -1,19 +1,33 @@
 """How `artforge` reports a failure (errors.py): a user's mistake is one line, a bug shows its
-traceback, and --debug shows the traceback of every error. Also the one resolution step
-(resolve.py) that every way of starting a training goes through."""
+traceback, and --debug shows the traceback of every error; the studio answers the same two
+kinds with a 4xx and the message, or a 500 logged with its traceback. Also the one resolution
+step (resolve.py) that every way of starting a training goes through."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import artforge.resolve
+from artforge import errors
 from artforge.cli import main
 from artforge.config import RunConfig
-from artforge.errors import UsageError, is_own_refusal, is_user_error
+from artforge.errors import (
+    ConfigError,
+    Conflict,
+    DataError,
+    InternalError,
+    NotFound,
+    TrainingError,
+    UsageError,
+    UserError,
+    http_status,
+    is_user_error,
+)
 from artforge.resolve import complete_config, resolve_run
 
 DRY = ["-q", "train", "--data", "builtin", "--size", "16", "--batch-size", "16", "--dry-run"]
@@ -101,12 +115,139 @@ def test_the_rule_itself():
             return e
         raise AssertionError("no exception")
 
-    own = caught(lambda: artforge.resolve.parse_size("abc"))  # a raise statement in artforge
-    assert is_own_refusal(own) and is_user_error(own)
+    own = caught(lambda: artforge.resolve.parse_size("abc"))  # a check in artforge: a ConfigError
+    assert isinstance(own, ConfigError) and is_user_error(own) and http_status(own) == 400
     library = caught(lambda: np.zeros(3).reshape(2))
-    assert not is_own_refusal(library) and not is_user_error(library)
+    assert not is_user_error(library) and http_status(library) == 500
     assert is_user_error(FileNotFoundError("x")) and is_user_error(UsageError("x"))
     assert not is_user_error(KeyError("x")) and not is_user_error(ValueError("never raised"))
+    assert not is_user_error(InternalError("unknown phase")) and http_status(InternalError("x")) == 500
+    # no second rule: a ValueError raised by a raise statement in artforge is a bug unless it
+    # is one of the hierarchy's classes (the bytecode rule that said otherwise is gone)
+    assert not hasattr(errors, "is_own_refusal")
+    statuses = {c: http_status(c("x")) for c in (ConfigError, DataError, UsageError, NotFound, Conflict)}
+    assert statuses == {ConfigError: 400, DataError: 400, UsageError: 400, NotFound: 404, Conflict: 409}
+    assert http_status(TrainingError("x")) == 409 and http_status(FileNotFoundError("x")) == 400
+    # callers that caught ValueError / RuntimeError keep working
+    assert all(issubclass(c, ValueError) for c in (ConfigError, DataError, UsageError, NotFound, Conflict))
+    assert issubclass(TrainingError, RuntimeError) and issubclass(InternalError, RuntimeError)
+
+
+def test_the_old_names_are_the_hierarchy():
+    from artforge.data import DataError as LoaderError
+    from artforge.studio import jobs, safety
+    from artforge.training import TrainingError as TrainerError
+    from artforge.training.checkpoint import SaveError
+    from artforge.training.trainer import Diverged
+
+    assert LoaderError is DataError and TrainerError is TrainingError
+    assert issubclass(Diverged, TrainingError) and issubclass(SaveError, TrainingError)
+    assert safety.NotFound is NotFound and jobs.NotFound is NotFound and jobs.Conflict is Conflict
+    assert issubclass(safety.BadRequest, ConfigError) and issubclass(safety.StudioError, UserError)
+    assert http_status(safety.StudioError("too large", 413)) == 413
+
+
+@pytest.mark.parametrize("family", ["gan", "vae", "diffusion"])
+def test_an_unknown_phase_is_a_bug(family):
+    """A broken invariant of the code (a phase the model does not have) is an InternalError:
+    a traceback and "please report it", never the user's mistake."""
+    import torch
+
+    from artforge.config import DataConfig
+    from artforge.runs import build_model
+
+    model = build_model(
+        complete_config(RunConfig(family=family, data=DataConfig(height=16, width=16))), "cpu"
+    )
+    with pytest.raises(InternalError, match="^unknown phase 'nope'; this model has ") as info:
+        model.training_step("nope", torch.zeros(2, 3, 16, 16), 0)
+    assert not is_user_error(info.value)
+
+
+# -- the same two kinds, through the command line and the studio -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("errors") / "gan"
+    assert main([*TINY, "--steps", "1", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture
+def studio_client(tiny_run):
+    from starlette.testclient import TestClient
+
+    from artforge.studio.app import create_app
+
+    app = create_app(tiny_run.parent, device="cpu")
+    with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as client:
+        yield client
+
+
+def _break_decode(monkeypatch, exc: BaseException) -> None:
+    """Make every GAN decode (what `artforge sample` and the studio's generate both run) raise."""
+    from artforge.models.gan import GAN
+
+    def decode(self, *args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(GAN, "decode", decode)
+
+
+def test_a_bad_option_is_one_line_and_a_400_with_its_message(tiny_run, studio_client, capsys):
+    assert main(["sample", str(tiny_run), "--truncation", "-1", "--out", str(tiny_run / "x.png")]) == 1
+    cli = _error_lines(capsys.readouterr().err)
+    assert len(cli) == 1 and cli[0].startswith("artforge: error: ") and "truncation" in cli[0]
+    r = studio_client.post("/api/generate", json={"run": "gan", "n": 1, "truncation": -1})
+    assert r.status_code == 400 and "truncation" in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("exc", "status"),
+    [
+        (ConfigError("truncation must be at most 2, got 9"), 400),
+        (NotFound("gan@best: no scored snapshots"), 404),
+        (Conflict("gan is training; stop it first"), 409),
+        (FileNotFoundError("no such file: weights"), 400),
+    ],
+)
+def test_a_user_error_deep_in_the_library_reads_the_same_in_both(
+    exc, status, tiny_run, studio_client, monkeypatch, capsys, caplog
+):
+    _break_decode(monkeypatch, exc)
+    assert main(["sample", str(tiny_run), "-n", "1", "--out", str(tiny_run / "x.png")]) == 1
+    err = capsys.readouterr().err
+    assert _error_lines(err) == [f"artforge: error: {exc}"] and "Traceback" not in err
+    with caplog.at_level(logging.ERROR, logger="artforge.studio"):
+        r = studio_client.post("/api/generate", json={"run": "gan", "n": 1})
+    assert (r.status_code, r.json()) == (status, {"error": str(exc)})
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR]  # not logged as a fault
+
+
+@pytest.mark.parametrize(
+    "bug",
+    [
+        InternalError("unknown phase 'nope'; this model has ['main']"),
+        ValueError("cannot reshape array of size 3 into shape (2,)"),  # a library's, not a refusal
+        KeyError("family"),
+    ],
+)
+def test_a_bug_is_a_traceback_and_a_logged_500_in_both(
+    bug, tiny_run, studio_client, monkeypatch, capsys, caplog
+):
+    _break_decode(monkeypatch, bug)
+    assert main(["sample", str(tiny_run), "-n", "1", "--out", str(tiny_run / "x.png")]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "in decode" in err
+    last = _error_lines(err)[-1]
+    assert last.startswith(f"artforge: internal error: {type(bug).__name__}: ") and "please report it" in last
+    with caplog.at_level(logging.ERROR, logger="artforge.studio"):
+        r = studio_client.post("/api/generate", json={"run": "gan", "n": 1})
+    assert r.status_code == 500
+    assert r.json() == {"error": f"internal error ({type(bug).__name__}); see the studio's log"}
+    logged = [rec for rec in caplog.records if rec.levelno >= logging.ERROR and rec.exc_info]
+    assert logged and logged[0].exc_info[1] is bug  # the traceback is in the studio's log
 
 
 # -- the one resolution step ----------------------------------------------------------------------

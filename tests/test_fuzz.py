@@ -7,7 +7,7 @@ The default run tries a few hundred cases, derandomised so it is repeatable. The
 
 Properties: an image decoder returns an (H, W, 3) uint8 array or raises Skip with a reason,
 nothing else, and a folder of such files always loads its good images; a config file either
-becomes a RunConfig whose numbers the Trainer can use, or is refused with a ValueError.
+becomes a RunConfig whose numbers the Trainer can use, or is refused with a ConfigError.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from artforge.config import DataConfig, OptimConfig, TrainConfig, load_config_fi
 from artforge.config import run_config_from_dict as parse_run_config
 from artforge.data import load_images
 from artforge.data.folder import Skip, Spec, decode
+from artforge.errors import ConfigError, UserError
 from artforge.metrics import inception
 from artforge.models import MODELS, make_model_config, model_class
 from artforge.optim import build_optimizer, ema_beta, resolve_optim
@@ -201,7 +202,8 @@ run_dicts = st.fixed_dictionaries(
 
 
 def usable(d: dict) -> None:
-    """Parse like `artforge train` does; a refusal must be a ValueError. What is accepted must
+    """Parse like `artforge train` does; a refusal must be a ConfigError (a plain ValueError,
+    e.g. torch's from an optimiser setting artforge let through, is a bug). What is accepted must
     hold numbers the Trainer can compute with, without dividing by zero or overflowing."""
     try:
         cfg = parse_run_config(d)
@@ -211,7 +213,7 @@ def usable(d: dict) -> None:
         optim = resolve_optim(cfg, groups, dict(cls.optim_defaults))
         for settings_ in optim.values():
             build_optimizer([torch.nn.Parameter(torch.zeros(2))], settings_)
-    except ValueError as e:
+    except ConfigError as e:
         assert str(e)
         return
     t = cfg.train.budget_defaulted()
@@ -249,7 +251,7 @@ def test_fuzz_config_files(tmp_path_factory: pytest.TempPathFactory, data: bytes
     path.write_bytes(data)
     try:
         d = load_config_file(path)
-    except ValueError as e:
+    except ConfigError as e:
         assert str(path) in str(e)
         return
     usable(d)
@@ -262,7 +264,7 @@ def test_fuzz_config_files(tmp_path_factory: pytest.TempPathFactory, data: bytes
 def test_fuzz_overrides(arg: str) -> None:
     try:
         key, value = parse_override(arg)
-    except ValueError:
+    except ConfigError:
         return
     assert isinstance(key, str)
     section_, _, name = key.partition(".")
@@ -322,7 +324,7 @@ def _worker(fd_in: int, fd_out: int) -> None:  # pragma: no cover - runs in the 
                         rc = 0
                 except SystemExit as e:  # argparse
                     rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-                except (ValueError, OSError) as e:  # main catches these itself
+                except (UserError, OSError) as e:  # main catches these itself
                     if case["kind"] == "cli":
                         tb = traceback.format_exc()
                     else:  # the API's documented refusals: the message is what the user sees

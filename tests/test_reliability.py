@@ -132,6 +132,9 @@ KILL_ARGS = {
     "gan": ["--model", "gan", "--ema", "--model.base_channels=8", "--latent-dim", "16"]
     + ["--model.augment=color,translation,cutout", "--model.ada_target=0.6"],
     "vae": ["--model", "vae", "--ema", "--model.base_channels=8", "--latent-dim", "8"],
+    # the upscaler: EMA by default, a bank of inputs filled by its first batches (a buffer)
+    "upscaler": ["--model", "upscaler", "--model.factor=2", "--model.base_channels=8"]
+    + ["--model.blocks=1", "--model.d_channels=4", "--model.bank=12"],
 }
 KILL_STEPS = 40
 

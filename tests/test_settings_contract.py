@@ -35,7 +35,7 @@ FLAGS = [
         ("--captions",),
         "captions",
         "_StoreAction",
-        ["auto", "jsonl", "sidecar", "filename"],
+        ["auto", "jsonl", "sidecar", "filename", "folder"],
         None,
         None,
         "caption source",

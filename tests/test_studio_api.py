@@ -100,7 +100,7 @@ def test_settings_are_served_from_their_declarations(server, runs_dir):
     declared = {s.key: s for s in settings() if s.studio}
     assert set(served["train"]) == set(declared)
     assert served["train"]["batch_size"]["hi"] == declared["batch_size"].studio.hi == 4096
-    assert served["train"]["captions"]["choices"] == ["auto", "jsonl", "sidecar", "filename"]
+    assert served["train"]["captions"]["choices"] == ["auto", "jsonl", "sidecar", "filename", "folder"]
     assert served["train"]["text_encoder"]["choices"] == ["none", "hash", "minilm"]
     assert served["sample"]["truncation"] == MODELS["gan"].option_ranges["truncation"].to_dict()
     assert served["sample"]["temperature"] == MODELS["vae"].option_ranges["temperature"].to_dict()

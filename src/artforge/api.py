@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from .audio import spec_from_config, to_audio
+from .cascade import load_run as load_any_run
 from .config import RunConfig
 from .create import (
     Projection,
@@ -26,10 +27,11 @@ from .create import (
     save_variations,
     variation_stem,
 )
+from .errors import ConfigError, Conflict
 from .evaluate import training_hooks
 from .resolve import resolve_run
 from .runfolder import WEIGHTS_NAME
-from .runs import LoadedRun, load_run
+from .runs import LoadedRun
 from .sample import check_options, generate, interpolation_path, latents_for_seed, latents_per_seed
 from .training import Trainer
 
@@ -49,7 +51,7 @@ class Run(LoadedRun):
     def sample(self, n: int, *, seed: int | None = None, **options: Any) -> Tensor:
         """n images from one generator seeded with ``seed`` (random when None)."""
         if n < 1:
-            raise ValueError(f"n must be at least 1, got {n}")
+            raise ConfigError(f"n must be at least 1, got {n}")
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
         z = self.latents(n, seed)
@@ -73,9 +75,9 @@ class Run(LoadedRun):
         condition vector moves linearly between the prompts' vectors; (frames, 3, H, W)."""
         condition = getattr(self.model, "condition", None)
         if condition is None or not getattr(self.model, "conditional", False):
-            raise ValueError(f"{self.path}: this run was trained without captions, so it takes no prompt")
+            raise ConfigError(f"{self.path}: this run was trained without captions, so it takes no prompt")
         if len(prompts) < 2 or frames < 2:
-            raise ValueError("interpolating prompts needs at least 2 prompts and 2 frames")
+            raise ConfigError("interpolating prompts needs at least 2 prompts and 2 frames")
         with torch.no_grad():
             keys = condition(list(prompts), len(prompts)).cpu()  # (P, D)
         t = torch.linspace(0, len(prompts) - 1, frames)
@@ -100,7 +102,7 @@ class Run(LoadedRun):
         """Images (n, 3, H, W) in [0, 1] of latents (n, ...): for latent arithmetic, e.g.
         ``run.decode(run.latent(1) - run.latent(2) + run.latent(3))``."""
         if latents.dim() < 2 or tuple(latents.shape[1:]) != tuple(self.model.sample_latents(1).shape[1:]):
-            raise ValueError(
+            raise ConfigError(
                 f"latents must be (n, {', '.join(map(str, self.model.sample_latents(1).shape[1:]))}) "
                 f"for this run, got {tuple(latents.shape)}"
             )
@@ -113,7 +115,7 @@ class Run(LoadedRun):
 
     def _images(self, image: Any) -> Tensor:
         if self.is_audio:
-            raise ValueError(f"{self.path}: a sound run; project, img2img and inpaint take pictures")
+            raise Conflict(f"{self.path}: a sound run; project, img2img and inpaint take pictures")
         return as_images(image, self.config.data)
 
     def project(
@@ -180,7 +182,7 @@ class Run(LoadedRun):
 
     def _audio_spec(self) -> Any:
         if not self.is_audio:
-            raise ValueError(f"{self.path} was trained on images, not sound; use sample() for pictures")
+            raise Conflict(f"{self.path} was trained on images, not sound; use sample() for pictures")
         return spec_from_config(self.config.data)
 
     def to_audio(self, images: Tensor, *, iters: int | None = None) -> Tensor:
@@ -198,7 +200,7 @@ class Run(LoadedRun):
 def load(path: str | Path, *, device: str = "auto", weights: str = WEIGHTS_NAME) -> Run:
     """Load a run folder, or one of its weight snapshots as ``RUN@STEP`` / ``RUN@best`` /
     ``RUN@last`` (snapshots.py). Never unpickles anything."""
-    r = load_run(path, device=device, weights=weights)
+    r = load_any_run(path, device=device, weights=weights)  # a run, or a cascade (cascade.py)
     return Run(r.path, r.config, r.model, r.weights)
 
 

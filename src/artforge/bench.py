@@ -2,10 +2,10 @@
 
 Each candidate trains with its defaults for the same wall-clock budget, in its own process
 (so its peak memory is its own), then is measured the same way: n samples from a fixed seed
-against all of the data on the FID network (FID, KID, precision, recall, diversity, copy
-rate), plus training images per second and the time to sample 1,000 images. Results go to
-``OUT/bench.json`` and ``OUT/bench.md``; ``OUT/grid.png`` shows the candidates side by side;
-the runs stay in ``OUT/runs/FAMILY`` to sample from afterwards.
+against all of the data on the FID network (FID, KID, precision, recall, density, coverage,
+diversity, copy rate), plus training images per second and the time to sample 1,000 images.
+Results go to ``OUT/bench.json`` and ``OUT/bench.md``; ``OUT/grid.png`` shows the candidates
+side by side; the runs stay in ``OUT/runs/FAMILY`` to sample from afterwards.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 from .config import DataConfig
 from .data import load_images
 from .device import resolve_device
-from .errors import UserError
+from .errors import ConfigError, UserError
 from .evaluate import generate_uint8
 from .io import write_json, write_text
 from .metrics.inception import INCEPTION_SHA1
@@ -44,6 +44,8 @@ COLUMNS = [  # (key, header, format)
     ("kid", "KID x1000", "{:.2f}"),
     ("precision", "precision", "{:.3f}"),
     ("recall", "recall", "{:.3f}"),
+    ("density", "density", "{:.3f}"),
+    ("coverage", "coverage", "{:.3f}"),
     ("diversity", "diversity", "{:.2f}"),
     ("copy_rate", "copy rate", "{:.3f}"),
     ("train_img_per_s", "train img/s", "{:.0f}"),
@@ -194,11 +196,11 @@ def run_bench(
     """Train and measure each family in ``models``; write bench.json, bench.md and grid.png to ``out``."""
     unknown = [m for m in models if m not in list_models()]
     if unknown:
-        raise ValueError(f"unknown model {unknown[0]!r}; choose from {list_models()}")
+        raise ConfigError(f"unknown model {unknown[0]!r}; choose from {list_models()}")
     if not models:
-        raise ValueError("--models needs at least one family")
+        raise ConfigError("--models needs at least one family")
     if not minutes > 0:
-        raise ValueError(f"--minutes must be positive, got {minutes}")
+        raise ConfigError(f"--minutes must be positive, got {minutes}")
     out = Path(out)
     height, width = size
     dev = resolve_device(device)

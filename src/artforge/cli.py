@@ -55,15 +55,14 @@ def _run(args: argparse.Namespace, extras: list[str]) -> int:
 
 
 def report(e: BaseException, debug: bool = False) -> int:
-    """Say what went wrong on stderr; the exit status. A user error (errors.py's rule, or a
-    TrainingError: the run cannot go on, its checkpoint is intact) is one line; anything else
-    is a bug and shows its traceback, as every error does with --debug."""
+    """Say what went wrong on stderr; the exit status. A user error (errors.is_user_error: a
+    UserError or an OSError) is one line; anything else is a bug and shows its traceback, as
+    every error does with --debug."""
     import traceback
 
     from .errors import is_user_error
-    from .training import TrainingError
 
-    user = is_user_error(e) or isinstance(e, TrainingError)
+    user = is_user_error(e)
     if debug or not user:
         traceback.print_exception(e, file=sys.stderr)
     if not user:

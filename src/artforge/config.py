@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
+from .errors import ConfigError
+
 Fit = Literal["crop", "pad", "stretch"]
 Cache = Literal["auto", "memory", "disk"]
-Captions = Literal["auto", "jsonl", "sidecar", "filename"]
+Captions = Literal["auto", "jsonl", "sidecar", "filename", "folder"]
 Amp = Literal["off", "bf16", "fp16"]
 OptimImpl = Literal["auto", "fused", "foreach", "loop"]
 OptimName = Literal["sgd", "adam", "adamw"]
@@ -29,6 +31,10 @@ OnSaveError = Literal["stop", "continue"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
 Profile = Literal["none", "gpu"]
 Modality = Literal["auto", "image", "audio"]
+# how training batches draw images: uniformly (each image once per epoch), or with replacement
+# so that each group (sub-folder, or captions.jsonl's "group") is equally likely ("group") or
+# likely in proportion to the square root of its size ("sqrt")
+Sampling = Literal["uniform", "group", "sqrt"]
 
 
 # Other spellings of settings: the optimiser's fields are also reachable under train
@@ -53,9 +59,9 @@ MAX_SIDE = 4096
 def check_sides(height: int, width: int) -> None:
     """Refuse an image size outside [MIN_SIDE, MAX_SIDE] a side, naming it as WIDTHxHEIGHT."""
     if min(height, width) < MIN_SIDE:
-        raise ValueError(f"image size must be at least {MIN_SIDE}x{MIN_SIDE}, got {width}x{height}")
+        raise ConfigError(f"image size must be at least {MIN_SIDE}x{MIN_SIDE}, got {width}x{height}")
     if max(height, width) > MAX_SIDE:
-        raise ValueError(f"image size must be at most {MAX_SIDE}x{MAX_SIDE}, got {width}x{height}")
+        raise ConfigError(f"image size must be at most {MAX_SIDE}x{MAX_SIDE}, got {width}x{height}")
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -69,7 +75,7 @@ def parse_size(text: str) -> tuple[int, int]:
         else:
             height = width = int(text)
     except ValueError:
-        raise ValueError(f"bad size {text!r}: use N for NxN or WIDTHxHEIGHT like 80x48") from None
+        raise ConfigError(f"bad size {text!r}: use N for NxN or WIDTHxHEIGHT like 80x48") from None
     check_sides(height, width)
     return height, width
 
@@ -99,10 +105,10 @@ class Range:
         return f"{'(' if self.open_lo else '['}{self.lo:g}, {hi}]"
 
     def check(self, name: str, value: float) -> None:
-        """A ValueError naming ``name`` when ``value`` is outside the range (NaN always is)."""
+        """A ConfigError naming ``name`` when ``value`` is outside the range (NaN always is)."""
         below = value <= self.lo if self.open_lo else value < self.lo
         if math.isnan(value) or below or (self.hi is not None and value > self.hi):
-            raise ValueError(f"{name} must be in {self.text()}, got {value}")
+            raise ConfigError(f"{name} must be in {self.text()}, got {value}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -163,7 +169,7 @@ def check_bounds(obj: Any, section: str) -> None:
         for v in value if isinstance(value, tuple | list) else (value,):
             if isinstance(v, int | float) and not isinstance(v, bool) and v > hi:
                 each = " (each entry)" if isinstance(value, tuple | list) else ""
-                raise ValueError(f"{section}.{f.name} must be at most {hi:,}{each}, got {v:,}")
+                raise ConfigError(f"{section}.{f.name} must be at most {hi:,}{each}, got {v:,}")
 
 
 # where a model may run: "auto", "cpu", "cuda", "cuda:N", "mps"
@@ -171,21 +177,21 @@ _DEVICE = re.compile(r"(auto|cpu|mps|cuda(:\d{1,3})?)")
 
 
 def check_device(name: Any, where: str = "device") -> str:
-    """A device name torch understands, or a ValueError listing the valid forms (torch's own
+    """A device name torch understands, or a ConfigError listing the valid forms (torch's own
     error for '#fff' is a RuntimeError deep in the first tensor move)."""
     if not isinstance(name, str) or not _DEVICE.fullmatch(name):
-        raise ValueError(f"{where} must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
+        raise ConfigError(f"{where} must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
     return name
 
 
 def check_choices(obj: Any, *names: str) -> None:
-    """Raise ValueError listing the allowed values when a ``Literal`` field of the dataclass
+    """Raise ConfigError listing the allowed values when a ``Literal`` field of the dataclass
     ``obj`` holds another value (the config sections and the model families' configs)."""
     hints = typing.get_type_hints(type(obj))
     for name in names:
         tp, value = hints[name], getattr(obj, name)
         if get_origin(tp) is Literal and value not in get_args(tp):
-            raise ValueError(f"{name} must be one of {list(get_args(tp))}, got {value!r}")
+            raise ConfigError(f"{name} must be one of {list(get_args(tp))}, got {value!r}")
 
 
 @dataclass
@@ -209,17 +215,17 @@ class AudioConfig:
     def __post_init__(self) -> None:
         check_bounds(self, "data.audio")
         if not 1000 <= self.sample_rate <= 192_000:
-            raise ValueError(f"audio.sample_rate must be 1000..192000 Hz, got {self.sample_rate}")
+            raise ConfigError(f"audio.sample_rate must be 1000..192000 Hz, got {self.sample_rate}")
         if self.n_fft < 16 or self.hop_length < 1 or self.hop_length > self.n_fft:
-            raise ValueError(
+            raise ConfigError(
                 f"audio.n_fft must be >= 16 and 1 <= audio.hop_length <= n_fft, "
                 f"got n_fft={self.n_fft}, hop_length={self.hop_length}"
             )
         nyquist = self.sample_rate / 2
         if not 0 <= self.f_min < (self.f_max or nyquist) <= nyquist:
-            raise ValueError(f"need 0 <= audio.f_min < audio.f_max <= {nyquist:g} Hz")
+            raise ConfigError(f"need 0 <= audio.f_min < audio.f_max <= {nyquist:g} Hz")
         if self.top_db <= 0 or self.gl_iters < 0:
-            raise ValueError("audio.top_db must be positive and audio.gl_iters >= 0")
+            raise ConfigError("audio.top_db must be positive and audio.gl_iters >= 0")
 
 
 @dataclass
@@ -245,16 +251,17 @@ class DataConfig:
     builtin_count: int = setting(  # images in a built-in procedural set
         2000, hi=1_000_000, flag=True, help="images in a built-in set", studio=Range(8, 100_000)
     )
-    # text-conditioned models: captions.jsonl, NAME.txt, or file names
+    # text-conditioned models: captions.jsonl, NAME.txt, file names, or sub-folder names (folder)
     captions: Captions = setting("auto", flag=True, help="caption source", studio=True)
     holdout: float = 0.0  # share of images kept out of training (by file-name hash), for eval
+    sampling: Sampling = "uniform"  # "group" / "sqrt": rare groups drawn more often (batches.py)
     modality: Modality = "auto"  # auto: "audio" for a folder of sound files, else "image"
     audio: AudioConfig = field(default_factory=AudioConfig)  # spectrogram settings for sound data
 
     def __post_init__(self) -> None:
-        check_choices(self, "fit", "cache", "captions", "modality")
+        check_choices(self, "fit", "cache", "captions", "modality", "sampling")
         if not 0 <= self.holdout < 1:
-            raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
+            raise ConfigError(f"holdout must be in [0, 1), got {self.holdout}")
         if self.size is not None:
             self.height, self.width = self.size
             self.size = None
@@ -287,15 +294,15 @@ class OptimConfig:
         if self.name is not None:
             check_choices(self, "name")
         if self.lr is not None and not 0 < self.lr < math.inf:
-            raise ValueError(f"learning rate must be positive and finite, got {self.lr}")
+            raise ConfigError(f"learning rate must be positive and finite, got {self.lr}")
         if not 0 <= self.clip < math.inf:
-            raise ValueError(f"clip must be 0 (off) or a positive number, got {self.clip}")
+            raise ConfigError(f"clip must be 0 (off) or a positive number, got {self.clip}")
         if not 0 <= self.decay <= 1:
-            raise ValueError(f"lr decay must be a fraction of the budget in [0, 1], got {self.decay}")
+            raise ConfigError(f"lr decay must be a fraction of the budget in [0, 1], got {self.decay}")
         if self.weight_decay is not None and not 0 <= self.weight_decay < math.inf:
-            raise ValueError(f"weight_decay must be 0 or more, got {self.weight_decay}")
+            raise ConfigError(f"weight_decay must be 0 or more, got {self.weight_decay}")
         if self.betas is not None and not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"betas must each be in [0, 1), got {list(self.betas)}")
+            raise ConfigError(f"betas must each be in [0, 1), got {list(self.betas)}")
 
 
 @dataclass
@@ -395,33 +402,33 @@ class TrainConfig:
         check_choices(self, "compile_mode")
         check_choices(self, "profile")
         if self.threads < 0:
-            raise ValueError(f"--threads must be 0 (automatic) or positive, got {self.threads}")
+            raise ConfigError(f"--threads must be 0 (automatic) or positive, got {self.threads}")
         check_choices(self, "on_save_error")
         if self.nan_retries < 0:
-            raise ValueError(f"nan_retries must be 0 or more, got {self.nan_retries}")
+            raise ConfigError(f"nan_retries must be 0 or more, got {self.nan_retries}")
         if not 0 < self.nan_lr_factor <= 1:
-            raise ValueError(f"nan_lr_factor must be in (0, 1], got {self.nan_lr_factor}")
+            raise ConfigError(f"nan_lr_factor must be in (0, 1], got {self.nan_lr_factor}")
         if self.batch_size < 1:
-            raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
+            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
         for name in ("steps", "epochs", "minutes"):
             v = getattr(self, name)
             if v is not None and not 0 < v < math.inf:  # nan and inf would never (or never not) end
-                raise ValueError(f"--{name} must be positive, got {v}")
+                raise ConfigError(f"--{name} must be positive, got {v}")
         # the loop takes step % every: zero or negative values would divide by zero or misfire
         for name, least in (("log_every", 1), ("grid_n", 1), ("monitor_n", 1), ("sample_every", 0)):
             if getattr(self, name) < least:
-                raise ValueError(f"train.{name} must be at least {least}, got {getattr(self, name)}")
+                raise ConfigError(f"train.{name} must be at least {least}, got {getattr(self, name)}")
         if self.snapshot_keep < 3:  # the first, the newest and the best are never thinned
-            raise ValueError(f"train.snapshot_keep must be at least 3, got {self.snapshot_keep}")
+            raise ConfigError(f"train.snapshot_keep must be at least 3, got {self.snapshot_keep}")
         if self.keep_best and self.monitor_every <= 0:
-            raise ValueError(
+            raise ConfigError(
                 "--keep-best keeps the best monitor FID: give --monitor-every N (steps between scores)"
             )
         for name in ("ckpt_every", "monitor_every", "ema_half_life", "snapshot_every"):
             if getattr(self, name) < 0:
-                raise ValueError(f"train.{name} must be 0 or more, got {getattr(self, name)}")
+                raise ConfigError(f"train.{name} must be 0 or more, got {getattr(self, name)}")
         if not 0 <= self.seed < 2**32:  # data-order seeds are seed * 1_000_003 + epoch, in 64 bits
-            raise ValueError(f"seed must be in [0, 2**32), got {self.seed}")
+            raise ConfigError(f"seed must be in [0, 2**32), got {self.seed}")
 
     def budget_defaulted(self) -> TrainConfig:
         """With no budget given, train 2000 steps."""
@@ -554,7 +561,7 @@ RESUMABLE: set[str] = {s.key for s in settings() if s.resumable and s.path.start
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
-    """Check/convert a JSON/TOML value against a field type; raise ValueError naming ``where``."""
+    """Check/convert a JSON/TOML value against a field type; raise ConfigError naming ``where``."""
     origin = get_origin(tp)
     if tp is Any:
         return value
@@ -564,13 +571,13 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if value is None and "none" in get_args(tp):  # --train.profile=none reads as None
             return "none"
         if value not in get_args(tp):
-            raise ValueError(f"{where} must be one of {list(get_args(tp))}, got {value!r}")
+            raise ConfigError(f"{where} must be one of {list(get_args(tp))}, got {value!r}")
         return value
     if origin is tuple:
         return _coerce_tuple(tp, value, where)
     if origin is dict or dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ValueError(f"{where} must be a table/dict, got {value!r}")
+            raise ConfigError(f"{where} must be a table/dict, got {value!r}")
         return dict(value) if origin is dict else from_dict(tp, value, where)
     scalar = _SCALARS.get(tp)
     return value if scalar is None else scalar(value, where)
@@ -587,47 +594,47 @@ def _coerce_union(tp: Any, value: Any, where: str) -> Any:
             continue
         try:
             return _coerce(a, value, where)
-        except ValueError as e:
+        except ConfigError as e:
             errors.append(str(e))
-    raise ValueError(errors[0] if errors else f"{where}: bad value {value!r}")
+    raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
 
 
 def _coerce_tuple(tp: Any, value: Any, where: str) -> tuple[Any, ...]:
     args = get_args(tp)
     if len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: any length
         if not isinstance(value, list | tuple):
-            raise ValueError(f"{where} must be a list, got {value!r}")
+            raise ConfigError(f"{where} must be a list, got {value!r}")
         return tuple(_coerce(args[0], v, where) for v in value)
     if not isinstance(value, list | tuple) or len(value) != len(args):
-        raise ValueError(f"{where} must be a list of {len(args)} values, got {value!r}")
+        raise ConfigError(f"{where} must be a list of {len(args)} values, got {value!r}")
     return tuple(_coerce(a, v, where) for a, v in zip(args, value, strict=True))
 
 
 def _coerce_bool(value: Any, where: str) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"{where} must be true or false, got {value!r}")
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
     return value
 
 
 def _coerce_int(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{where} must be an integer, got {value!r}")
+        raise ConfigError(f"{where} must be an integer, got {value!r}")
     return value
 
 
 def _coerce_float(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{where} must be a number, got {value!r}")
+        raise ConfigError(f"{where} must be a number, got {value!r}")
     try:
         return float(value)
     except OverflowError:  # an integer beyond any float
         digits = int(value.bit_length() * 0.30103) + 1  # str() refuses over 4300 digits
-        raise ValueError(f"{where} is too large: an integer of about {digits} digits") from None
+        raise ConfigError(f"{where} is too large: an integer of about {digits} digits") from None
 
 
 def _coerce_str(value: Any, where: str) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"{where} must be a string, got {value!r}")
+        raise ConfigError(f"{where} must be a string, got {value!r}")
     return value
 
 
@@ -642,7 +649,7 @@ def from_dict(cls: type, d: dict[str, Any], where: str = "") -> Any:
     if unknown:
         prefix = f"{where}." if where else ""
         name = printable(f"{prefix}{unknown[0]}")
-        raise ValueError(f"unknown setting {name}; known: {', '.join(sorted(names))}")
+        raise ConfigError(f"unknown setting {name}; known: {', '.join(sorted(names))}")
     kwargs = {k: _coerce(hints[k], v, f"{where}.{k}" if where else k) for k, v in d.items()}
     return cls(**kwargs)
 
@@ -659,18 +666,18 @@ def read_config_bytes(path: Path) -> bytes:
     try:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):
-            raise ValueError(f"{path}: not a regular file, so not a config")
+            raise ConfigError(f"{path}: not a regular file, so not a config")
         if st.st_size > MAX_CONFIG_BYTES:
-            raise ValueError(
+            raise ConfigError(
                 f"{path}: {st.st_size / 2**20:,.1f} MiB is too large for a config (at most "
                 f"{MAX_CONFIG_BYTES >> 20} MiB); not read"
             )
         with open(path, "rb") as f:
             data = f.read(MAX_CONFIG_BYTES + 1)  # a file that grows while read is cut off here
     except OSError as e:
-        raise ValueError(f"{path}: cannot read config ({e.strerror or e})") from None
+        raise ConfigError(f"{path}: cannot read config ({e.strerror or e})") from None
     if len(data) > MAX_CONFIG_BYTES:
-        raise ValueError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB, too large for a config")
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB, too large for a config")
     return data
 
 
@@ -690,7 +697,7 @@ def check_depth(d: Any, path: str | Path, limit: int = MAX_CONFIG_DEPTH) -> None
     while stack:
         value, depth = stack.pop()
         if depth > limit:
-            raise ValueError(f"{path}: nested too deeply to be a config (more than {limit} levels)")
+            raise ConfigError(f"{path}: nested too deeply to be a config (more than {limit} levels)")
         if isinstance(value, dict):
             stack.extend((v, depth + 1) for v in value.values())
         elif isinstance(value, list | tuple):
@@ -707,11 +714,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         else:
             d = tomllib.loads(text.decode("utf-8"))
     except ValueError as e:  # JSON, TOML, UTF-8 errors; an integer of more than 4300 digits
-        raise ValueError(f"{path}: not valid {path.suffix.lstrip('.').upper() or 'TOML'} ({e})") from None
+        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.').upper() or 'TOML'} ({e})") from None
     except RecursionError:
-        raise ValueError(f"{path}: nested too deeply to be a config") from None
+        raise ConfigError(f"{path}: nested too deeply to be a config") from None
     if not isinstance(d, dict):
-        raise ValueError(f"{path}: the top level must be a table/object")
+        raise ConfigError(f"{path}: the top level must be a table/object")
     check_depth(d, path)
     return d
 
@@ -722,7 +729,7 @@ def set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
     for k in keys[:-1]:
         nxt = d.setdefault(k, {})
         if not isinstance(nxt, dict):
-            raise ValueError(f"--{dotted}: {k} is not a table")
+            raise ConfigError(f"--{dotted}: {k} is not a table")
         d = nxt
     d[keys[-1]] = value
 
@@ -731,7 +738,7 @@ def parse_override(arg: str) -> tuple[str, Any]:
     """'--train.lr=2e-4' -> ("train.lr", 0.0002); bare words stay strings."""
     body = arg[2:] if arg.startswith("--") else arg
     if "=" not in body:
-        raise ValueError(f"override {arg!r} must look like --section.name=value")
+        raise ConfigError(f"override {arg!r} must look like --section.name=value")
     key, raw = body.split("=", 1)
     key = key.replace("-", "_")
     try:

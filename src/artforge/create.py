@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from .config import DataConfig
 from .data.folder import MAX_FILE_BYTES, Skip, Spec, decode, parse_background
-from .errors import InternalError
+from .errors import ConfigError, Conflict, DataError, InternalError
 from .io import save_safetensors, write_json
 from .models.base import GenerativeModel, load_weights
 from .models.diffusion import ddim_timesteps
@@ -67,7 +67,7 @@ def load_image(
 ) -> Tensor:
     """An image file (or its bytes, e.g. an upload, called ``name`` in messages) -> (1, 3, H, W)
     in [0, 1] at the run's size, fit and background, through the training data's decoder
-    (format by content, pixel-count limit, EXIF orientation). A bad file raises ValueError
+    (format by content, pixel-count limit, EXIF orientation). A bad file raises DataError
     naming the file and the problem."""
     if isinstance(path, bytes):
         label, size = name, len(path)
@@ -77,15 +77,15 @@ def load_image(
             raise FileNotFoundError(f"{p}: no such image file")
         label, size = str(p), p.stat().st_size
     if size > MAX_FILE_BYTES:
-        raise ValueError(f"{label}: too large ({size / 2**20:,.0f} MiB file)")
+        raise DataError(f"{label}: too large ({size / 2**20:,.0f} MiB file)")
     bg = parse_background(background or data.background)
     spec = Spec(data.height, data.width, data.fit, bg, data.max_pixels)
     try:
         arr = decode(path if isinstance(path, bytes) else Path(path), spec)  # (H, W, 3) uint8
     except Skip as e:
-        raise ValueError(f"{label}: {e.reason}") from None
+        raise DataError(f"{label}: {e.reason}") from None
     except OSError as e:
-        raise ValueError(f"{label}: unreadable ({e.strerror or e})") from None
+        raise DataError(f"{label}: unreadable ({e.strerror or e})") from None
     return torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1)[None].float().div(255)
 
 
@@ -102,11 +102,11 @@ def box_mask(box: str, data: DataConfig) -> Tensor:
     try:
         left, top, right, bottom = (float(v) for v in box.split(","))
     except ValueError:
-        raise ValueError(
+        raise ConfigError(
             f"--box must be four fractions L,T,R,B such as 0.25,0.25,0.75,0.75, got {box!r}"
         ) from None
     if not (0 <= left < right <= 1 and 0 <= top < bottom <= 1):
-        raise ValueError(f"--box needs 0 <= L < R <= 1 and 0 <= T < B <= 1, got {box!r}")
+        raise ConfigError(f"--box needs 0 <= L < R <= 1 and 0 <= T < B <= 1, got {box!r}")
     h, w = data.height, data.width
     y0, y1 = round(top * h), max(round(bottom * h), round(top * h) + 1)  # at least one pixel
     x0, x1 = round(left * w), max(round(right * w), round(left * w) + 1)
@@ -122,17 +122,17 @@ def as_images(image: Tensor | str | os.PathLike[str] | bytes, data: DataConfig) 
         return load_image(image, data)  # a path, or the bytes of an upload
     x = image[None] if image.dim() == 3 else image
     if x.dim() != 4 or tuple(x.shape[1:]) != (3, data.height, data.width):
-        raise ValueError(
+        raise DataError(
             f"image must be (B, 3, {data.height}, {data.width}) in [0, 1], got {tuple(image.shape)}"
         )
     if not bool(torch.isfinite(x).all()) or x.min() < 0 or x.max() > 1:
-        raise ValueError("image values must be finite and in [0, 1]")
+        raise DataError("image values must be finite and in [0, 1]")
     return x.float().cpu()
 
 
 def check_strength(strength: float) -> float:
     if not 0 <= strength <= 1:
-        raise ValueError(f"strength must be in [0, 1], got {strength}")
+        raise ConfigError(f"strength must be in [0, 1], got {strength}")
     return float(strength)
 
 
@@ -148,7 +148,7 @@ def feature_layers(model: GenerativeModel) -> nn.Sequential:
         return model.D.main[:-1]  # type: ignore[index,union-attr,return-value]
     if model.family == "vae":
         return model.encoder.body.net  # type: ignore[union-attr,return-value]
-    raise ValueError(f"{model.family} runs have no image features to project with")
+    raise Conflict(f"{model.family} runs have no image features to project with")
 
 
 _ACTS = (nn.ReLU, nn.LeakyReLU, nn.SiLU)
@@ -227,7 +227,7 @@ def _condition(model: GenerativeModel, prompt: str | None, n: int) -> Tensor | N
     condition = getattr(model, "condition", None)
     if not getattr(model, "conditional", False) or condition is None:
         if prompt:
-            raise ValueError("this run was trained without captions, so it takes no prompt")
+            raise ConfigError("this run was trained without captions, so it takes no prompt")
         return None
     return condition(prompt, n)
 
@@ -258,9 +258,9 @@ def project(
     records that many snapshots of the images along the way (for a GIF).
     """
     if model.family not in ("gan", "dcgan", "vae"):
-        raise ValueError(f"projection works for gan, dcgan and vae runs, not {model.family}; try img2img")
+        raise Conflict(f"projection works for gan, dcgan and vae runs, not {model.family}; try img2img")
     if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
+        raise ConfigError(f"steps must be >= 0, got {steps}")
     dev = model.device
     g = torch.Generator().manual_seed(seed)
     target = (images.to(dev).float() * 2 - 1).contiguous()  # (B, C, H, W) in [-1, 1]
@@ -366,7 +366,7 @@ def img2img(
     """
     strength = check_strength(strength)
     if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
+        raise ConfigError(f"n must be at least 1, got {n}")
     image = image[:1].float().cpu()
     if strength == 0:
         return image.expand(n, -1, -1, -1).clone()
@@ -375,7 +375,7 @@ def img2img(
     if model.family == "diffusion":
         return _sdedit(model, image, strength, noise, prompt, cond, steps, guidance)
     if steps is not None or guidance is not None:
-        raise ValueError("steps and guidance apply to diffusion runs")
+        raise ConfigError("steps and guidance apply to diffusion runs")
     if strength == 1:
         z = noise
     else:
@@ -436,18 +436,18 @@ def inpaint(
     """n fills (n, C, H, W) in [0, 1] of the ``mask``ed (1, 1, H, W; True = fill) part of
     ``image`` (1, C, H, W) in [0, 1]; the other pixels are the image's, exactly."""
     if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
+        raise ConfigError(f"n must be at least 1, got {n}")
     if resample < 1:
-        raise ValueError(f"resample must be at least 1, got {resample}")
+        raise ConfigError(f"resample must be at least 1, got {resample}")
     image = image[:1].float().cpu()
     fill = mask[:1].bool().cpu()
     if tuple(fill.shape[-2:]) != tuple(image.shape[-2:]):
-        raise ValueError(f"mask is {tuple(fill.shape[-2:])}, the image {tuple(image.shape[-2:])}")
+        raise DataError(f"mask is {tuple(fill.shape[-2:])}, the image {tuple(image.shape[-2:])}")
     if model.family == "diffusion":
         out = _repaint(model, image, fill, n, seed, prompt, steps, guidance, resample)
     else:
         if steps is not None or guidance is not None or resample != 1:
-            raise ValueError("steps, guidance and resample apply to diffusion runs")
+            raise ConfigError("steps, guidance and resample apply to diffusion runs")
         many = image.expand(n, -1, -1, -1)
         out = project(model, many, steps=project_steps, seed=seed, mask=fill, prompt=prompt).images
     return torch.where(fill, out, image)  # known pixels: the input's, bit for bit
@@ -507,7 +507,7 @@ def mix_layers(model: GenerativeModel) -> list[nn.Module]:
         return [m for s in seqs for m in s if isinstance(m, _ACTS)]  # type: ignore[union-attr]
     if model.family == "dcgan":
         return [m for m in model.G.main if isinstance(m, _ACTS)]  # type: ignore[union-attr]
-    raise ValueError(
+    raise Conflict(
         f"{model.family} runs cannot mix styles: their latent is the starting noise of a "
         "denoising chain, with no generator layers that coarse and fine features come from"
     )
@@ -524,7 +524,7 @@ def mix(model: GenerativeModel, z_a: Tensor, z_b: Tensor, at: int, **options: An
     feature statistics from layer ``at`` on; ``at`` = the number of layers gives A itself."""
     layers = mix_layers(model)
     if not 0 <= at <= len(layers):
-        raise ValueError(
+        raise ConfigError(
             f"--at must be a layer in 0..{len(layers)} for this run (0 = B's statistics from the first map)"
         )
     recorded: dict[int, tuple[Tensor, Tensor]] = {}
@@ -570,15 +570,15 @@ def load_latents(path: str | os.PathLike[str], model: GenerativeModel) -> Tensor
     """Latents (n, ...) from a file ``save_latents`` wrote, checked against the run's latent shape."""
     tensors = load_weights(path)  # safetensors only: never unpickles
     if LATENTS_KEY not in tensors:
-        raise ValueError(f"{path}: no {LATENTS_KEY!r} tensor (write it with artforge project)")
+        raise DataError(f"{path}: no {LATENTS_KEY!r} tensor (write it with artforge project)")
     z = tensors[LATENTS_KEY]
     want = tuple(model.sample_latents(1).shape[1:])
     if z.dim() < 2 or tuple(z.shape[1:]) != want or z.shape[0] < 1:
-        raise ValueError(
+        raise DataError(
             f"{path}: latents of shape {tuple(z.shape)}; this run's are (n, {', '.join(map(str, want))})"
         )
     if not z.is_floating_point() or not bool(torch.isfinite(z).all()):
-        raise ValueError(f"{path}: latents must be finite floating-point numbers")
+        raise DataError(f"{path}: latents must be finite floating-point numbers")
     return z.float()
 
 

@@ -22,10 +22,6 @@ included, is a bug; so is a broken invariant, which artforge raises as ``Interna
 
 from __future__ import annotations
 
-import dis
-
-_RAISES = frozenset(dis.opmap[name] for name in ("RAISE_VARARGS", "RERAISE"))
-
 
 class ArtforgeError(Exception):
     """The base of every exception artforge raises on purpose."""
@@ -83,29 +79,12 @@ class TrainingError(UserError, RuntimeError):
 
 def is_user_error(exc: BaseException) -> bool:
     """The module docstring's rule: shown as one line (True) or with its traceback (False)."""
-    # TRANSITIONAL (removed when every check raises the hierarchy): a ValueError raised by a
-    # raise statement in artforge's own code still counts as the user's.
-    return isinstance(exc, UserError | OSError) or (isinstance(exc, ValueError) and is_own_refusal(exc))
-
-
-def is_own_refusal(exc: BaseException) -> bool:
-    """TRANSITIONAL: True when ``exc`` was raised by a ``raise`` statement in artforge's code."""
-    tb = exc.__traceback__
-    if tb is None:
-        return False
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    frame = tb.tb_frame
-    module = str(frame.f_globals.get("__name__", ""))
-    if module != "artforge" and not module.startswith("artforge."):
-        return False
-    code = frame.f_code.co_code
-    return 0 <= tb.tb_lasti < len(code) and code[tb.tb_lasti] in _RAISES
+    return isinstance(exc, UserError | OSError)
 
 
 def http_status(exc: BaseException) -> int:
     """The studio's answer to ``exc``: the user error's own status (an OSError is a 400: a
     file the request named), 500 for a bug."""
-    if isinstance(exc, ArtforgeError) and is_user_error(exc):
+    if isinstance(exc, UserError):
         return exc.http_status
     return 400 if isinstance(exc, OSError) else 500

@@ -23,15 +23,19 @@ from typing import Any
 
 import torch
 
+from .cascade import load_run as load_any_run
 from .config import DataConfig, Fit, TrainConfig
-from .data import DataError, image_sizes, load_images
-from .data.captions import read_captions
+from .data import image_sizes, load_images
+from .data.captions import CaptionMode, groups_if_any, read_captions
 from .device import resolve_device
+from .errors import ConfigError, Conflict, DataError, InternalError, NotFound
 from .faithfulness import prompt_faithfulness
 from .io import write_json, write_text
+from .metrics import PR_K
 from .metrics.fid import fid_from_features
 from .metrics.inception import INCEPTION_SHA1
-from .metrics.novelty import novelty_sheet
+from .metrics.novelty import not_made_sheet, novelty_sheet
+from .metrics.precision_recall import nearest_neighbours
 from .metrics.reference import Reference
 from .runfolder import (
     CONFIG_NAME,
@@ -61,6 +65,7 @@ Hook = Callable[[Trainer, int], None]
 
 MONITOR_SEED = 4321  # latents of the monitor's samples: the same images at every check
 SHEET_NEIGHBOURS = 3
+NOT_MADE_ROWS = 16  # real images on the not-made sheet and in the JSON's "not_made" list
 # eval --fake reads the real images at their most common size, at most this a side: Inception
 # sees 299 x 299, and N images at a 4000-pixel photo's size would not fit in memory
 MAX_AUTO_SIDE = 512
@@ -83,17 +88,135 @@ def _to_data_config(data: DataConfig | str | os.PathLike[str], like: DataConfig)
 
 
 def _finish(
-    real: Reference, fake_u8: torch.Tensor, fake_f: Any, seed: int, sheet: str | os.PathLike[str] | None
+    real: Reference,
+    fake_u8: torch.Tensor,
+    fake_f: Any,
+    seed: int,
+    sheet: str | os.PathLike[str] | None,
+    names: list[str] | None = None,
+    groups: list[str | None] | None = None,
 ) -> dict[str, Any]:
     result = real.metrics(fake_f, seed)
+    result["not_made"] = not_made_list(real, fake_f, names)
+    if groups is not None:
+        result["coverage_by_group"] = coverage_by_group(real, fake_f, groups)
     if sheet is not None:
         dist, idx = real.nearest(fake_f, SHEET_NEIGHBOURS)
         result["sheet"] = str(novelty_sheet(fake_u8, real.images, idx, dist, real.threshold, sheet))
+        result["not_made_sheet"] = str(write_not_made_sheet(real, fake_u8, fake_f, not_made_path(sheet)))
     result["seed"] = seed
     result["size"] = [int(fake_u8.shape[3]), int(fake_u8.shape[2])]  # width, height
     result["inception_sha1"] = INCEPTION_SHA1
     result["caveats"] = caveats(result["n_fake"], result["n_real"])
     return result
+
+
+def coverage_by_group(real: Reference, fake_f: Any, groups: list[str | None]) -> dict[str, dict[str, Any]]:
+    """{group: {"n": real images in it, "coverage": the share of them with a generated image
+    within their k-NN radius}} for the real images' groups (None: no group), largest first."""
+    if len(groups) != len(real):
+        raise InternalError(f"{len(groups)} groups for {len(real)} real images")
+    hit = real.covered(fake_f)
+    out: dict[str, list[bool]] = {}
+    for g, h in zip(groups, hit.tolist(), strict=True):
+        if g is not None:
+            out.setdefault(g, []).append(h)
+    ordered = sorted(out.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    return {g: {"n": len(v), "coverage": round(sum(v) / len(v), 4)} for g, v in ordered}
+
+
+def not_made_path(sheet: str | os.PathLike[str]) -> Path:
+    """Where the not-made sheet goes beside a novelty sheet: "novelty" in the file name becomes
+    "notmade" (RUN/novelty.png -> RUN/notmade.png), else "-notmade" is added to the stem."""
+    p = Path(sheet)
+    name = p.name.replace("novelty", "notmade") if "novelty" in p.name else f"{p.stem}-notmade{p.suffix}"
+    return p.with_name(name)
+
+
+def not_made_list(real: Reference, fake_f: Any, names: list[str] | None = None) -> list[dict[str, Any]]:
+    """The NOT_MADE_ROWS real images farthest from every generated image, farthest first:
+    {"index" (in the real set), "file" (its name, when known), "distance" (to the nearest
+    generated image, in Inception features), "radius_ratio" (that distance over the real
+    image's own 3-NN radius: above 1, coverage counts it as not made)}."""
+    order, dist, ratio = real.not_made(fake_f, NOT_MADE_ROWS)
+    return [
+        {
+            "index": int(i),
+            **({"file": names[i]} if names is not None and i < len(names) else {}),
+            "distance": round(float(d), 4),
+            "radius_ratio": round(float(r), 4),
+        }
+        for i, d, r in zip(order, dist, ratio, strict=True)
+    ]
+
+
+def write_not_made_sheet(
+    real: Reference, fake_u8: torch.Tensor, fake_f: Any, path: str | os.PathLike[str]
+) -> Path:
+    """The not-made sheet (metrics.novelty.not_made_sheet): the NOT_MADE_ROWS real images
+    farthest from every generated image, each beside its nearest generated images."""
+    order, _, ratio = real.not_made(fake_f, NOT_MADE_ROWS)
+    _, idx = nearest_neighbours(real.features[order], fake_f, min(SHEET_NEIGHBOURS, len(fake_f)))
+    return not_made_sheet(real.images, fake_u8, order, ratio, idx, path)
+
+
+def eval_table(r: dict[str, Any]) -> list[str]:
+    """The lines of ``artforge eval``'s printed table for a result of ``evaluate_run`` or
+    ``evaluate_folders``: each figure with a one-line meaning, the faithfulness of both judges
+    (when measured), the farthest not-made image and the caveats. Older results without a key
+    (density, coverage, not_made, judges) print without that row."""
+    rows = [
+        ("FID", f"{r['fid']:.3f}", "lower is better"),
+        ("KID", f"{r['kid']:.5f} +- {r['kid_std']:.5f}", "lower is better; unbiased"),
+        ("precision", f"{r['precision']:.3f}", "share of generated images that look real"),
+        ("recall", f"{r['recall']:.3f}", "share of the collection's variety the model makes"),
+    ]
+    if "density" in r:
+        rows += [
+            ("density", f"{r['density']:.3f}", "~1 = samples as real as the data; outliers do not raise it"),
+            ("coverage", f"{r['coverage']:.3f}", "share of real images with a generated one near them"),
+        ]
+    rows += [
+        ("diversity", f"{r['diversity']:.3f}", "1 = as varied as the real data; a drop = mode collapse"),
+        ("copy rate", f"{r['copy_rate']:.3f}", "held-out real images score ~0.5; copies 1.0"),
+        ("images", f"{r['n_fake']} generated, {r['n_real']} real", ""),
+    ]
+    if r.get("not_made"):
+        far = r["not_made"][0]
+        rows.append(
+            (
+                "not made",
+                str(far.get("file", f"real image {far['index']}")),
+                f"farthest real image from every sample ({far['radius_ratio']:.2f} x its k-NN radius)",
+            )
+        )
+    if "faithfulness" in r:
+        f = r["faithfulness"]
+        judges = f.get("judges") or {"cnn": f}
+        who = {"cnn": "the small CNN", "inception_probe": "a probe on FID features"}
+        for name, j in judges.items():
+            rows.append(
+                (
+                    "prompts",
+                    f"{j['generated_balanced_accuracy']:.3f} / {j['real_balanced_accuracy']:.3f} "
+                    f"= {j['ratio']}",
+                    f"{f['label_key']} balanced accuracy by {who.get(name, name)}: generated / real held-out",
+                )
+            )
+            if "generated_accuracy" in j:
+                rows.append(
+                    ("", f"{j['generated_accuracy']:.3f} / {j['real_accuracy']:.3f}", "plain accuracy")
+                )
+            if j.get("never_drawn"):
+                rows.append(
+                    (
+                        "never made",
+                        ", ".join(j["never_drawn"]),
+                        "groups whose prompted images never land in them",
+                    )
+                )
+    lines = [f"  {name:<10} {value:<22} {note}".rstrip() for name, value, note in rows]
+    return lines + [f"  note: {caveat}" for caveat in r.get("caveats", [])]
 
 
 FID_MIN_N = 2000  # below this FID's upward bias dominates differences between models
@@ -130,13 +253,15 @@ def generate_uint8(model: Any, n: int, seed: int, chunk: int = 256, **options: A
     return torch.cat(out)  # (n, 3, H, W)
 
 
-def data_prompts(root: str, names: list[str], n: int, seed: int) -> tuple[list[str], str]:
+def data_prompts(
+    root: str, names: list[str], n: int, seed: int, mode: CaptionMode = "auto"
+) -> tuple[list[str], str]:
     """n captions drawn (seeded, with replacement) from the data's captioned images: a text run
     is measured on what users ask of it, pictures of the data's captions, not on the
     caption-less input it saw in a tenth of its training."""
-    captions = [c for c in read_captions(root, names).texts if c]
+    captions = [c for c in read_captions(root, names, mode).texts if c]
     if not captions:
-        raise ValueError(f"{root}: no captions to prompt this text-conditioned run with; give --prompt")
+        raise DataError(f"{root}: no captions to prompt this text-conditioned run with; give --prompt")
     g = torch.Generator().manual_seed(seed)
     pick = torch.randint(0, len(captions), (n,), generator=g).tolist()
     return [captions[i] for i in pick], f"{n} captions drawn from {root} (seed {seed})"
@@ -173,9 +298,9 @@ def evaluate_run(
     the device (``metrics.reference.batch_size_for``).
     """
     if n < 4:
-        raise ValueError(f"evaluation needs at least 4 generated images, got n={n}")
+        raise ConfigError(f"evaluation needs at least 4 generated images, got n={n}")
     dev = resolve_device(device)
-    run = load_run(Path(run_dir), device=str(dev))
+    run = load_any_run(Path(run_dir), device=str(dev))  # a run, or a cascade at its final size
     cfg = _to_data_config(data if data is not None else run.config.data, run.config.data)
     real_set = load_images(cfg, progress=progress)
     reals = real_set.images  # uint8 (N, 3, H, W)
@@ -183,15 +308,24 @@ def evaluate_run(
     options = check_options(run.model, dict(sample_options or {}))
     prompted_with, gen_options = None, dict(options)
     if getattr(run.model, "conditional", False) and "prompt" not in options:
-        gen_options["prompt"], prompted_with = data_prompts(cfg.path, real_set.names, n, seed)
+        gen_options["prompt"], prompted_with = data_prompts(cfg.path, real_set.names, n, seed, cfg.captions)
     fakes = generate_uint8(run.model, n, seed, **gen_options)
     fake_f = real.features_of(fakes, progress=progress)
-    result = _finish(real, fakes, fake_f, seed, sheet)
+    groups = groups_if_any(cfg.path, real_set.names, cfg.captions)
+    result = _finish(real, fakes, fake_f, seed, sheet, real_set.names, groups)
     if prompted_with:
         result["prompts"] = prompted_with
     if faithfulness:
         result["faithfulness"] = prompt_faithfulness(
-            run, reals, real_set.names, cfg.path, label_key=faithfulness, seed=seed, **options
+            run,
+            reals,
+            real_set.names,
+            cfg.path,
+            label_key=faithfulness,
+            captions_mode=cfg.captions,
+            seed=seed,
+            reference=real,
+            **options,
         )
     return {"run": str(run_dir), "data": cfg.path, **result}
 
@@ -233,7 +367,7 @@ def _real_config(
     elif (Path(data).expanduser() / CONFIG_NAME).is_file():
         cfg = read_config(Path(data).expanduser()).data
         if cfg.modality == "audio":
-            raise ValueError(f"{data}: a sound run; eval --fake compares pictures")
+            raise DataError(f"{data}: a sound run; eval --fake compares pictures")
         why = f"the run {data}"
     else:
         if size is None:
@@ -298,7 +432,8 @@ def evaluate_folders(
     real = Reference(real_set.images, dev, batch_size=batch_size, inception=inception, progress=progress)
     fakes = fake_set.images
     fake_f = real.features_of(fakes, cache=True, progress=progress)
-    result = _finish(real, fakes, fake_f, seed, sheet)
+    groups = groups_if_any(real_cfg.path, real_set.names, real_cfg.captions)
+    result = _finish(real, fakes, fake_f, seed, sheet, real_set.names, groups)
     result["skipped"] = {
         "fake": [{"file": f, "reason": r} for f, r in fake_set.skipped],
         "real": [{"file": f, "reason": r} for f, r in real_set.skipped],
@@ -341,7 +476,9 @@ def make_monitor_hook(
 ) -> Hook:
     """A Trainer hook: every ``every`` steps, ``n`` samples from ``trainer.sampling_model``
     (fixed latents) against up to ``max_real`` training images (their features computed once,
-    cached on disk). Logs ``{"step", "monitor/diversity", "monitor/copy_rate"}`` (and
+    cached on disk). Logs ``{"step", "monitor/diversity", "monitor/copy_rate", "monitor/density",
+    "monitor/coverage"}`` (coverage at n samples against max_real images is below eval's at
+    n=5000: compare it across steps; and
     ``"monitor/fid"`` with ``fid``; at small n it is biased upward: compare it across steps
     only) as a line of the trainer's Logbook (metrics.jsonl), plots ``plots/monitor.png`` and
     logs a warning when diversity falls below ``collapse`` times its best so far or the copy
@@ -350,9 +487,9 @@ def make_monitor_hook(
     snapshots/best.safetensors (RUN@best; a resumed run continues its record).
     """
     if n < 2:
-        raise ValueError(f"the monitor needs at least 2 samples, got n={n}")
+        raise ConfigError(f"the monitor needs at least 2 samples, got n={n}")
     if keep_best and not fid:
-        raise ValueError("keep_best keeps the best monitor FID: the monitor must score FID")
+        raise ConfigError("keep_best keeps the best monitor FID: the monitor must score FID")
     state: dict[str, Any] = {"real": None, "best": -math.inf}
 
     def hook(trainer: Trainer, step: int) -> None:
@@ -385,6 +522,9 @@ def make_monitor_hook(
             "monitor/diversity": round(real.diversity(fake_f), 5),
             "monitor/copy_rate": round(real.copy_rate(fake_f), 5),
         }
+        if n > PR_K:  # density and coverage need more samples than neighbours
+            density, coverage = real.density_coverage(fake_f)
+            row["monitor/density"], row["monitor/coverage"] = round(density, 5), round(coverage, 5)
         if fid:
             row["monitor/fid"] = round(fid_from_features(real.features, fake_f), 4)
         trainer.logbook.event(**row)
@@ -446,7 +586,8 @@ def plot_monitor(metrics: Path, out: Path) -> Path | None:
     keys = sorted({k for r in rows for k in r if k.startswith("monitor/")})
     if not keys:
         return None
-    reference = {"monitor/diversity": 1.0, "monitor/copy_rate": 0.5}  # what real data scores
+    # what real data scores
+    reference = {"monitor/diversity": 1.0, "monitor/copy_rate": 0.5, "monitor/density": 1.0}
     fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys, strict=True):
         pts = [(r["step"], r[key]) for r in rows if key in r]
@@ -482,19 +623,19 @@ def evaluate_snapshots(
     run_dir = Path(run_dir)
     snaps = list_snapshots(run_dir)
     if not snaps:
-        raise ValueError(f"{run_dir}: no snapshots to score; train with --snapshot-every N")
+        raise NotFound(f"{run_dir}: no snapshots to score; train with --snapshot-every N")
     if n < 4:
-        raise ValueError(f"scoring snapshots needs n >= 4 generated images, got {n}")
+        raise ConfigError(f"scoring snapshots needs n >= 4 generated images, got {n}")
     final = load_run(run_dir, device=device)
     if final.is_audio:
-        raise ValueError(f"{run_dir}: scoring snapshots measures pictures; this is a sound run")
+        raise Conflict(f"{run_dir}: scoring snapshots measures pictures; this is a sound run")
     cfg = final.config.data if data is None else _data_like(final.config.data, data)
     real = load_images(cfg, progress=progress)
     kw: dict[str, Any] = {"batch_size": batch_size, "inception": inception, "progress": progress}
     reference = Reference(real.images, final.device, **kw)
     options: dict[str, Any] = {}
     if getattr(final.model, "conditional", False):
-        options["prompt"], _ = data_prompts(cfg.path, real.names, n, seed)
+        options["prompt"], _ = data_prompts(cfg.path, real.names, n, seed, cfg.captions)
     rows = []
     entries = [(s, f"{SNAPSHOT_DIR}/{p.name}") for s, p in snaps] + [(None, WEIGHTS_NAME)]
     for step, weights in entries:

@@ -47,6 +47,7 @@ from .audio import (
 )
 from .config import DataConfig
 from .data.holdout import is_held_out
+from .errors import Conflict, DataError
 from .io import load_safetensors, save_safetensors
 from .metrics.classifier import epoch_batches, fit_classifier, to_signed_unit
 
@@ -147,7 +148,7 @@ def _labels_for(data: DataConfig, names: list[str]) -> tuple[list[str], np.ndarr
     labels = read_labels(data.path)
     missing = [n for n in names if n not in labels]
     if missing:
-        raise ValueError(
+        raise DataError(
             f"{data.path}/labels.jsonl has no line for {missing[0]} (and {len(missing) - 1} more)"
         )
     fam = [str(labels[n]["family"]) for n in names]
@@ -164,7 +165,7 @@ def load_judge(data: DataConfig, progress: bool = False) -> dict[str, Any]:
     classes, y = _labels_for(data, real.names)
     held = np.array([is_held_out(n, HELD_OUT) for n in real.names])
     if held.all() or not held.any():
-        raise ValueError(f"{data.path}: too few notes ({len(real)}) for a train/held-out split")
+        raise DataError(f"{data.path}: too few notes ({len(real)}) for a train/held-out split")
     h = hashlib.sha256()
     h.update(json.dumps([CLASSIFIER_VERSION, str(Path(data.path).resolve()), classes]).encode())
     h.update(real.images.numpy().tobytes())
@@ -259,7 +260,7 @@ def evaluate_audio_run(
 
     run = load_run(run_dir, device=device)
     if not run.is_audio:
-        raise ValueError(f"{run_dir} is an image run; audio measures need a run trained on sound")
+        raise Conflict(f"{run_dir} is an image run; audio measures need a run trained on sound")
     cfg = run.config.data
     if data is not None:
         cfg = dataclasses.replace(cfg, path=data)

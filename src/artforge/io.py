@@ -25,6 +25,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .errors import DataError
+
 
 def temp_name(path: Path) -> Path:
     """A hidden name beside ``path``, unique to this process and thread, ending in the same
@@ -102,8 +104,8 @@ def load_safetensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         with open(path, "rb") as f:
             head = f.read(2)
         if head[:1] == b"\x80" or head == b"PK":  # pickle protocol 2+ / torch.save zip
-            raise ValueError(
+            raise DataError(
                 f"{path}: this is a pickle (e.g. a torch.save checkpoint), not safetensors; "
                 "refusing to load it"
             ) from None
-        raise ValueError(f"{path}: not a valid safetensors file ({e})") from None
+        raise DataError(f"{path}: not a valid safetensors file ({e})") from None

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .errors import ConfigError, InternalError
+
 GanLoss = Literal["bce", "mse", "hinge", "wgan-gp"]
 ReconLoss = Literal["mse", "bce"]
 
@@ -22,7 +24,7 @@ RECON_LOSSES: tuple[str, ...] = ("mse", "bce")
 
 def _check_kind(kind: str, choices: tuple[str, ...], what: str) -> None:
     if kind not in choices:
-        raise ValueError(f"unknown {what} {kind!r}; choose from {sorted(choices)}")
+        raise ConfigError(f"unknown {what} {kind!r}; choose from {sorted(choices)}")
 
 
 # -- GAN ------------------------------------------------------------------------------------
@@ -142,7 +144,7 @@ def recon_loss(kind: ReconLoss | str, recon_or_logits: Tensor, target: Tensor) -
     """
     _check_kind(kind, RECON_LOSSES, "reconstruction loss")
     if recon_or_logits.shape != target.shape:
-        raise ValueError(
+        raise InternalError(
             f"reconstruction shape {tuple(recon_or_logits.shape)} != target shape {tuple(target.shape)}"
         )
     if kind == "mse":

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import OptimConfig, RunConfig, from_dict
+from .errors import ConfigError
 
 # What each optimiser uses when neither the family nor the user says otherwise.
 _BASE = {"name": "adam", "lr": 2e-4, "betas": (0.9, 0.999), "momentum": 0.0, "weight_decay": 0.0}
@@ -20,7 +21,9 @@ def resolve_optim(cfg: RunConfig, groups: list[str], family_defaults: dict[str, 
     base <- family <- family["groups"][g] <- cfg.optim <- cfg.optim_groups[g]."""
     unknown = sorted(set(cfg.optim_groups) - set(groups))
     if unknown:
-        raise ValueError(f"optim_groups names {unknown[0]!r}, but this model's parameter groups are {groups}")
+        raise ConfigError(
+            f"optim_groups names {unknown[0]!r}, but this model's parameter groups are {groups}"
+        )
     user = {k: v for k, v in dataclasses.asdict(cfg.optim).items() if v is not None}
     family = dict(family_defaults)
     family_groups: dict[str, dict[str, Any]] = family.pop("groups", {})
@@ -61,7 +64,7 @@ def build_optimizer(
         return torch.optim.Adam(params, lr=lr, betas=tuple(settings["betas"]), weight_decay=wd, **kernels)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, betas=tuple(settings["betas"]), weight_decay=wd, **kernels)
-    raise ValueError(f"unknown optimizer {name!r}; choose from ['adam', 'adamw', 'sgd']")
+    raise ConfigError(f"unknown optimizer {name!r}; choose from ['adam', 'adamw', 'sgd']")
 
 
 def ema_beta(half_life_images: float, batch_size: int) -> float:

@@ -21,6 +21,7 @@ import logging
 from typing import Any
 
 from .config import set_path
+from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def apply_profile(d: dict[str, Any], cuda: bool | None = None) -> dict[str, Any]
     if name == "none":
         return d
     if not isinstance(name, str) or name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; choose from {['none', *PROFILES]}")
+        raise ConfigError(f"unknown profile {name!r}; choose from {['none', *PROFILES]}")
     out = copy.deepcopy(d)
     _set(out, "train.profile", name)  # recorded, so config.json says where the values came from
     if not cuda:

@@ -134,10 +134,7 @@ def size_to_sides(table: dict[str, Any]) -> dict[str, Any]:
     if isinstance(size, tuple):  # the --size flag's value, read by parse_size
         data["height"], data["width"] = size
     elif isinstance(size, int | str) and not isinstance(size, bool):
-        try:
-            data["height"], data["width"] = parse_size(str(size))
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+        data["height"], data["width"] = parse_size(str(size))
     else:
         raise ConfigError(f"data.size must be N or WIDTHxHEIGHT like 80x48, got {size!r}")
     return {**table, "data": data}
@@ -197,11 +194,11 @@ def _resolve_modality(cfg: RunConfig) -> RunConfig:
     if data.modality != "audio":
         return cfg
     if cfg.train.monitor_every:
-        raise ValueError(
+        raise ConfigError(
             "the training monitor (--monitor-every) measures pictures; use artforge eval for sound"
         )
     if "channels" in cfg.model and cfg.model["channels"] != 1:
-        raise ValueError(f"sound spectrograms have one channel; model.channels={cfg.model['channels']!r}")
+        raise ConfigError(f"sound spectrograms have one channel; model.channels={cfg.model['channels']!r}")
     return dataclasses.replace(cfg, model={**cfg.model, "channels": 1})
 
 

@@ -18,7 +18,7 @@ from torch.overrides import TorchFunctionMode
 
 from .config import RunConfig, check_device, load_config_file, run_config_from_dict
 from .device import resolve_device
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .io import write_json
 from .models import make_model_config, model_class
 from .models.base import (
@@ -69,14 +69,19 @@ def read_config(run_dir: str | Path) -> RunConfig:
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a run folder (no {CONFIG_NAME})")
     d = load_config_file(path)  # bounded, parsed, an object, not nested too deep
+    if d.get("kind") == "cascade":  # cascade.py's folder: two runs, loaded by cascade.load_run
+        raise ConfigError(
+            f"{run_dir} is a cascaded run: its stages are the runs {Path(run_dir) / 'base'} and "
+            f"{Path(run_dir) / 'upscaler'}; artforge.load takes it whole"
+        )
     version = d.get("format_version", FORMAT_VERSION)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ValueError(
+        raise DataError(
             f"{path}: format_version must be a whole number of at least 1 (this artforge writes "
             f"{FORMAT_VERSION}), got {version!r}"
         )
     if version > FORMAT_VERSION:
-        raise ValueError(
+        raise DataError(
             f"{path}: run format version {version} is newer than this artforge understands "
             f"({FORMAT_VERSION}); upgrade artforge to load it"
         )
@@ -88,8 +93,8 @@ def read_config(run_dir: str | Path) -> RunConfig:
     copied = {k: model.pop(k) for k in SIDES if k in model} if isinstance(model, dict) else {}
     try:
         cfg = run_config_from_dict(d)
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+    except ConfigError as e:  # a setting's value: name the file; anything else is a bug
+        raise ConfigError(f"{path}: {e}") from None
     for name, value in copied.items():  # written before the size was stored once: a copy
         if value != getattr(cfg.data, name):
             raise DataError(
@@ -148,14 +153,14 @@ def load_model(
     cfg = read_config(run_dir)
     try:
         model = build_model(cfg, device)
-    except ValueError as e:  # a model setting out of bounds, or too large for this machine
-        raise ValueError(f"{run_dir / CONFIG_NAME}: {e}") from None
+    except ConfigError as e:  # a model setting out of bounds, or too large for this machine
+        raise ConfigError(f"{run_dir / CONFIG_NAME}: {e}") from None
     path = run_dir / weights
     state = load_weights(path)
     load_state_into(model, state, path)
     for name, v in state.items():
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
-            raise ValueError(
+            raise DataError(
                 f"{path}: tensor {name!r} holds NaN or Inf values, so the model cannot draw anything; "
                 "resume the run from its last checkpoint (train --resume) or train it again"
             )
@@ -278,7 +283,7 @@ def check_size(cfg: RunConfig, mcfg: Any, params: int, *, training: bool, device
         checks.append((weights, *machine_memory("cpu")))  # built on the CPU, then moved
     for bytes_needed, have, where in checks:
         if bytes_needed > have:
-            raise ValueError(
+            raise ConfigError(
                 f"model too large: {cfg.family} with these settings has {params:,} parameters and needs "
                 f"at least {_gib(bytes_needed)} ({what}), more than the {_gib(have)} of {where}; lower "
                 f"{SIZE_SETTINGS} or train.batch_size"

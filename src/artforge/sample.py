@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .io import replacing
 from .models.base import GenerativeModel
 
@@ -47,14 +47,14 @@ def parse_seeds(text: str) -> list[int]:
             if lo < 0 or hi < lo:
                 raise ValueError
         except ValueError:
-            raise ValueError(
+            raise ConfigError(
                 f"bad seed list {text!r}: use non-negative numbers and ranges like 1,2,5-8"
             ) from None
         if len(seeds) + hi - lo + 1 > MAX_IMAGES:
-            raise ValueError(f"seed list {text[:40]!r} names more than {MAX_IMAGES:,} seeds")
+            raise ConfigError(f"seed list {text[:40]!r} names more than {MAX_IMAGES:,} seeds")
         seeds.extend(range(lo, hi + 1))
     if not seeds:
-        raise ValueError(f"bad seed list {text!r}: no seeds")
+        raise ConfigError(f"bad seed list {text!r}: no seeds")
     return seeds
 
 
@@ -70,7 +70,7 @@ def generate(
     """Decode latents in chunks; returns [0, 1] images on the CPU.
 
     With ``source`` (the run, for the message), images with a NaN or Inf pixel raise
-    ValueError instead of being returned: clamped to [0, 1] they would pass for pictures.
+    DataError instead of being returned: clamped to [0, 1] they would pass for pictures.
     Training grids leave it out (a diverging run is rolled back by its checkpoint's check).
 
     The default chunk is 64 images on a CPU (where larger chunks spill out of the caches:
@@ -95,7 +95,7 @@ def generate(
             done.append(torch.cat(outs).cpu())
             outs, held = [], 0
     if source is not None and not bool(finite):
-        raise ValueError(
+        raise DataError(
             f"{source}: the model drew images with NaN or Inf pixels (its weights or the sampling "
             "options overflow, e.g. a huge --truncation or --temperature); nothing was written"
         )
@@ -153,7 +153,7 @@ def make_grid(images: Tensor, nrow: int | None = None, pad: int = 2, pad_value: 
     """(n, C, H, W) -> one (C, rows*(H+pad)+pad, cols*(W+pad)+pad) image."""
     n, c, h, w = images.shape
     if nrow is not None and nrow < 1:
-        raise ValueError(f"--nrow must be at least 1, got {nrow}")
+        raise ConfigError(f"--nrow must be at least 1, got {nrow}")
     cols = min(nrow, n) if nrow else max(1, math.ceil(math.sqrt(n)))  # wider than n is empty space
     rows = math.ceil(n / cols)
     grid = torch.full((c, rows * (h + pad) + pad, cols * (w + pad) + pad), pad_value)
@@ -171,10 +171,10 @@ MAX_OUTPUT_PIXELS = 2**28  # one scaled grid or frame (a 16,384-pixel square, ~8
 
 
 def image_format(path: str | Path) -> str:
-    """The Pillow format of an output image named ``path``; ValueError for other suffixes."""
+    """The Pillow format of an output image named ``path``; ConfigError for other suffixes."""
     suffix = Path(path).suffix.lower()
     if suffix not in IMAGE_FORMATS:
-        raise ValueError(
+        raise ConfigError(
             f"{path}: images are written as {', '.join(IMAGE_FORMATS)}; not {suffix or 'no suffix'!r}"
         )
     return IMAGE_FORMATS[suffix]
@@ -184,12 +184,12 @@ def check_scale(scale: int, resample: str, size: tuple[int, int]) -> None:
     """A clear error for a scale out of 1..MAX_SCALE, an unknown filter or a scaled (h, w)
     image too big to hold, before any image is drawn."""
     if not 1 <= scale <= MAX_SCALE:
-        raise ValueError(f"--scale must be between 1 and {MAX_SCALE}, got {scale}")
+        raise ConfigError(f"--scale must be between 1 and {MAX_SCALE}, got {scale}")
     if resample not in RESAMPLE:
-        raise ValueError(f"--resample must be one of {', '.join(RESAMPLE)}, got {resample!r}")
+        raise ConfigError(f"--resample must be one of {', '.join(RESAMPLE)}, got {resample!r}")
     h, w = size
     if h * w * scale * scale > MAX_OUTPUT_PIXELS:
-        raise ValueError(
+        raise ConfigError(
             f"--scale {scale} makes a {w * scale}x{h * scale} image, more than {MAX_OUTPUT_PIXELS:,} "
             "pixels; use a smaller --scale or fewer images per grid"
         )
@@ -277,9 +277,9 @@ def interpolation_path(keys: Tensor, frames: int, loop: bool = True) -> Tensor:
     """``frames`` latents walking through ``keys`` (k, ...) by slerp, back to the first if loop."""
     k = keys.shape[0]
     if k < 2:
-        raise ValueError("interpolation needs at least two seeds")
+        raise ConfigError("interpolation needs at least two seeds")
     if frames < 2:
-        raise ValueError("interpolation needs at least two frames")
+        raise ConfigError("interpolation needs at least two frames")
     segments = k if loop else k - 1
     out = []
     for f in range(frames):
@@ -309,7 +309,7 @@ def save_animation(
         arr = np.repeat(arr, 3, axis=-1)
     suffix = path.suffix.lower()
     if suffix not in (".gif", ".mp4"):
-        raise ValueError(f"{path}: animation output must end in .gif or .mp4")
+        raise ConfigError(f"{path}: animation output must end in .gif or .mp4")
     with replacing(path) as tmp:
         if suffix == ".gif":
             iio.imwrite(tmp, arr, extension=".gif", duration=1000 / fps, loop=0)
@@ -320,8 +320,8 @@ def save_animation(
         arr = np.pad(arr, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
         try:
             iio.imwrite(tmp, arr, extension=".mp4", fps=fps, macro_block_size=1)
-        except Exception as e:  # noqa: BLE001 - imageio raises various errors without ffmpeg
-            raise ValueError(
+        except (OSError, ImportError, RuntimeError) as e:  # no ffmpeg back-end, or ffmpeg failed
+            raise ConfigError(
                 f"{path}: writing MP4 needs imageio-ffmpeg, which setup installs "
                 f"(pip install imageio-ffmpeg; or write a .gif): {e}"
             ) from None

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .errors import ConfigError, NotFound
 from .io import save_safetensors, write_json
 from .runfolder import SNAPSHOT_DIR, TABLE_NAME, WEIGHTS_NAME
 
@@ -160,7 +161,7 @@ def make_snapshot_hook(every: int, keep: int) -> Callable[[Trainer, int], None]:
     """A Trainer hook (main process): every ``every`` steps, snapshot the sampling weights,
     then thin the snapshots to at most ``keep``."""
     if every < 1 or keep < 3:
-        raise ValueError(f"snapshots need every >= 1 and keep >= 3, got every={every}, keep={keep}")
+        raise ConfigError(f"snapshots need every >= 1 and keep >= 3, got every={every}, keep={keep}")
     state = {"last": -1}
 
     def hook(trainer: Trainer, step: int) -> None:
@@ -201,7 +202,7 @@ def resolve_weights(run_dir: Path, ref: str) -> str:
         if table is None or "best" not in table:
             if read_best(run_dir) is not None:  # --keep-best's, when no eval table chose one
                 return f"{SNAPSHOT_DIR}/{BEST_NAME}"
-            raise ValueError(
+            raise NotFound(
                 f"{run_dir}@best: no scored snapshots; run 'artforge eval {run_dir} --snapshots' first "
                 "(or train with --keep-best)"
             )
@@ -210,11 +211,11 @@ def resolve_weights(run_dir: Path, ref: str) -> str:
         ref = str(table["best"])
     if ref == "last":
         if not snaps:
-            raise ValueError(f"{run_dir}@last: this run has no snapshots (train with --snapshot-every N)")
+            raise NotFound(f"{run_dir}@last: this run has no snapshots (train with --snapshot-every N)")
         return f"{SNAPSHOT_DIR}/{snapshot_name(snaps[-1][0])}"
     if not ref.isdigit():
-        raise ValueError(f"{run_dir}@{ref}: use RUN@STEP (a number), RUN@best or RUN@last")
+        raise ConfigError(f"{run_dir}@{ref}: use RUN@STEP (a number), RUN@best or RUN@last")
     step = int(ref)
     if not any(s == step for s, _ in snaps):
-        raise ValueError(f"{run_dir}@{step}: no snapshot of step {step} (latest snapshots: {have})")
+        raise NotFound(f"{run_dir}@{step}: no snapshot of step {step} (latest snapshots: {have})")
     return f"{SNAPSHOT_DIR}/{snapshot_name(step)}"

@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from ..config import DataConfig
+from ..errors import DataError
 from ..io import replacing, write_json
 from .audio import load_audio, resolve_modality
 from .captions import CaptionFile, Captions, read_caption_file, read_captions
@@ -37,7 +38,7 @@ from .folder import (
     parse_background,
     probe_size,
 )
-from .imageset import DataError, ImageSet, cache_dir
+from .imageset import ImageSet, cache_dir
 from .procedural import BuiltinSource, builtin_names, parse_builtin
 
 __all__ = [
@@ -152,10 +153,7 @@ def _open_source(cfg: DataConfig) -> _Source:
     if p.is_dir():
         return FolderSource(p)
     if p.suffix.lower() == ".zip":
-        try:
-            return ZipSource(p)
-        except ValueError as e:
-            raise DataError(str(e)) from None
+        return ZipSource(p)  # a DataError naming it when it is not a readable zip
     raise DataError(f"{path}: is a file but not a .zip; give a folder of images or a .zip archive")
 
 

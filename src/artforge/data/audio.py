@@ -24,9 +24,10 @@ from tqdm import tqdm
 
 from ..audio import AudioSpec, spec_from_config, wave_to_image
 from ..config import DataConfig
+from ..errors import DataError
 from ..io import replacing
 from .folder import IMAGE_EXTENSIONS
-from .imageset import DataError, ImageSet, cache_dir
+from .imageset import ImageSet, cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Captions for a folder of images: captions.jsonl, sidecar NAME.txt files, or file names.
+"""Captions for a folder of images: captions.jsonl, sidecar NAME.txt files, file names, or
+sub-folder names.
 
 ``--captions auto`` takes captions.jsonl when the folder has one, else sidecar .txt files
 when any image has one, else the file names. Nothing here stops training: an image without a
@@ -15,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-CaptionMode = Literal["auto", "jsonl", "sidecar", "filename"]
+from ..errors import ConfigError, DataError
+
+CaptionMode = Literal["auto", "jsonl", "sidecar", "filename", "folder"]
 CAPTIONS_FILE = "captions.jsonl"
 
 
@@ -52,7 +55,7 @@ def read_caption_file(path: str | Path) -> CaptionFile:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: captions file not found") from None
     except OSError as e:
-        raise ValueError(f"{path}: cannot read captions ({e.strerror or e})") from None
+        raise DataError(f"{path}: cannot read captions ({e.strerror or e})") from None
     with fh:
         number = 0
         while True:
@@ -171,6 +174,65 @@ def read_jsonl(path: Path) -> tuple[dict[str, str], list[str]]:
     return {k: _clean(v) for k, v in f.texts.items()}, problems
 
 
+def folder_group(name: str) -> str:
+    """The sub-folder an image lies in, its caption and group under ``--captions folder`` (the
+    ImageFolder convention): 'cats/a.png' -> 'cats', 'set.zip:cats/x/b.png' -> 'cats'; an
+    image at the top of the data gives "" (no caption, no group)."""
+    member = name.split(":", 1)[1] if ":" in name else name
+    parts = member.split("/")
+    return _clean(parts[0]) if len(parts) > 1 else ""
+
+
+def read_groups(
+    root: str, names: list[str], key: str = "group", mode: CaptionMode = "auto"
+) -> list[str | None]:
+    """Each image's group (None where it has none): its sub-folder under ``--captions folder``
+    (or ``key == "folder"``), else the ``key`` field of its captions.jsonl record."""
+    if mode == "folder" or key == "folder":
+        return [folder_group(n) or None for n in names]
+    path = Path(root) / CAPTIONS_FILE
+    if not path.is_file():
+        raise DataError(
+            f"{path}: groups need captions.jsonl with a {key!r} field, or sub-folders (--captions folder)"
+        )
+    records: dict[str, str] = {}
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as e:
+        raise DataError(f"{path}: cannot read groups ({e.strerror or e})") from None
+    with fh:
+        while line := fh.readline(MAX_LINE_BYTES + 1):
+            if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                _skip_rest_of_line(fh)  # as read_caption_file: never held whole
+                continue
+            try:
+                rec = json.loads(line.decode("utf-8", errors="replace"))
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("file"), str) and isinstance(rec.get(key), str):
+                records[rec["file"]] = rec[key]
+    return [records.get(n) for n in names]
+
+
+def groups_if_any(root: str, names: list[str], mode: CaptionMode = "auto") -> list[str | None] | None:
+    """Each image's group where the data has groups, else None: sub-folders under
+    ``--captions folder``; else captions.jsonl's "group" field when some record has one; else
+    sub-folders when every image lies in one and there are at least two."""
+    if root.startswith("builtin"):
+        return None
+    if mode == "folder":
+        groups = read_groups(root, names, mode="folder")
+        return groups if any(g is not None for g in groups) else None
+    if (Path(root) / CAPTIONS_FILE).is_file():
+        groups = read_groups(root, names, "group", "jsonl")
+        if any(g is not None for g in groups):
+            return groups
+    folders = [folder_group(n) for n in names]
+    if folders and all(folders) and len(set(folders)) > 1:
+        return list(folders)
+    return None
+
+
 def _folder_member(name: str) -> str | None:
     """The path of an image inside a folder data set (None for zip members and built-ins)."""
     return None if ":" in name else name
@@ -180,7 +242,7 @@ def read_captions(root: str, names: list[str], mode: CaptionMode = "auto") -> Ca
     """Captions for ``names`` (ImageSet.names) of the data at ``root``."""
     folder = Path(root)
     if root.startswith("builtin"):
-        raise ValueError(
+        raise ConfigError(
             "the built-in procedural data has no captions; train text-conditioned models on a "
             "captioned folder (e.g. artforge data emoji --out DIR)"
         )
@@ -221,8 +283,10 @@ def read_captions(root: str, names: list[str], mode: CaptionMode = "auto") -> Ca
             texts.append(text)
     elif mode == "filename":
         texts = [caption_from_filename(n) for n in names]
+    elif mode == "folder":
+        texts = [folder_group(n) for n in names]
     else:
-        raise ValueError(f"--captions must be one of auto, jsonl, sidecar, filename; got {mode!r}")
+        raise ConfigError(f"--captions must be one of auto, jsonl, sidecar, filename, folder; got {mode!r}")
     uncaptioned = [n for n, t in zip(names, texts, strict=True) if not t]
     return Captions(texts, mode, uncaptioned, orphans, problems=problems, held_out=held_out)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
+from ..errors import ConfigError, DataError
 from .builders import building, check_target
 
 log = logging.getLogger(__name__)
@@ -101,15 +102,15 @@ def build_emoji(
 ) -> int:
     """Render the emoji set to ``out`` (NNNN.png + captions.jsonl); return how many were written."""
     if not 8 <= size <= 1024:
-        raise ValueError(f"emoji size must be between 8 and 1024 pixels, got {size}")
+        raise ConfigError(f"emoji size must be between 8 and 1024 pixels, got {size}")
     if limit is not None and limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
+        raise ConfigError(f"limit must be at least 1, got {limit}")
     if not Path(emoji_test_path).is_file():
         raise FileNotFoundError(f"emoji list {emoji_test_path} not found; install it with: {INSTALL_HINT}")
     font = load_font(font_path)
     entries = parse_emoji_test(emoji_test_path)
     if not entries:
-        raise ValueError(f"{emoji_test_path}: no fully-qualified emoji lines; is it emoji-test.txt?")
+        raise DataError(f"{emoji_test_path}: no fully-qualified emoji lines; is it emoji-test.txt?")
     out = Path(out)
     check_target(out, "captions.jsonl", "emoji set")
     if size > 128:
@@ -143,7 +144,7 @@ def build_emoji(
                     break
             bar.close()
         if written == 0:
-            raise ValueError(f"no emoji rendered with {font_path}; first problems: {skipped[:3]}")
+            raise DataError(f"no emoji rendered with {font_path}; first problems: {skipped[:3]}")
     for cps, why in skipped:
         log.debug("skipped emoji %s: %s", cps, why)
     # the count written is the caller's to say (artforge data emoji prints it): said here too it

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
 
 from ..config import Fit
+from ..errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def parse_background(colour: str) -> tuple[int, int, int]:
     try:
         rgb = ImageColor.getcolor(colour, "RGB")
     except (ValueError, AttributeError):
-        raise ValueError(
+        raise ConfigError(
             f"background colour {colour!r} is not a colour; use '#rrggbb', '#rgb' or a name like 'white'"
         ) from None
     assert isinstance(rgb, tuple) and len(rgb) == 3
@@ -309,7 +310,7 @@ def resize(img: Image.Image, spec: Spec) -> Image.Image:
         canvas = Image.new("RGB", (tw, th), spec.background)
         canvas.paste(inner, ((tw - nw) // 2, (th - nh) // 2))
         return canvas
-    raise ValueError(f"fit must be one of ['crop', 'pad', 'stretch'], got {spec.fit!r}")
+    raise ConfigError(f"fit must be one of ['crop', 'pad', 'stretch'], got {spec.fit!r}")
 
 
 def _finish_and_close(img: Image.Image, fp: BinaryIO, spec: Spec) -> np.ndarray:
@@ -423,7 +424,7 @@ class ZipSource:
         try:
             self.zf = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError) as e:
-            raise ValueError(f"{path}: not a readable zip file ({_short(e)}); re-create it") from None
+            raise DataError(f"{path}: not a readable zip file ({_short(e)}); re-create it") from None
         members = [
             m
             for m in self.zf.infolist()

@@ -1,6 +1,6 @@
-"""What every data loader returns (``ImageSet``) and raises (``DataError``), and where their
-caches live: the image loader (data/__init__.py) and the sound loader (data/audio.py) both
-build on this module, so neither imports the other's package to reach them."""
+"""What every data loader returns (``ImageSet``; they raise ``errors.DataError``), and where
+their caches live: the image loader (data/__init__.py) and the sound loader (data/audio.py)
+both build on this module, so neither imports the other's package to reach them."""
 
 from __future__ import annotations
 
@@ -27,10 +27,6 @@ def _examples(items: list[tuple[str, str]], k: int) -> str:
         return ""
     more = f"; and {len(items) - k:,} more" if len(items) > k else ""
     return ": " + "; ".join(f"{f}: {r}" for f, r in items[:k]) + more
-
-
-class DataError(ValueError):
-    """The data cannot be used; the message names the path and the problem."""
 
 
 @dataclass

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..errors import ConfigError, DataError
 from .builders import building, check_target
 
 log = logging.getLogger(__name__)
@@ -222,15 +223,15 @@ def build_notes(
     velocities = [75, 127] if velocities is None else velocities
     for p in programs:
         if not 0 <= p <= 127:
-            raise ValueError(f"GM programs are 0..127, got {p}")
+            raise ConfigError(f"GM programs are 0..127, got {p}")
     for p in pitches:
         if not 0 <= p <= 127:
-            raise ValueError(f"MIDI pitches are 0..127, got {p}")
+            raise ConfigError(f"MIDI pitches are 0..127, got {p}")
     for v in velocities:
         if not 1 <= v <= 127:
-            raise ValueError(f"MIDI velocities are 1..127, got {v}")
+            raise ConfigError(f"MIDI velocities are 1..127, got {v}")
     if not 0 < hold <= seconds <= 10:
-        raise ValueError(f"need 0 < hold <= seconds <= 10, got hold={hold}, seconds={seconds}")
+        raise ConfigError(f"need 0 < hold <= seconds <= 10, got hold={hold}, seconds={seconds}")
     out = Path(out)
     check_target(out, "labels.jsonl", "notes set")
     written, silent = 0, 0
@@ -275,7 +276,7 @@ def build_notes(
                     bar.update(1)
                 bar.close()
         if written == 0:
-            raise RuntimeError(f"fluidsynth rendered only silence with {sf2}")
+            raise DataError(f"fluidsynth rendered only silence with {sf2}")
     log.info("wrote %d notes to %s; %d silent notes left out", written, out, silent)
     return written
 
@@ -302,5 +303,5 @@ def read_labels(folder: str | os.PathLike[str]) -> dict[str, dict[str, object]]:
             rec = json.loads(line)
             out[str(rec["file"])] = rec
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise ValueError(f"{path}:{k}: not a labels line with a 'file'") from None
+            raise DataError(f"{path}:{k}: not a labels line with a 'file'") from None
     return out

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..errors import ConfigError
 from .folder import Spec
 
 SUPERSAMPLE = 4
@@ -127,7 +128,7 @@ def parse_builtin(path: str) -> str:
     name = path.split(":", 1)[1] if ":" in path else "shapes"
     if name not in _SETS:
         available = ", ".join(f"builtin:{n}" for n in builtin_names())
-        raise ValueError(f"unknown built-in data set {name!r}; available: {available}")
+        raise ConfigError(f"unknown built-in data set {name!r}; available: {available}")
     return name
 
 
@@ -145,7 +146,7 @@ class BuiltinSource:
 
     def __init__(self, name: str, count: int) -> None:
         if count < 1:
-            raise ValueError(f"data.builtin_count must be at least 1, got {count}")
+            raise ConfigError(f"data.builtin_count must be at least 1, got {count}")
         self.name = name
         self.names = [f"builtin:{name}/{i:06d}" for i in range(count)]
         self.fingerprints = list(self.names)

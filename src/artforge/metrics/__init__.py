@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ..errors import ConfigError, DataError
+from .density_coverage import density_coverage
 from .fid import fid_from_features, frechet_distance
 from .kid import kid
 from .novelty import copy_rate, copy_threshold, diversity
@@ -37,6 +39,11 @@ def _precision_recall(real: Features, fake: Features, seed: int) -> dict[str, fl
     return {"precision": p, "recall": r}
 
 
+def _density_coverage(real: Features, fake: Features, seed: int) -> dict[str, float]:
+    density, coverage = density_coverage(real, fake, k=PR_K)
+    return {"density": density, "coverage": coverage}
+
+
 def _diversity(real: Features, fake: Features, seed: int) -> dict[str, float]:
     return {"diversity": diversity(real, fake, seed)}
 
@@ -50,6 +57,7 @@ METRICS: dict[str, Callable[[Features, Features, int], dict[str, float]]] = {
     "fid": _fid,
     "kid": _kid,
     "precision_recall": _precision_recall,
+    "density_coverage": _density_coverage,
     "diversity": _diversity,
     "novelty": _novelty,
 }
@@ -60,19 +68,19 @@ def evaluate(
 ) -> dict[str, float]:
     """Run ``metrics`` (default: all of METRICS) on real (training) and generated features.
 
-    Keys: fid, kid, kid_std, precision, recall, diversity, copy_rate, copy_threshold,
+    Keys: fid, kid, kid_std, precision, recall, density, coverage, diversity, copy_rate, copy_threshold,
     n_real, n_fake.
     """
     names = list(METRICS) if metrics is None else list(metrics)
     unknown = [m for m in names if m not in METRICS]
     if unknown:
-        raise ValueError(f"unknown metric {unknown[0]!r}; choose from {sorted(METRICS)}")
+        raise ConfigError(f"unknown metric {unknown[0]!r}; choose from {sorted(METRICS)}")
     real = np.asarray(real_feats, dtype=np.float64)
     fake = np.asarray(fake_feats, dtype=np.float64)
     if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
-        raise ValueError(f"features must be (N, D) with one D, got {real.shape} and {fake.shape}")
+        raise DataError(f"features must be (N, D) with one D, got {real.shape} and {fake.shape}")
     if min(real.shape[0], fake.shape[0]) <= PR_K:
-        raise ValueError(
+        raise DataError(
             f"need at least {PR_K + 1} images on each side, "
             f"got {real.shape[0]} real and {fake.shape[0]} generated"
         )
@@ -84,4 +92,13 @@ def evaluate(
     return out
 
 
-__all__ = ["METRICS", "copy_rate", "diversity", "evaluate", "frechet_distance", "kid", "precision_recall"]
+__all__ = [
+    "METRICS",
+    "copy_rate",
+    "density_coverage",
+    "diversity",
+    "evaluate",
+    "frechet_distance",
+    "kid",
+    "precision_recall",
+]

@@ -1,5 +1,6 @@
 """Training a small judge from scratch: the loop shared by prompt faithfulness (faithfulness.py)
-and the sound judge (evaluate_audio.py).
+and the sound judge (evaluate_audio.py); and a linear probe on fixed features (``LinearProbe``,
+prompt faithfulness's second judge, on the FID network's features).
 
 Both fit a few-layer CNN on uint8 images of the real data to predict a label, with AdamW and a
 one-cycle learning rate; they differ in how batches are drawn (class-balanced, or epochs of a
@@ -75,3 +76,43 @@ def fit_classifier(
         opt.step()
         sched.step()
     return net.eval()
+
+
+class LinearProbe:
+    """Multinomial logistic regression on fixed features (a linear probe): the features are
+    standardised with the training set's mean and spread, the classes weighted by inverse
+    frequency (so a label that is 60% of the data does not decide the fit), with an L2 penalty;
+    fitted by full-batch L-BFGS in float64, so the fit is a deterministic function of its data."""
+
+    def __init__(
+        self, features: Tensor, labels: Tensor, n_classes: int, *, l2: float = 1e-3, max_iter: int = 200
+    ) -> None:
+        x = torch.as_tensor(features, dtype=torch.float64)  # (N, D)
+        y = torch.as_tensor(labels, dtype=torch.long)  # (N,)
+        self.mean = x.mean(0)
+        self.std = x.std(0).clamp(min=1e-6)
+        x = (x - self.mean) / self.std
+        counts = torch.bincount(y, minlength=n_classes).clamp(min=1).double()
+        class_weight = len(y) / (n_classes * counts)  # (K,)
+        self.weight = torch.zeros(x.shape[1], n_classes, dtype=torch.float64, requires_grad=True)
+        self.bias = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.LBFGS(
+            [self.weight, self.bias], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe"
+        )
+
+        def closure() -> Tensor:
+            opt.zero_grad()
+            loss = F.cross_entropy(x @ self.weight + self.bias, y, weight=class_weight)
+            loss = loss + l2 * (self.weight * self.weight).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        self.weight.requires_grad_(False)
+        self.bias.requires_grad_(False)
+
+    @torch.no_grad()
+    def predict(self, features: Tensor) -> Tensor:
+        """The most likely class (N,) of features (N, D)."""
+        x = (torch.as_tensor(features, dtype=torch.float64) - self.mean) / self.std
+        return (x @ self.weight + self.bias).argmax(1)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import DataError
+
 
 def feature_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean (D,) and unbiased covariance (D, D) of features (N, D), in float64."""
     x = np.asarray(feats, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < 2:
-        raise ValueError(f"need at least 2 feature rows (N, D), got shape {x.shape}")
+        raise DataError(f"need at least 2 feature rows (N, D), got shape {x.shape}")
     return x.mean(axis=0), np.cov(x, rowvar=False)
 
 
@@ -39,7 +41,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
-        raise ValueError(f"shape mismatch: mu {mu1.shape} {mu2.shape}, sigma {s1.shape} {s2.shape}")
+        raise DataError(f"shape mismatch: mu {mu1.shape} {mu2.shape}, sigma {s1.shape} {s2.shape}")
     diff = mu1 - mu2
     d = float(diff @ diff) + float(np.trace(s1)) + float(np.trace(s2)) - 2 * trace_sqrt_product(s1, s2)
     return max(d, 0.0)  # rounding can leave -1e-12 for identical inputs
@@ -58,7 +60,7 @@ def fid_from_features(real: np.ndarray, fake: np.ndarray) -> float:
     if n1 * n2 >= d * d:
         return frechet_distance(*feature_stats(x1), *feature_stats(x2))
     if min(n1, n2) < 2 or x2.shape[1] != d:
-        raise ValueError(f"need (N, D) features with N >= 2 and one D, got {x1.shape} and {x2.shape}")
+        raise DataError(f"need (N, D) features with N >= 2 and one D, got {x1.shape} and {x2.shape}")
     mu1, mu2 = x1.mean(0), x2.mean(0)
     c1, c2 = x1 - mu1, x2 - mu2  # (n1, D), (n2, D)
     tr1 = float((c1 * c1).sum()) / (n1 - 1)

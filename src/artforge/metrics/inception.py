@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from ..errors import ConfigError, DataError
 from ..io import replacing
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def download(url: str, dest: Path, sha1: str = INCEPTION_SHA1, timeout: float = 
                     bar.update(len(chunk))
         got = sha1_of(tmp)
         if got != sha1.lower():
-            raise ValueError(f"download of {url} has sha1 {got}, expected {sha1.lower()}; not kept")
+            raise DataError(f"download of {url} has sha1 {got}, expected {sha1.lower()}; not kept")
     return dest
 
 
@@ -149,7 +150,7 @@ def load_inception(
             return _NETS[key]
         got = sha1_of(p)
         if got != INCEPTION_SHA1:
-            raise ValueError(
+            raise DataError(
                 f"{p} has sha1 {got}, expected {INCEPTION_SHA1}: it is not the standard FID Inception "
                 f"network, and FIDs from another network do not compare; get the right file with "
                 f"'{INSTALL_HINT}'"
@@ -188,11 +189,11 @@ def to_uint8_nchw(images: Tensor | np.ndarray) -> Tensor:
     """uint8 (N, 3, H, W) as is; float in [0, 1] -> round(x * 255), the 8 bits a PNG would hold."""
     x = torch.as_tensor(images)
     if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"images must be (N, 3, H, W), got shape {tuple(x.shape)}")
+        raise DataError(f"images must be (N, 3, H, W), got shape {tuple(x.shape)}")
     if x.dtype == torch.uint8:
         return x
     if not x.is_floating_point():
-        raise ValueError(f"images must be uint8 or float in [0, 1], got {x.dtype}")
+        raise DataError(f"images must be uint8 or float in [0, 1], got {x.dtype}")
     return (x.float().clamp(0, 1) * 255).round().to(torch.uint8)
 
 
@@ -220,7 +221,7 @@ def features(
     """Pool3 features (N, 2048) float64 of uint8 (N, 3, H, W) images or floats in [0, 1]."""
     x = to_uint8_nchw(images)
     if batch_size < 1:
-        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
     net = load_inception(inception, device)
     dev = torch.device(device)
     out = np.empty((x.shape[0], FEATURE_DIM), dtype=np.float64)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import DataError
+
 KERNEL_ENTRIES_MAX = 125_000_000  # up to ~1 GB of float64 kernel matrices are computed once
 
 
@@ -27,7 +29,7 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
     """Unbiased squared MMD between equally sized samples x, y (m, d), cubic polynomial kernel."""
     m, d = x.shape
     if y.shape != (m, d) or m < 2:
-        raise ValueError(f"need two (m, d) samples with m >= 2, got {x.shape} and {y.shape}")
+        raise DataError(f"need two (m, d) samples with m >= 2, got {x.shape} and {y.shape}")
     return _mmd2_from_kernels(_poly_kernel(x, x), _poly_kernel(y, y), _poly_kernel(x, y))  # (m, m) each
 
 
@@ -49,7 +51,7 @@ def kid(
     nr, nf = real.shape[0], fake.shape[0]
     m = min(nr, nf, max_subset_size)
     if m < 2:
-        raise ValueError(f"KID needs at least 2 images per set, got {nr} and {nf}")
+        raise DataError(f"KID needs at least 2 images per set, got {nr} and {nf}")
     rng = np.random.default_rng(seed)
     draws = [(rng.choice(nf, m, replace=False), rng.choice(nr, m, replace=False)) for _ in range(num_subsets)]
     t = np.empty(num_subsets)

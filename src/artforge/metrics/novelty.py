@@ -9,6 +9,8 @@
   score about 0.5 and the training images themselves 1.0; a generator above 0.5 makes images
   nearer to particular training images than new data would be: it is copying.
 - the novelty sheet: generated images beside their 3 nearest training images (PNG).
+- the not-made sheet: the real images farthest from every generated image, beside their 3
+  nearest generated images (PNG): what the model has not learned to make.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from ..errors import DataError
 from ..io import replacing
 from .precision_recall import distance_chunks, nearest_neighbours
 
@@ -31,7 +34,7 @@ def mean_pairwise_distance(feats: np.ndarray, max_n: int = MAX_DIVERSITY_SAMPLES
     """Mean Euclidean distance over distinct pairs (on a seeded subset of at most ``max_n``)."""
     n = feats.shape[0]
     if n < 2:
-        raise ValueError(f"diversity needs at least 2 images, got {n}")
+        raise DataError(f"diversity needs at least 2 images, got {n}")
     if n > max_n:
         feats = feats[np.sort(np.random.default_rng(seed).choice(n, max_n, replace=False))]
         n = max_n
@@ -83,10 +86,45 @@ def novelty_sheet(
     first), each followed by its nearest training images. uint8 (N, 3, H, W) images; a red
     frame marks a copy (nearest distance below ``threshold``); the label is distance / threshold.
     """
-    fake_np, train_np = np.asarray(fake), np.asarray(train)
     order = np.argsort(nn_dist[:, 0])[:rows]
+    labels = [f"{nn_dist[i, 0] / threshold:.2f}" if threshold > 0 else "inf" for i in order]
+    red = [bool(nn_dist[i, 0] < threshold) for i in order]
+    return _neighbour_sheet(np.asarray(fake), np.asarray(train), order, nn_idx, labels, red, path)
+
+
+def not_made_sheet(
+    real: torch.Tensor | np.ndarray,
+    fake: torch.Tensor | np.ndarray,
+    order: np.ndarray,
+    ratio: np.ndarray,
+    nn_idx: np.ndarray,
+    path: str | os.PathLike[str],
+) -> Path:
+    """Write a PNG: the real images ``order`` (farthest from every generated image first, as
+    ``density_coverage.farthest_real`` lists them), each followed by its nearest generated
+    images (``nn_idx`` (len(order), k) indices into ``fake``). The label is the distance over
+    the real image's own k-NN radius; a red frame (above 1) marks one coverage counts as not made.
+    """
+    rows = np.arange(len(order))
+    labels = [f"{r:.2f}" for r in ratio]
+    red = [bool(r > 1) for r in ratio]
+    real_np = np.asarray(real)[np.asarray(order)]
+    return _neighbour_sheet(real_np, np.asarray(fake), rows, nn_idx, labels, red, path)
+
+
+def _neighbour_sheet(
+    query: np.ndarray,
+    refs: np.ndarray,
+    order: np.ndarray,
+    nn_idx: np.ndarray,
+    labels: list[str],
+    red: list[bool],
+    path: str | os.PathLike[str],
+) -> Path:
+    """One row per ``order[r]``: its label, the query image (framed red where ``red[r]``), then
+    its neighbours ``refs[nn_idx[order[r]]]``; uint8 (N, 3, H, W) images."""
     k = nn_idx.shape[1]
-    h, w = fake_np.shape[2], fake_np.shape[3]
+    h, w = query.shape[2], query.shape[3]
     scale = max(1, math.ceil(64 / max(h, w)))  # small images are enlarged (nearest) to see them
     ch, cw = h * scale, w * scale
     pad, gap, label_w = 4, 12, 44
@@ -102,14 +140,13 @@ def novelty_sheet(
 
     for r, i in enumerate(order):
         y = pad + r * (ch + pad)
-        ratio = nn_dist[i, 0] / threshold if threshold > 0 else float("inf")
-        draw.text((2, y + ch // 2 - 5), f"{ratio:.2f}", fill=(0, 0, 0), font=font)
+        draw.text((2, y + ch // 2 - 5), labels[r], fill=(0, 0, 0), font=font)
         x = label_w + pad
-        frame = (220, 30, 30) if nn_dist[i, 0] < threshold else (200, 200, 200)
+        frame = (220, 30, 30) if red[r] else (200, 200, 200)
         draw.rectangle((x - 2, y - 2, x + cw + 1, y + ch + 1), outline=frame, width=2)
-        paste(fake_np[i], x, y)
+        paste(query[i], x, y)
         for j in range(k):
-            paste(train_np[nn_idx[i, j]], label_w + pad + (j + 1) * (cw + pad) + gap, y)
+            paste(refs[nn_idx[i, j]], label_w + pad + (j + 1) * (cw + pad) + gap, y)
     path = Path(path)
     with replacing(path) as tmp:
         sheet.save(tmp, format="PNG")

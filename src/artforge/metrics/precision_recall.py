@@ -12,6 +12,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from ..errors import DataError
+
 CHUNK = 1024  # rows of a distance matrix held at once: memory stays O(CHUNK * N)
 
 
@@ -36,7 +38,7 @@ def nearest_neighbours(
     """
     n_ref = refs.shape[0] - (1 if exclude_self else 0)
     if n_ref < k:
-        raise ValueError(f"{k} nearest neighbours need at least {k} reference images, have {n_ref}")
+        raise DataError(f"{k} nearest neighbours need at least {k} reference images, have {n_ref}")
     dist = np.empty((queries.shape[0], k))
     idx = np.empty((queries.shape[0], k), dtype=np.int64)
     for i, d in distance_chunks(queries, refs):

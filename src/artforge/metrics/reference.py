@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import PR_K, inception
 from . import evaluate as evaluate_features
-from . import inception
 from .cache import cached_features
+from .density_coverage import covered, density_coverage, farthest_real
 from .novelty import copy_rate, copy_threshold, diversity
-from .precision_recall import nearest_neighbours
+from .precision_recall import knn_radii, nearest_neighbours
 
 # Images per forward pass of the network: 50 on the CPU, what every artforge number so far
 # used (there the features are bit-identical at any batch size: checked at 20, 50 and 60);
@@ -61,6 +62,7 @@ class Reference:
         self.inception = inception
         self.features = self._features(images, cache=True, progress=progress, desc=desc)  # (N, 2048)
         self._threshold: float | None = None
+        self._radii: np.ndarray | None = None  # (N,) k-NN radii, for density and coverage
 
     def __len__(self) -> int:
         return len(self.images)
@@ -97,6 +99,26 @@ class Reference:
         """Distances and indices (n, k) of each generated image's k nearest real images
         (at most as many as there are), nearest first."""
         return nearest_neighbours(fake, self.features, min(k, len(self)))
+
+    def not_made(self, fake: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ``n`` real images farthest from every generated image, farthest first: (indices,
+        distances, distance / the real image's k-NN radius), as ``farthest_real`` gives them."""
+        return farthest_real(self.features, fake, n, k=PR_K, radii=self.radii)
+
+    @property
+    def radii(self) -> np.ndarray:
+        """(N,) each real image's distance to its PR_K-th nearest other one, computed once."""
+        if self._radii is None:
+            self._radii = knn_radii(self.features, PR_K)
+        return self._radii
+
+    def density_coverage(self, fake: np.ndarray) -> tuple[float, float]:
+        """(density, coverage) of generated features against these (density_coverage.py)."""
+        return density_coverage(self.features, fake, PR_K, radii=self.radii)
+
+    def covered(self, fake: np.ndarray) -> np.ndarray:
+        """(N,) bool: the real images with a generated image within their k-NN radius."""
+        return covered(self.features, fake, PR_K, radii=self.radii)
 
     def copy_rate(self, fake: np.ndarray) -> float:
         return copy_rate(fake, self.features, self.threshold)

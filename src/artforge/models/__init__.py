@@ -12,13 +12,17 @@ from artforge.config import from_dict
 from artforge.models.base import GenerativeModel, Phase
 from artforge.models.diffusion import Diffusion, DiffusionConfig
 from artforge.models.gan import DCGAN, GAN, DCGANConfig, GANConfig
+from artforge.models.upscaler import Upscaler, UpscalerConfig
 from artforge.models.vae import VAE, VAEConfig
+
+from ..errors import ConfigError
 
 MODELS: dict[str, type[GenerativeModel]] = {
     "gan": GAN,
     "dcgan": DCGAN,
     "vae": VAE,
     "diffusion": Diffusion,
+    "upscaler": Upscaler,
 }
 
 __all__ = [
@@ -32,6 +36,8 @@ __all__ = [
     "GANConfig",
     "GenerativeModel",
     "Phase",
+    "Upscaler",
+    "UpscalerConfig",
     "VAEConfig",
     "list_models",
     "make_model_config",
@@ -45,7 +51,7 @@ def list_models() -> list[str]:
 
 def model_class(name: str) -> type[GenerativeModel]:
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
+        raise ConfigError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
     return MODELS[name]
 
 
@@ -54,7 +60,7 @@ def _config_from_fields(family: str, fields: dict[str, Any]) -> Any:
     known = sorted(f.name for f in dataclasses.fields(cls))
     unknown = sorted(set(fields) - set(known))
     if unknown:
-        raise ValueError(f"unknown model setting {unknown[0]!r} for {family}; known: {', '.join(known)}")
+        raise ConfigError(f"unknown model setting {unknown[0]!r} for {family}; known: {', '.join(known)}")
     return from_dict(cls, fields, "model")
 
 
@@ -63,7 +69,7 @@ def make_model_config(family: str, fields: dict[str, Any], *, height: int, width
     fields = dict(fields)
     for name, value in (("height", height), ("width", width)):
         if name in fields and fields[name] != value:
-            raise ValueError(
+            raise ConfigError(
                 f"model setting {name}={fields[name]!r} disagrees with the data's {name} {value}; "
                 f"leave it out (the data size is used)"
             )

@@ -22,6 +22,8 @@ from torch import Tensor
 
 from artforge.models.base import rank_slice
 
+from ..errors import ConfigError
+
 Shard = tuple[int, int]  # (rank, world size)
 
 POLICIES = ("color", "translation", "cutout")
@@ -32,7 +34,7 @@ def parse_policy(text: str) -> tuple[str, ...]:
     names = tuple(p.strip() for p in text.split(",") if p.strip())
     for name in names:
         if name not in POLICIES:
-            raise ValueError(f"unknown augmentation {name!r}; choose from {list(POLICIES)}")
+            raise ConfigError(f"unknown augmentation {name!r}; choose from {list(POLICIES)}")
     return names
 
 

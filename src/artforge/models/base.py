@@ -18,6 +18,8 @@ from torch import Tensor, nn
 from artforge.config import Range
 from artforge.io import load_safetensors, save_safetensors
 
+from ..errors import DataError
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1  # bump when the run-folder layout changes incompatibly
@@ -78,7 +80,7 @@ class GenerativeModel(nn.Module):
         """This rank's n captions with a share ``drop`` replaced by "" (the unconditional input
         classifier-free guidance contrasts with), drawn for the global batch like all noise."""
         if text is None:
-            raise ValueError("a text-conditioned model trains on captions; none were given")
+            raise DataError("a text-conditioned model trains on captions; none were given")
         keep = self._slice(torch.rand(n * self.shard[1]), n)
         return [t if float(u) >= drop else "" for t, u in zip(text, keep, strict=True)]
 
@@ -135,16 +137,16 @@ def load_state_into(model: nn.Module, state: dict[str, Tensor], source: str | Pa
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
-        raise ValueError(
+        raise DataError(
             f"{source}: weights do not match the model "
             f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''})"
         )
     for k, v in state.items():
         if v.shape != own[k].shape:
-            raise ValueError(
+            raise DataError(
                 f"{source}: tensor {k!r} has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}"
             )
         if v.dtype != own[k].dtype:
-            raise ValueError(f"{source}: tensor {k!r} has dtype {v.dtype}, the model expects {own[k].dtype}")
+            raise DataError(f"{source}: tensor {k!r} has dtype {v.dtype}, the model expects {own[k].dtype}")
     model.load_state_dict(state, strict=True)

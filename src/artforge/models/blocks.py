@@ -18,6 +18,8 @@ from torch.nn.utils.parametrizations import _SpectralNorm
 
 from artforge.config import MIN_SIDE
 
+from ..errors import ConfigError
+
 Norm = Literal["batch", "group", "pixel", "spectral", "none"]
 Act = Literal["relu", "lrelu", "silu"]
 
@@ -26,18 +28,18 @@ def reject_options(model: Any, options: dict[str, Any]) -> None:
     """ValueError for sample/decode options the family does not take (a typo must not pass silently)."""
     if options:
         name = sorted(options)[0]
-        raise ValueError(
+        raise ConfigError(
             f"unknown sample option {name!r} for {model.family}; it takes {list(model.sample_options)}"
         )
 
 
 def check_image_size(height: int, width: int, channels: int) -> None:
     if height < MIN_SIDE or width < MIN_SIDE:
-        raise ValueError(
+        raise ConfigError(
             f"image size must be at least {MIN_SIDE}x{MIN_SIDE}, got {width}x{height} (width x height)"
         )
     if channels < 1:
-        raise ValueError(f"channels must be at least 1, got {channels}")
+        raise ConfigError(f"channels must be at least 1, got {channels}")
 
 
 # -- sizes ----------------------------------------------------------------------------------
@@ -46,7 +48,7 @@ def check_image_size(height: int, width: int, channels: int) -> None:
 def stage_sizes(height: int, width: int, min_side: int = 4) -> list[tuple[int, int]]:
     """[(H, W), ...]: halve both sides (ceil) until the smaller side is <= min_side."""
     if height < 1 or width < 1 or min_side < 1:
-        raise ValueError(f"bad size {height}x{width} or min_side {min_side}")
+        raise ConfigError(f"bad size {height}x{width} or min_side {min_side}")
     h, w = height, width
     sizes = [(h, w)]
     while min(h, w) > min_side:

@@ -30,6 +30,8 @@ from artforge.models.base import GenerativeModel, Phase
 from artforge.models.blocks import check_image_size, group_count, reject_options, stage_sizes
 from artforge.text import TextFields, check_text_fields, condition_vectors, make_conditioner
 
+from ..errors import ConfigError, InternalError
+
 Prediction = Literal["eps", "v"]
 
 
@@ -58,22 +60,22 @@ class DiffusionConfig(TextFields):
         check_image_size(self.height, self.width, self.channels)
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
         if not self.channel_mult or min(self.channel_mult) < 1:
-            raise ValueError(f"channel_mult must be positive integers, got {self.channel_mult}")
+            raise ConfigError(f"channel_mult must be positive integers, got {self.channel_mult}")
         levels = len(stage_sizes(self.height, self.width))
         if len(self.channel_mult) > levels:
-            raise ValueError(
+            raise ConfigError(
                 f"channel_mult has {len(self.channel_mult)} levels but a {self.width}x{self.height} "
                 f"image allows at most {levels} (halving until a side is <= 4)"
             )
         for name in ("base_channels", "res_blocks", "timesteps", "sample_steps"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.sample_steps > self.timesteps:
-            raise ValueError(f"sample_steps ({self.sample_steps}) must be <= timesteps ({self.timesteps})")
+            raise ConfigError(f"sample_steps ({self.sample_steps}) must be <= timesteps ({self.timesteps})")
         if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.min_snr_gamma < 0:
-            raise ValueError(f"min_snr_gamma must be >= 0, got {self.min_snr_gamma}")
+            raise ConfigError(f"min_snr_gamma must be >= 0, got {self.min_snr_gamma}")
 
 
 # -- schedule -------------------------------------------------------------------------------
@@ -90,7 +92,7 @@ def cosine_alpha_bar(timesteps: int, s: float = 0.008, max_beta: float = 0.999) 
 def ddim_timesteps(timesteps: int, steps: int) -> list[int]:
     """``steps`` indices into 0..T-1, from the noisiest (T-1) down, evenly spaced."""
     if not 1 <= steps <= timesteps:
-        raise ValueError(f"steps must be in [1, {timesteps}], got {steps}")
+        raise ConfigError(f"steps must be in [1, {timesteps}], got {steps}")
     return [round(x) for x in torch.linspace(timesteps - 1, 0, steps).tolist()]
 
 
@@ -206,7 +208,7 @@ class UNet(nn.Module):
         emb = self.time_mlp(timestep_embedding(t, self.base))  # (B, E)
         if self.cond_mlp is not None:
             if cond is None:
-                raise ValueError("this U-Net is text-conditioned: pass cond (B, text_dim)")
+                raise InternalError("this U-Net is text-conditioned: pass cond (B, text_dim)")
             emb = emb + self.cond_mlp(cond)
         h = self.stem(x)
         hs = [h]
@@ -272,7 +274,7 @@ class Diffusion(GenerativeModel):
         self, phase: str, batch: Tensor, step: int, text: list[str] | None = None
     ) -> dict[str, Tensor]:
         if phase != "main":
-            raise ValueError(f"unknown phase {phase!r}; this model has ['main']")
+            raise InternalError(f"unknown phase {phase!r}; this model has ['main']")
         b = batch.shape[0]
         t = self.batch_randint(self.config.timesteps, b, device=batch.device)
         eps = self.batch_randn(b, *batch.shape[1:], device=batch.device)
@@ -358,7 +360,7 @@ class Diffusion(GenerativeModel):
         if cond is None:
             cond = self.condition(prompt, n)
         elif self.text is None:
-            raise ValueError("this run was trained without captions, so it takes no condition")
+            raise ConfigError("this run was trained without captions, so it takes no condition")
         g = self.config.guidance if guidance is None else float(guidance)
         self.option_ranges["guidance"].check("guidance", g)
         if cond is not None:

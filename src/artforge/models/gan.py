@@ -43,6 +43,8 @@ from artforge.models.blocks import (
 )
 from artforge.text import TextFields, check_text_fields, condition_vectors, make_conditioner
 
+from ..errors import ConfigError, InternalError
+
 GanLoss = Literal["bce", "mse", "hinge", "wgan-gp"]
 DNorm = Literal["spectral", "batch", "none"]
 GNorm = Literal["batch", "pixel", "none"]
@@ -95,6 +97,11 @@ class GANConfig(TextFields):
     # features (mean squared error, this weight, in D's loss), so D must describe the whole
     # image rather than memorise a few cues; 0 = off
     recon_weight: float = 0.0
+    # minibatch standard deviation (Karras et al. 2018, StyleGAN2's D): D's last feature map
+    # gains one channel, the mean over features of their standard deviation across groups of
+    # this many images, so D can tell a batch of look-alikes from a varied real one and G is
+    # pushed to cover more of the data (4 in StyleGAN2); 0 = off
+    mbstd: int = bounded(0, 256)
 
     def __post_init__(self) -> None:
         check_bounds(self, "model")
@@ -102,29 +109,31 @@ class GANConfig(TextFields):
         check_text_fields(self)
         check_image_size(self.height, self.width, self.channels)
         if self.loss == "wgan-gp" and self.d_norm == "batch":
-            raise ValueError(
+            raise ConfigError(
                 "loss 'wgan-gp' needs a discriminator without batch norm (the gradient penalty is "
                 "per sample); use d_norm 'spectral' or 'none'"
             )
         _check_positive(self, "latent_dim", "base_channels", "max_channels", "d_steps", "r1_every", "depth")
         if self.max_channels < self.base_channels:
-            raise ValueError(
+            raise ConfigError(
                 f"max_channels ({self.max_channels}) must be >= base_channels ({self.base_channels})"
             )
         if self.g_base_channels < 0:
-            raise ValueError(f"g_base_channels must be >= 0 (0 = base_channels), got {self.g_base_channels}")
+            raise ConfigError(f"g_base_channels must be >= 0 (0 = base_channels), got {self.g_base_channels}")
         weights = ("gp_weight", "r1_gamma", "lecam_weight", "mode_seeking", "mismatch_weight", "recon_weight")
         if min(getattr(self, name) for name in weights) < 0:
-            raise ValueError(f"{', '.join(weights)} must each be >= 0")
+            raise ConfigError(f"{', '.join(weights)} must each be >= 0")
+        if self.mbstd < 0:
+            raise ConfigError(f"mbstd is a group size (0 = off), got {self.mbstd}")
         if not 0 <= self.lecam_decay < 1:
-            raise ValueError(f"lecam_decay must be in [0, 1), got {self.lecam_decay}")
+            raise ConfigError(f"lecam_decay must be in [0, 1), got {self.lecam_decay}")
         parse_policy(self.augment)
         if not 0 <= self.augment_p <= 1:
-            raise ValueError(f"augment_p must be in [0, 1], got {self.augment_p}")
+            raise ConfigError(f"augment_p must be in [0, 1], got {self.augment_p}")
         if not 0 <= self.ada_target < 1:
-            raise ValueError(f"ada_target must be in [0, 1), got {self.ada_target}")
+            raise ConfigError(f"ada_target must be in [0, 1), got {self.ada_target}")
         if self.ada_images < 1:
-            raise ValueError(f"ada_images must be at least 1, got {self.ada_images}")
+            raise ConfigError(f"ada_images must be at least 1, got {self.ada_images}")
 
 
 @dataclass
@@ -142,23 +151,23 @@ class DCGANConfig:
     def __post_init__(self) -> None:
         check_bounds(self, "model")
         if self.loss == "wgan-gp":
-            raise ValueError("dcgan's discriminator uses batch norm, so no wgan-gp; use --model gan")
+            raise ConfigError("dcgan's discriminator uses batch norm, so no wgan-gp; use --model gan")
         check_choices(self, "loss")
         s = self.height
         if self.height != self.width or s < 16 or s & (s - 1):
-            raise ValueError(
+            raise ConfigError(
                 f"dcgan needs a square power-of-two size >= 16 (16, 32, 64, 128, ...), got "
                 f"{self.width}x{self.height} (width x height); use --model gan for other sizes"
             )
         if self.channels < 1:
-            raise ValueError(f"channels must be at least 1, got {self.channels}")
+            raise ConfigError(f"channels must be at least 1, got {self.channels}")
         _check_positive(self, "latent_dim", "ngf", "ndf", "d_steps")
 
 
 def _check_positive(obj: Any, *names: str) -> None:
     for name in names:
         if getattr(obj, name) < 1:
-            raise ValueError(f"{name} must be at least 1, got {getattr(obj, name)}")
+            raise ConfigError(f"{name} must be at least 1, got {getattr(obj, name)}")
 
 
 # -- shared training logic ------------------------------------------------------------------
@@ -280,7 +289,7 @@ class _Adversarial(GenerativeModel):
     def _extra_step(
         self, phase: str, batch: Tensor, step: int, text: list[str] | None = None
     ) -> dict[str, Tensor]:
-        raise ValueError(f"unknown phase {phase!r}; this model has {[p.name for p in self.phases()]}")
+        raise InternalError(f"unknown phase {phase!r}; this model has {[p.name for p in self.phases()]}")
 
     def sample_latents(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return torch.randn(n, self.config.latent_dim, generator=generator)  # (n, D), on the CPU
@@ -310,7 +319,7 @@ class _Adversarial(GenerativeModel):
         if cond is None:
             cond = self.condition(prompt, z.shape[0])
         elif not self.conditional:
-            raise ValueError("this run was trained without captions, so it takes no condition")
+            raise ConfigError("this run was trained without captions, so it takes no condition")
         return self._g(z * truncation, None if cond is None else cond.to(self.device))
 
 
@@ -360,7 +369,8 @@ class Discriminator(nn.Module):
         self.body = DownStack(c.channels, sizes, chans, norm=c.d_norm, act="lrelu", depth=c.depth)
         h, w = sizes[-1]
         feat_dim = chans[-1] * h * w
-        self.head = nn.Linear(feat_dim, 1)
+        self.mbstd = c.mbstd
+        self.head = nn.Linear(feat_dim + (h * w if c.mbstd else 0), 1)
         # text runs: a projection discriminator (Miyato & Koyama 2018) adds <embed(caption), features>
         self.text = make_conditioner(c)
         self.embed = nn.Linear(self.text.dim, feat_dim, bias=False) if self.text is not None else None
@@ -372,14 +382,30 @@ class Discriminator(nn.Module):
         """Logits (B,); with ``recon``, also the decoder's half-size image (B, C, h1, w1)."""
         fmap = self.body(x)  # (B, C_k, h_k, w_k)
         feats = fmap.flatten(1)  # (B, F)
-        out = self.head(feats).squeeze(1)  # (B,)
+        if self.mbstd:
+            spread = minibatch_std(fmap, self.mbstd).flatten(1)  # (B, h_k * w_k)
+            out = self.head(torch.cat([feats, spread], 1)).squeeze(1)  # (B,)
+        else:
+            out = self.head(feats).squeeze(1)  # (B,)
         if self.embed is not None and cond is not None:
             out = out + (self.embed(cond.to(feats.dtype)) * feats).sum(1)
         if recon:
             if self.decoder is None:
-                raise ValueError("this discriminator has no decoder (recon_weight is 0)")
+                raise InternalError("this discriminator has no decoder (recon_weight is 0)")
             return out, self.decoder(fmap)
         return out
+
+
+def minibatch_std(fmap: Tensor, group: int) -> Tensor:
+    """(B, 1, h, w): for each image, the standard deviation of every feature across its group
+    of images (consecutive images; the largest divisor of B up to ``group``), averaged over the
+    channels (StyleGAN2's layer with one channel). One image alone scores 0."""
+    b, c, h, w = fmap.shape
+    g = max(d for d in range(1, min(group, b) + 1) if b % d == 0)
+    y = fmap.float().reshape(g, b // g, c, h, w)  # (G, M, C, h, w): image i is in group i % M
+    y = (y.var(0, unbiased=False) + 1e-8).sqrt()  # (M, C, h, w)
+    y = y.mean(1, keepdim=True)  # (M, 1, h, w)
+    return y.repeat(g, 1, 1, 1).to(fmap.dtype)  # (B, 1, h, w)
 
 
 def _decoder(sizes: list[tuple[int, int]], chans: list[int], out_channels: int) -> nn.Sequential:

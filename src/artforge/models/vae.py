@@ -26,6 +26,8 @@ from artforge.models.blocks import (
 )
 from artforge.text import TextFields, check_text_fields, condition_vectors, make_conditioner
 
+from ..errors import ConfigError, InternalError
+
 Recon = Literal["mse", "bce"]
 VNorm = Literal["group", "batch", "none"]
 
@@ -60,15 +62,15 @@ class VAEConfig(TextFields):
         check_image_size(self.height, self.width, self.channels)
         for name in ("latent_dim", "base_channels", "max_channels"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_channels < self.base_channels:
-            raise ValueError(
+            raise ConfigError(
                 f"max_channels ({self.max_channels}) must be >= base_channels ({self.base_channels})"
             )
         if not self.sigma > 0:
-            raise ValueError(f"sigma must be positive, got {self.sigma}")
+            raise ConfigError(f"sigma must be positive, got {self.sigma}")
         if self.beta < 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta}")
+            raise ConfigError(f"beta must be >= 0, got {self.beta}")
 
 
 class Encoder(nn.Module):
@@ -163,7 +165,7 @@ class VAE(GenerativeModel):
         self, phase: str, batch: Tensor, step: int, text: list[str] | None = None
     ) -> dict[str, Tensor]:
         if phase != "main":
-            raise ValueError(f"unknown phase {phase!r}; this model has ['main']")
+            raise InternalError(f"unknown phase {phase!r}; this model has ['main']")
         cond = None
         if self.text is not None:
             captions = self.training_captions(text, batch.shape[0], self.config.cond_drop)
@@ -207,6 +209,6 @@ class VAE(GenerativeModel):
         if cond is None:
             cond = self.condition(prompt, z.shape[0])
         elif self.text is None:
-            raise ValueError("this run was trained without captions, so it takes no condition")
+            raise ConfigError("this run was trained without captions, so it takes no condition")
         z = z * temperature
         return self._to_image(self.decoder(z) if cond is None else self.decoder(z, cond.to(self.device)))

@@ -48,6 +48,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
 from ..config import Range
+from ..errors import Conflict, UserError, http_status
 from ..runfolder import CONFIG_NAME
 from . import favourites, gallery, jobs, safety, worker
 from .jobs import JobManager
@@ -178,7 +179,7 @@ def run_size(run_path: Path) -> tuple[int, int]:
     data = cfg.get("data") or {}
     h, w = data.get("height"), data.get("width")
     if not isinstance(h, int) or not isinstance(w, int):
-        raise safety.Conflict("this run's config.json has no image size")
+        raise Conflict("this run's config.json has no image size")
     return h, w
 
 
@@ -351,7 +352,7 @@ async def create_images(request: Request, kind: str) -> Response:
     s, body, path = await run_request(request, MAX_UPLOAD_BODY)
     cfg = gallery.read_json(path / CONFIG_NAME) or {}
     if gallery.modality(cfg) == "audio":
-        raise safety.Conflict(f"{path.name} is a sound run; {kind} takes pictures")
+        raise Conflict(f"{path.name} is a sound run; {kind} takes pictures")
     h, w = run_size(path)
     options = sample_options(body)
     n = safety.get_int(body, "n", 4, 1, safety.MAX_CREATE)
@@ -380,7 +381,7 @@ async def project(request: Request) -> Response:
     s, body, path = await run_request(request, MAX_UPLOAD_BODY)
     cfg = gallery.read_json(path / CONFIG_NAME) or {}
     if gallery.modality(cfg) == "audio" or cfg.get("family") not in ("gan", "dcgan", "vae"):
-        raise safety.Conflict(
+        raise Conflict(
             f"projection works for gan, dcgan and vae picture runs, not this {cfg.get('family', '?')} "
             f"{gallery.modality(cfg)} run; img2img varies a picture with any family"
         )
@@ -449,7 +450,7 @@ async def novelty(request: Request) -> Response:
     h, w = run_size(path)
     options = sample_options(body)
     if gallery.modality(gallery.read_json(path / CONFIG_NAME) or {}) == "audio":
-        raise safety.Conflict(
+        raise Conflict(
             "the novelty view compares pictures by the FID network's features; a sound run has none "
             "(artforge eval RUN measures a sound run: docs/audio.md)"
         )
@@ -500,23 +501,21 @@ async def files(request: Request) -> Response:
 # -- errors ---------------------------------------------------------------------------------
 
 
-async def studio_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, StudioError)
-    return JSONResponse({"error": str(exc)}, status_code=exc.status)
-
-
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
 async def user_error(request: Request, exc: Exception) -> Response:
-    """artforge's own refusals (a run it cannot load, an option it does not take): 409."""
-    return JSONResponse({"error": str(exc)}, status_code=409)
+    """The user's mistake (errors.is_user_error: a UserError, or an OSError for a file the
+    request named): its own status (400, 404, 409...) with the message, as the command line
+    prints it."""
+    return JSONResponse({"error": str(exc)}, status_code=http_status(exc))
 
 
 async def server_error(request: Request, exc: Exception) -> Response:
-    """A fault in the studio: logged with its traceback, answered without one."""
+    """Anything else is a bug (an InternalError, a library's ValueError, a KeyError...): logged
+    with its traceback, answered 500 without one."""
     log.error("error in %s %s", request.method, request.url.path, exc_info=exc)
     return PlainTextResponse(
         json.dumps({"error": f"internal error ({type(exc).__name__}); see the studio's log"}),
@@ -582,11 +581,10 @@ def create_app(
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     handlers = {
-        StudioError: studio_error,
         HTTPException: http_error,
-        ValueError: user_error,
-        FileNotFoundError: user_error,
-        Exception: server_error,
+        UserError: user_error,  # errors.py's rule, the command line's: a user error...
+        OSError: user_error,
+        Exception: server_error,  # ...or a bug
     }
     allowed = LOOPBACK | {host} if is_loopback(host) else None
     app = Starlette(

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..errors import Conflict
 from ..io import write_json
-from .safety import Conflict
 
 FILE = "favourites.json"
 MAX_FAVOURITES = 1000  # seeds starred in one run

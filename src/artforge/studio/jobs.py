@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Range, Setting, settings
+from ..errors import Conflict, NotFound, UserError
 from ..io import write_json
 from ..runfolder import CONFIG_NAME, METRICS, WEIGHTS_NAME
-from .safety import BadRequest, Conflict, NotFound, StudioError, get_float, get_int, new_name, run_dir
+from .safety import BadRequest, StudioError, get_float, get_int, new_name, run_dir
 
 STATE_DIR = ".studio"
 LOG_TAIL = 4000  # characters of a job's log sent to the page
@@ -234,7 +235,7 @@ def _check_size(model: str, height: int, width: int, channels: int | None, batch
         given["train.batch_size"] = batch_size
     try:
         resolve_run(given)
-    except ValueError as e:
+    except UserError as e:  # a setting the form gave that cannot be trained; a bug stays a bug
         raise BadRequest(str(e)) from None
 
 

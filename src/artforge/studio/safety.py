@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError, NotFound, UserError
 from ..runfolder import CONFIG_NAME
 
 # Bounds on one request. A request's images also share a pixel budget, so a large run gets
@@ -31,29 +32,20 @@ MAX_SAMPLE_STEPS = 250  # DDIM steps one request may ask (the model takes up to 
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
 
 
-class StudioError(Exception):
-    """A request the studio refuses; ``status`` is the HTTP status, the message is shown."""
-
-    status = 400
+class StudioError(UserError):
+    """A request the studio refuses with a status of its own (413, 415, 503...): the user's to
+    fix or retry, answered with the message and ``http_status``."""
 
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
         if status is not None:
-            self.status = status
+            self.http_status = status
 
 
-class BadRequest(StudioError):
-    status = 400
+class BadRequest(StudioError, ConfigError):
+    """A value in the request the studio cannot take (HTTP 400)."""
 
-
-class NotFound(StudioError):
-    status = 404
-
-
-class Conflict(StudioError):
-    """The request is well formed but the run's state does not allow it (e.g. data missing)."""
-
-    status = 409
+    http_status = 400
 
 
 # -- paths ----------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from .. import create as cr
 from ..api import load
 from ..audio import write_wav
 from ..data import load_images
-from ..errors import ConfigError
+from ..errors import ConfigError, Conflict
 from ..metrics.inception import find_inception
 from ..metrics.reference import Reference
 from ..runfolder import GENERATED, WEIGHTS_NAME
@@ -55,7 +55,7 @@ from ..sample import (
     seed_names,
 )
 from ..sample import generate as decode  # this module's generate() is the studio's job
-from .safety import BadRequest, Conflict, StudioError
+from .safety import BadRequest, StudioError
 
 log = logging.getLogger(__name__)
 
@@ -485,15 +485,13 @@ def create(
     extra = sorted(set(opts) - {"steps", "guidance", "prompt"})
     if extra:
         raise BadRequest(f"{kind} takes steps, guidance and prompt (diffusion), not {', '.join(extra)}")
-    try:  # the user's files: a bad one is their mistake (400), named, not the model's (409)
-        picture = cr.load_image(image, run.config.data, name="the uploaded image")
-        fill = None
-        if kind == "inpaint" and isinstance(mask, str):
-            fill = cr.box_mask(mask, run.config.data)
-        elif kind == "inpaint":
-            fill = cr.load_mask(mask or b"", run.config.data, name="the uploaded mask")
-    except ValueError as e:
-        raise BadRequest(str(e)) from None
+    # the user's files: a bad one is a DataError (400) naming it
+    picture = cr.load_image(image, run.config.data, name="the uploaded image")
+    fill = None
+    if kind == "inpaint" and isinstance(mask, str):
+        fill = cr.box_mask(mask, run.config.data)
+    elif kind == "inpaint":
+        fill = cr.load_mask(mask or b"", run.config.data, name="the uploaded mask")
     if fill is None:
         images = run.img2img(picture, strength, n, seed=seed, **opts)
     else:
@@ -519,10 +517,7 @@ def project(
     extra = sorted(set(opts) - {"prompt"})
     if extra:
         raise BadRequest(f"project takes a prompt (text runs), not {', '.join(extra)}")
-    try:
-        picture = cr.load_image(image, run.config.data, name="the uploaded image")
-    except ValueError as e:
-        raise BadRequest(str(e)) from None
+    picture = cr.load_image(image, run.config.data, name="the uploaded image")  # a bad one: 400
     proj = run.project(picture, steps=steps, seed=seed, prompt=opts.get("prompt"))
     out = new_output_dir(run_path, "project")
     run.write_projection(proj, out, image="upload", steps=steps, seed=seed, run=run_path.name)

@@ -24,6 +24,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
+
 TextEncoderName = Literal["none", "hash", "minilm"]
 TEXT_ENCODERS = ("none", "hash", "minilm")
 
@@ -43,11 +45,11 @@ class TextFields:
 
 def check_text_fields(c: TextFields) -> None:
     if c.text_encoder not in TEXT_ENCODERS:
-        raise ValueError(f"text_encoder must be one of {list(TEXT_ENCODERS)}, got {c.text_encoder!r}")
+        raise ConfigError(f"text_encoder must be one of {list(TEXT_ENCODERS)}, got {c.text_encoder!r}")
     if c.text_dim < 1 or c.text_buckets < 1:
-        raise ValueError(f"text_dim and text_buckets must be positive, got {c.text_dim}, {c.text_buckets}")
+        raise ConfigError(f"text_dim and text_buckets must be positive, got {c.text_dim}, {c.text_buckets}")
     if not 0 <= c.cond_drop < 1:
-        raise ValueError(f"cond_drop must be in [0, 1), got {c.cond_drop}")
+        raise ConfigError(f"cond_drop must be in [0, 1), got {c.cond_drop}")
 
 
 def hash_features(text: str, buckets: int) -> list[int]:
@@ -68,7 +70,7 @@ class TextConditioner(nn.Module):
     def __init__(self, kind: str, dim: int = 64, buckets: int = 1 << 13) -> None:
         super().__init__()
         if kind not in ("hash", "minilm"):
-            raise ValueError(f"text_encoder must be one of {list(TEXT_ENCODERS)}, got {kind!r}")
+            raise ConfigError(f"text_encoder must be one of {list(TEXT_ENCODERS)}, got {kind!r}")
         self.kind = kind
         self.buckets = buckets
         if kind == "hash":
@@ -130,7 +132,7 @@ def condition_vectors(
     prompts = as_prompts(prompt, n)
     if text is None:
         if prompts is not None:
-            raise ValueError("this run was trained without captions, so it takes no prompt")
+            raise ConfigError("this run was trained without captions, so it takes no prompt")
         return None
     return text(prompts if prompts is not None else [""] * n, device)
 
@@ -143,5 +145,5 @@ def as_prompts(prompt: str | list[str] | None, n: int) -> list[str] | None:
         return [prompt] * n
     prompts = list(prompt)
     if len(prompts) != n:
-        raise ValueError(f"got {len(prompts)} prompts for {n} images; give one, or one per image")
+        raise ConfigError(f"got {len(prompts)} prompts for {n} images; give one, or one per image")
     return prompts

@@ -1,7 +1,9 @@
 """Batches from the decoded uint8 cache: seeded shuffling, optional flips, no decoding.
 
 Batch ``step`` is a pure function of (seed, step), so a resumed run sees exactly the batches
-an uninterrupted one would, with no loader state to save.
+an uninterrupted one would, with no loader state to save. With per-image ``weights``
+(``group_weights``: rare groups drawn more often) each batch is drawn with replacement from a
+generator seeded by (seed, step), so that holds as well.
 
 On a GPU the uint8 cache is copied to the device once when it fits (``place``), and each
 batch is gathered there: the host only draws the indices and flips, for a chunk of steps at
@@ -11,8 +13,29 @@ pinned host memory and each batch is gathered on the host and copied without wai
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
+
 import torch
 from torch import Tensor
+
+from ..errors import ConfigError
+
+
+def group_weights(groups: Sequence[Hashable | None], mode: str) -> Tensor:
+    """Per-image sampling weights (N,) float64 summing to 1 from each image's group (None: the
+    images without a group form one group of their own). "group": every group equally likely;
+    "sqrt": a group's share in proportion to the square root of its size (between uniform
+    images and uniform groups: rare groups drawn more often, the common ones still most)."""
+    if mode not in ("group", "sqrt"):
+        raise ConfigError(f"group sampling must be 'group' or 'sqrt', got {mode!r}")
+    if not groups:
+        raise ConfigError("group sampling needs at least one image")
+    counts: dict[Hashable | None, int] = {}
+    for g in groups:
+        counts[g] = counts.get(g, 0) + 1
+    n = torch.tensor([counts[g] for g in groups], dtype=torch.float64)  # (N,) size of my group
+    w = 1 / n if mode == "group" else 1 / n.sqrt()
+    return w / w.sum()
 
 
 class BatchStream:
@@ -27,10 +50,13 @@ class BatchStream:
         rank: int = 0,
         world: int = 1,
         memory_format: torch.memory_format = torch.contiguous_format,
+        weights: Tensor | None = None,
     ):
         assert images.dtype == torch.uint8 and images.dim() == 4, "expected uint8 (N, C, H, W)"
+        if weights is not None and weights.shape != (images.shape[0],):
+            raise ConfigError(f"{tuple(weights.shape)} sampling weights for {images.shape[0]} images")
         if batch_size % world:
-            raise ValueError(
+            raise ConfigError(
                 f"batch size {batch_size} must be divisible by the number of processes ({world})"
             )
         self.images = images
@@ -41,6 +67,7 @@ class BatchStream:
         self.rank, self.world = rank, world
         self.local_size = batch_size // world
         self.memory_format = memory_format  # channels_last when the model's weights are
+        self.weights = weights  # (N,) per-image probabilities, or None: epochs of permutations
         self._perm_epoch = -1
         self._perm = torch.empty(0, dtype=torch.long)
         self.cache = images  # where batches are gathered from (place() may move it)
@@ -68,7 +95,11 @@ class BatchStream:
         return self._perm
 
     def indices(self, step: int) -> Tensor:
-        """Dataset indices of batch ``step`` (crosses epoch boundaries; never a short batch)."""
+        """Dataset indices of batch ``step`` (crosses epoch boundaries; never a short batch);
+        with ``weights``, drawn with replacement from a generator seeded by (seed, step)."""
+        if self.weights is not None:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + 500_009 + step * 7_919)
+            return torch.multinomial(self.weights, self.batch_size, replacement=True, generator=g)
         start = step * self.batch_size
         out = []
         pos = start

@@ -24,11 +24,12 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
+from ..errors import Conflict, DataError, TrainingError
 from ..models.base import load_state_into, load_weights, save_weights
 from ..runfolder import METRICS, SAMPLES, STATE, STATE_OLD, STATE_TMP, WEIGHTS_NAME
 
 
-class SaveError(RuntimeError):
+class SaveError(TrainingError):
     """A checkpoint could not be written (e.g. the disk is full); the previous one is intact."""
 
 
@@ -212,14 +213,14 @@ def results_in(run_dir: Path) -> list[str]:
 
 def check_resumable(run_dir: Path) -> bool:
     """True if ``run_dir`` has a checkpoint to resume; False if it holds nothing a start from
-    step 0 would lose. Otherwise raise ValueError naming what is missing: --resume never
+    step 0 would lose. Otherwise raise Conflict naming what is missing: --resume never
     replaces a run's weights, log or grids."""
     if state_dir(run_dir) is not None:
         return True
     results = results_in(run_dir)
     if not results:
         return False
-    raise ValueError(
+    raise Conflict(
         f"cannot resume {run_dir}: {missing_state(run_dir)}. Nothing was changed ({', '.join(results)} "
         "kept as they are). To train this run again from step 0, replacing them, use --restart; "
         "or train into a new --out"
@@ -239,19 +240,19 @@ def _read_trainer_state(path: Path) -> dict[str, Any]:
     except pickle.UnpicklingError as e:
         found = _UNSAFE_GLOBAL.search(str(e))
         what = f" ({found.group(1)})" if found else ""
-        raise ValueError(
+        raise DataError(
             f"{path}: cannot read trainer state: it holds Python objects{what}, not only tensors and "
             "numbers, so it is not an artforge checkpoint; refused without loading it"
         ) from None
     except Exception as e:  # noqa: BLE001 - any other failure means a broken file
         first = str(e).strip().split(". ")[0].splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise ValueError(
+        raise DataError(
             f"{path}: cannot read trainer state ({first}); the file is damaged or not an artforge checkpoint"
         ) from None
     need = {"step": int, "images_seen": int, "elapsed": float | int, "optimizers": dict}
     need["rng_cpu"] = torch.Tensor
     if not isinstance(ts, dict) or any(not isinstance(ts.get(k), t) for k, t in need.items()):
-        raise ValueError(f"{path}: cannot read trainer state (not an artforge checkpoint: fields missing)")
+        raise DataError(f"{path}: cannot read trainer state (not an artforge checkpoint: fields missing)")
     return ts
 
 
@@ -275,7 +276,7 @@ def load_checkpoint(
     ts = _read_trainer_state(d / "trainer.pt")
     missing = sorted(set(optimizers) - set(ts["optimizers"]))
     if missing:
-        raise ValueError(f"{d}: no optimiser state for group(s) {missing}")
+        raise DataError(f"{d}: no optimiser state for group(s) {missing}")
     for k, opt in optimizers.items():
         opt.load_state_dict(ts["optimizers"][k])
     if scaler is not None and ts.get("scaler"):

@@ -31,6 +31,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from ..errors import InternalError
+
 log = logging.getLogger(__name__)
 
 
@@ -158,7 +160,7 @@ def check_identical(d: Dist, module: nn.Module, device: torch.device) -> None:
         gathered = [torch.zeros_like(local) for _ in range(d.world)]
         dist.all_gather(gathered, local)
     if any(not torch.equal(g, gathered[0]) for g in gathered[1:]):
-        raise RuntimeError(
+        raise InternalError(
             f"the {d.world} processes' weights differ ({[g.tolist() for g in gathered]}); "
             "this is a bug in data-parallel training, please report it"
         )

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import DataError
 from ..io import replacing, write_bytes
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class Logbook:
         if not self.path.exists():
             return
         if not self.path.is_file():  # a FIFO or /dev/zero would never end
-            raise ValueError(
+            raise DataError(
                 f"{self.path}: not a regular file, so the log cannot be continued; move it away "
                 "and resume again (nothing was changed)"
             )

@@ -22,10 +22,10 @@ from torch import nn
 
 from ..config import RunConfig
 from ..data import ImageSet, load_images
-from ..data.captions import read_captions
+from ..data.captions import groups_if_any, read_captions
 from ..data.holdout import is_held_out
 from ..device import resolve_device
-from ..errors import TrainingError
+from ..errors import ConfigError, Conflict, DataError, TrainingError  # TrainingError: importable from here
 from ..io import write_json
 from ..models.base import GenerativeModel
 from ..optim import EMA, build_optimizer
@@ -44,7 +44,7 @@ from ..runs import write_config
 from ..sample import generate, latents_for_seed, save_grid
 from . import distributed
 from .backends import CompileFailures, compile_model, configure_backends
-from .batches import BatchStream
+from .batches import BatchStream, group_weights
 from .budget import Budget, Speed, clock, out_of_time
 from .checkpoint import (
     SaveError,
@@ -107,7 +107,7 @@ class Trainer:
         # the complete config (unchanged from resolve.resolve_run) and the model, built once
         self.cfg, model = config_and_model(cfg)  # weights from the seeded RNG
         if cfg.train.batch_size % self.dist.world:
-            raise ValueError(
+            raise ConfigError(
                 f"--batch-size {cfg.train.batch_size} must be divisible by the number of processes "
                 f"({self.dist.world}); it is the global batch, split evenly"
             )
@@ -120,7 +120,7 @@ class Trainer:
         if self.cfg.data.holdout > 0:  # kept out of training, so eval can use them as unseen
             keep = [not is_held_out(n, self.cfg.data.holdout) for n in data.names]
             if not any(keep):
-                raise ValueError(f"--data.holdout={self.cfg.data.holdout} leaves no image to train on")
+                raise ConfigError(f"--data.holdout={self.cfg.data.holdout} leaves no image to train on")
             data = data.subset(keep)
         self.data = data
         self.model: GenerativeModel = model.to(self.device)
@@ -157,6 +157,7 @@ class Trainer:
             self.dist.rank,
             self.dist.world,
             memory_format=self.memory_format,
+            weights=self._sampling_weights(),
         )
         where = self.batches.place(self.device)
         if self.device.type == "cuda":
@@ -170,12 +171,28 @@ class Trainer:
         self.saved_step: int | None = None  # step of the last checkpoint written (the rollback target)
         self.rollbacks: list[dict] = []  # type: ignore[type-arg]  # divergences survived so far
 
+    def _sampling_weights(self) -> torch.Tensor | None:
+        """Per-image probabilities for ``data.sampling`` "group" / "sqrt" (None: "uniform")."""
+        mode = self.cfg.data.sampling
+        if mode == "uniform":
+            return None
+        root = self.data.root or self.cfg.data.path
+        groups = groups_if_any(root, self.data.names, self.cfg.data.captions)
+        if groups is None:
+            raise ConfigError(
+                f"{self.cfg.data.path}: data.sampling={mode} evens out groups, but the images have no "
+                "groups: put them in sub-folders (with --captions folder) or give captions.jsonl "
+                'a "group" field'
+            )
+        log.info("data.sampling=%s: %d groups", mode, len(set(groups)))
+        return group_weights(groups, mode)
+
     def _read_captions(self) -> list[str] | None:
         if not getattr(self.model, "conditional", False):
             return None
         caps = read_captions(self.data.root or self.cfg.data.path, self.data.names, self.cfg.data.captions)
         if len(caps.uncaptioned) == len(caps.texts):
-            raise ValueError(
+            raise DataError(
                 f"{self.cfg.data.path}: no image has a caption (source: {caps.source}); a text-conditioned "
                 "model needs captions.jsonl, NAME.txt sidecars or descriptive file names"
             )
@@ -264,7 +281,7 @@ class Trainer:
     def _check_folder(self, resume: bool, overwrite: bool) -> bool:
         """Refuse to start over a run unless told to; whether to resume after all."""
         if not resume and (self.run_dir / CONFIG_NAME).exists() and not overwrite:
-            raise ValueError(
+            raise Conflict(
                 f"{self.run_dir} already holds a run; continue it with --resume, "
                 "or pick another --out (or --overwrite to replace it)"
             )
