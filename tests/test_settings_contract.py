@@ -255,6 +255,7 @@ FLAGS = [
 # flag dest -> the dotted config path it sets (cli.TRAIN_FLAGS, frozen)
 PATHS = {
     "data": "data.path",
+    "size": "data.size",
     "fit": "data.fit",
     "background": "data.background",
     "hflip": "data.hflip",
@@ -422,7 +423,7 @@ def test_every_config_flag_keeps_its_suppressed_default():
 
 def test_flag_paths_are_frozen():
     assert cli.TRAIN_FLAGS == PATHS
-    assert {f[1] for f in FLAGS} - {"help", "config", "size", "out", "resume", "restart", "overwrite"} - {
+    assert {f[1] for f in FLAGS} - {"help", "config", "out", "resume", "restart", "overwrite"} - {
         "dry_run"
     } == set(PATHS)
 
@@ -455,7 +456,6 @@ def test_aliases_are_the_ones_documented():
         "train.momentum": "optim.momentum",
         "train.weight_decay": "optim.weight_decay",
         "train.clip": "optim.clip",
-        "data.size": None,
         "model.name": "family",
     }
 

@@ -8,6 +8,7 @@ import torch
 
 from artforge import api
 from artforge.cli import main
+from artforge.errors import DataError
 from artforge.resolve import resolve_run
 from artforge.runs import load_model
 from artforge.training import Trainer
@@ -199,3 +200,36 @@ def test_a_run_folder_written_before_loads_samples_and_resumes(tmp_path):
     ).train()
     a, b = api.load(run, device="cpu").model.state_dict(), api.load(straight, device="cpu").model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_config_json_stores_the_size_once_and_a_copy_that_disagrees_is_refused(tmp_path, capsys):
+    run = tmp_path / "old"
+    given = {k: v for k, v in OLD_CONFIG.items() if k not in ("artforge_version", "format_version")}
+    Trainer(resolve_run(config=given), run, progress=False).train()
+    saved = json.loads((run / "config.json").read_text())
+    assert (saved["data"]["height"], saved["data"]["width"]) == (16, 24)
+    assert "height" not in saved["model"] and "width" not in saved["model"] and "size" not in saved["data"]
+
+    wider = {**OLD_CONFIG, "model": {**OLD_CONFIG["model"], "width": 32}}
+    (run / "config.json").write_text(json.dumps(wider))
+    with pytest.raises(DataError, match=r"config\.json: model\.width 32 disagrees with data\.width 24"):
+        load_model(run)
+    rc = main(["-q", "sample", str(run), "-n", "2", "--out", str(tmp_path / "g.png")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "model.width 32 disagrees" in err and err.count("\n") == 1
+
+
+def test_a_later_layer_wins_over_an_earlier_size(capsys, tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text("[data]\nsize = 32\n")
+    cfg = dry_run(capsys, "--config", str(toml), "--data.height=48")
+    assert (cfg["data"]["height"], cfg["data"]["width"]) == (48, 32)
+    cfg = dry_run(capsys, "--size", "40", "--data.width=24")
+    assert (cfg["data"]["height"], cfg["data"]["width"]) == (40, 24)
+
+
+@pytest.mark.parametrize("argv", [["data", "emoji", "--out", "x"], ["bench", "--out", "x"]])
+def test_other_commands_read_their_size_with_the_same_bound(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--size", "4097"])
+    assert e.value.code == 2 and "image size must be at most 4096x4096" in capsys.readouterr().err

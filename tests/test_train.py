@@ -55,7 +55,7 @@ def test_run_folder_contents(tmp_path):
         assert (run / name).is_file(), name
     assert not [f for f in run.rglob("*") if ".tmp" in f.name]  # io.py's temp names, state.tmp/
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["family"] == "gan" and cfg["model"]["height"] == 16
+    assert cfg["family"] == "gan" and cfg["data"]["height"] == 16 and "height" not in cfg["model"]
     assert set(cfg["optim_groups"]) == {"G", "D"}  # resolved per group
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [2, 4]

@@ -16,8 +16,7 @@ import sys
 
 from . import __version__
 from .commands import COMMANDS, by_name
-from .commands.common import parse_size
-from .config import TRAIN_FLAGS, check_device, printable
+from .config import TRAIN_FLAGS, check_device, parse_size, printable
 
 __all__ = ["TRAIN_FLAGS", "build_parser", "main", "parse_size", "report"]
 

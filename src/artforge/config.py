@@ -46,15 +46,38 @@ ALIASES = {
     "train.momentum": "optim.momentum",
     "train.weight_decay": "optim.weight_decay",
     "train.clip": "optim.clip",
-    "data.size": None,  # handled like --size
     "model.name": "family",
 }
 
 
 # The image size a run may train at, pixels a side: the one bound the data config, every
-# family's model config and the size guard share (--size, --data.size, [data] size in TOML).
+# family's model config, parse_size (--size of every command, data.size) and the size guard share.
 MIN_SIDE = 8  # the networks halve down to 4 pixels; below 8 nothing is left to draw
 MAX_SIDE = 4096
+
+
+def check_sides(height: int, width: int) -> None:
+    """Refuse an image size outside [MIN_SIDE, MAX_SIDE] a side, naming it as WIDTHxHEIGHT."""
+    if min(height, width) < MIN_SIDE:
+        raise ConfigError(f"image size must be at least {MIN_SIDE}x{MIN_SIDE}, got {width}x{height}")
+    if max(height, width) > MAX_SIDE:
+        raise ConfigError(f"image size must be at most {MAX_SIDE}x{MAX_SIDE}, got {width}x{height}")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'64' -> (64, 64); '80x48' -> height 48, width 80 (width x height, like ImageMagick),
+    each side in [MIN_SIDE, MAX_SIDE]. The one reading of a size: data.size (``--size``,
+    ``--data.size=...``, ``[data] size`` in a config file) and every other command's --size."""
+    try:
+        if "x" in text.lower():
+            w, h = text.lower().split("x", 1)
+            height, width = int(h), int(w)
+        else:
+            height = width = int(text)
+    except ValueError:
+        raise ConfigError(f"bad size {text!r}: use N for NxN or WIDTHxHEIGHT like 80x48") from None
+    check_sides(height, width)
+    return height, width
 
 
 def bounded(default: Any, hi: int | float) -> Any:
@@ -210,6 +233,11 @@ class DataConfig:
     path: str = setting(
         "builtin", flag="--data", metavar="PATH", help="image folder, .zip, or builtin[:NAME]"
     )
+    # the image size as given: N or WIDTHxHEIGHT (parse_size), (height, width) once read. It
+    # sets height and width, the sides config.json stores, and is None after (never saved)
+    size: tuple[int, int] | None = setting(
+        None, flag=True, parse=parse_size, help="N or WIDTHxHEIGHT (default 64)"
+    )
     height: int = bounded(64, MAX_SIDE)  # pixels; any size, not only powers of two
     width: int = bounded(64, MAX_SIDE)
     # crop: fill and centre-crop; pad: fit inside and pad; stretch: resize
@@ -234,14 +262,10 @@ class DataConfig:
         check_choices(self, "fit", "cache", "captions", "modality", "sampling")
         if not 0 <= self.holdout < 1:
             raise ConfigError(f"holdout must be in [0, 1), got {self.holdout}")
-        if min(self.height, self.width) < MIN_SIDE:
-            raise ConfigError(
-                f"image size must be at least {MIN_SIDE}x{MIN_SIDE}, got {self.width}x{self.height}"
-            )
-        if max(self.height, self.width) > MAX_SIDE:
-            raise ConfigError(
-                f"image size must be at most {MAX_SIDE}x{MAX_SIDE}, got {self.width}x{self.height}"
-            )
+        if self.size is not None:
+            self.height, self.width = self.size
+            self.size = None
+        check_sides(self.height, self.width)
         check_bounds(self, "data")
 
 
@@ -425,7 +449,11 @@ class RunConfig:
     optim_groups: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {"D": {"lr": 4e-4}}
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The plain settings (config.json's tables); data.size, spread into data.height and
+        data.width when the config was built, is left out."""
+        d = dataclasses.asdict(self)
+        del d["data"]["size"]
+        return d
 
 
 # -- settings: what the CLI, resume rules and the studio's form are generated from -------------

@@ -6,13 +6,14 @@ the studio's check of a job before it starts. ``resolve_run`` applies, in this o
 
 1. the settings as given, later ones winning: a saved run's config.json (--resume, --restart)
    < a TOML/JSON config file < flags ({dotted path: value}) < ``--section.name=value`` words
-   (with config.ALIASES and ``--data.size``);
+   (with config.ALIASES); each layer's ``data.size`` becomes its data.height and data.width;
 2. defaults that depend on what was given: sound data gets 128 mel bands x 64 frames when no
    size was given; a device profile (profiles.py) fills what the user left unset, except on
    --resume, whose saved run already holds everything its profile filled in;
 3. the typed RunConfig (config.from_dict: unknown settings and bad values are refused);
 4. ``complete_config``: the modality of the data, the family's model config (every field
-   concrete, so config.json alone rebuilds the model), optimiser settings per parameter
+   concrete but the image size, which the model is built with from data.height and
+   data.width, so config.json alone rebuilds the model), optimiser settings per parameter
    group, EMA and budget defaults, and the size guard (runs.build_model on the meta device);
 5. on --resume, the rule that only config.RESUMABLE train settings may change.
 
@@ -35,13 +36,14 @@ from .config import (
     load_config_file,
     merge,
     parse_override,
+    parse_size,
     set_path,
 )
 from .errors import ConfigError, UsageError
 from .models import model_class
 from .models.base import GenerativeModel
 from .optim import resolve_optim
-from .runs import build_model, read_config
+from .runs import SIDES, build_model, read_config
 
 AUDIO_SIZE = (128, 64)  # (mel bands, frames): docs/audio.md, 64 bands lose much more in the round trip
 
@@ -98,16 +100,16 @@ def settings_dict(
     if config is not None:
         table = config if isinstance(config, Mapping) else load_config_file(config)
         d = merge(d, size_to_sides(dict(table)))
+    flags: dict[str, Any] = {}
     for path, value in given.items():
-        set_path(d, path, value)
+        set_path(flags, path, value)
+    words: dict[str, Any] = {}
     for word in overrides:
         if not word.startswith("--"):
             raise UsageError(f"unexpected argument {word!r}")
         key, value = parse_override(word)
-        if key == "data.size":  # a shorthand for data.height and data.width, never stored
-            d = merge(d, size_to_sides({"data": {"size": value}}))
-            continue
-        set_path(d, ALIASES.get(key, key) or key, value)
+        set_path(words, ALIASES.get(key, key), value)
+    d = merge(merge(d, size_to_sides(flags)), size_to_sides(words))
     if base is None:
         return d
     saved = base.to_dict()
@@ -119,30 +121,22 @@ def settings_dict(
     return merge(saved, d)
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'64' -> (64, 64); '80x48' -> height 48, width 80 (width x height, like ImageMagick).
-    The one reading of a size (``--size``, ``--data.size``, ``[data] size``); its bounds are
-    DataConfig's (config.MIN_SIDE, config.MAX_SIDE)."""
-    try:
-        if "x" in text.lower():
-            w, h = text.lower().split("x", 1)
-            return int(h), int(w)
-        return int(text), int(text)
-    except ValueError:
-        raise ConfigError(f"bad size {text!r}: use N for NxN or WIDTHxHEIGHT like 80x48") from None
-
-
 def size_to_sides(table: dict[str, Any]) -> dict[str, Any]:
-    """A settings table whose ``data.size`` (N, "N" or "WxH") is replaced by data.height and
-    data.width, the fields config.json stores."""
+    """A layer of settings (a config file, the flags, the ``--section.name=value`` words) with
+    its ``data.size`` replaced by data.height and data.width, the sides config.json stores, so
+    a later layer's height or width still wins over an earlier layer's size. The size is N or
+    "WIDTHxHEIGHT" (config.parse_size), or the (height, width) the --size flag read."""
     data = table.get("data")
     if not isinstance(data, dict) or "size" not in data:
         return table
     data = dict(data)
     size = data.pop("size")
-    if isinstance(size, bool) or not isinstance(size, int | str):
+    if isinstance(size, tuple):  # the --size flag's value, read by parse_size
+        data["height"], data["width"] = size
+    elif isinstance(size, int | str) and not isinstance(size, bool):
+        data["height"], data["width"] = parse_size(str(size))
+    else:
         raise ConfigError(f"data.size must be N or WIDTHxHEIGHT like 80x48, got {size!r}")
-    data["height"], data["width"] = parse_size(str(size))
     return {**table, "data": data}
 
 
@@ -187,7 +181,7 @@ def _filled_in(cfg: RunConfig, shapes: GenerativeModel) -> RunConfig:
     train = cfg.train.budget_defaulted()
     if train.ema is None:
         train = dataclasses.replace(train, ema=model_class(cfg.family).ema_default)
-    model = dataclasses.asdict(shapes.config)
+    model = {k: v for k, v in dataclasses.asdict(shapes.config).items() if k not in SIDES}
     return dataclasses.replace(cfg, model=model, optim_groups=optim, train=train)
 
 

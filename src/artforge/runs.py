@@ -33,6 +33,11 @@ from .version import __version__
 log = logging.getLogger(__name__)
 
 
+# The image size: stored once, as data.height and data.width; each family's model config is
+# given it by build_model. config.json files written by artforge 0.1 hold a copy in the model
+# table too, which read_config checks and drops.
+SIDES = ("height", "width")
+
 # Model settings whose default differs from how a run folder that lacks them was trained, per
 # family, with the value such a run had: config.json holds every setting, so a saved run
 # without one of these is rebuilt (and resumed) with the value here, as it was trained.
@@ -85,10 +90,18 @@ def read_config(run_dir: str | Path) -> RunConfig:
     if isinstance(model, dict) and isinstance(family, str):  # a run saved before a setting existed
         for name, value in ADDED_SETTINGS.get(family, {}).items():  # was trained without it
             model.setdefault(name, value)
+    copied = {k: model.pop(k) for k in SIDES if k in model} if isinstance(model, dict) else {}
     try:
-        return run_config_from_dict(d)
+        cfg = run_config_from_dict(d)
     except ConfigError as e:  # a setting's value: name the file; anything else is a bug
         raise ConfigError(f"{path}: {e}") from None
+    for name, value in copied.items():  # written before the size was stored once: a copy
+        if value != getattr(cfg.data, name):
+            raise DataError(
+                f"{path}: model.{name} {value!r} disagrees with data.{name} {getattr(cfg.data, name)!r}; "
+                f"the run's image size is the data's (remove model.{name})"
+            )
+    return cfg
 
 
 def build_model(

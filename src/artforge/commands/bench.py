@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import add_batch_size_flag, check_eval_n, parse_seed, parse_size, refuse_sound
+from ..config import parse_size
+from .common import add_batch_size_flag, arg_type, check_eval_n, parse_seed, refuse_sound
 
 NAMES = ("bench",)
 TAKES_EXTRAS = True  # other --flags go to every training run
@@ -27,7 +28,9 @@ def add_arguments(sub: Any) -> None:
     b.add_argument(
         "--models", default="gan,vae,diffusion", help="comma-separated (default gan,vae,diffusion)"
     )
-    b.add_argument("--size", type=parse_size, default=(64, 64), help="N or WIDTHxHEIGHT (default 64)")
+    b.add_argument(
+        "--size", type=arg_type(parse_size), default=(64, 64), help="N or WIDTHxHEIGHT (default 64)"
+    )
     b.add_argument("--out", required=True, metavar="DIR", help="folder for the table, grid and runs")
     b.add_argument("-n", type=int, default=5000, help="samples per model for the metrics (default 5000)")
     b.add_argument("--seed", type=parse_seed, default=0)

@@ -1,9 +1,11 @@
-"""What several commands share: the seed and size flag types, the --scale flags, the sampling
-options a namespace carries, and the checks of --out and -n."""
+"""What several commands share: the seed flag type, a setting's parse function as a flag type,
+the --scale flags, the sampling options a namespace carries, and the checks of --out and -n."""
 
 from __future__ import annotations
 
 import argparse
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +16,19 @@ class CLIError(UsageError):
     """A user error in the command line, reported as one line (exit status 2)."""
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'64' -> (64, 64); '80x48' -> height 48, width 80 (width x height, like ImageMagick)."""
-    from ..resolve import parse_size as size
+def arg_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A setting's parse function (config.parse_size, config.parse_betas) as a flag's type:
+    its ValueError's message becomes argparse's (which would otherwise say only "invalid
+    parse_size value"); the name stays the function's."""
 
-    try:
-        return size(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    @functools.wraps(parse)
+    def flag_type(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return flag_type
 
 
 MAX_SEED = 2**63 - 1  # a torch generator's seed and numpy's, in one signed 64-bit integer

@@ -7,7 +7,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from .common import CLIError, parse_size
+from ..config import parse_size
+from .common import CLIError, arg_type
 
 NAMES = ("data",)
 
@@ -17,7 +18,7 @@ def add_arguments(sub: Any) -> None:
         "data", help="build a data set: emoji, notes (sounds), or export builtin[:NAME]", allow_abbrev=False
     )
     d.add_argument("name", metavar="NAME", help="emoji | notes | builtin | builtin:NAME")
-    d.add_argument("--size", type=parse_size, default=(64, 64), help="N or WIDTHxHEIGHT")
+    d.add_argument("--size", type=arg_type(parse_size), default=(64, 64), help="N or WIDTHxHEIGHT")
     d.add_argument("--out", required=True, help="output folder")
     d.add_argument("--limit", type=int, default=None, help="emoji: at most this many")
     d.add_argument("--count", type=int, default=None, help="builtin: number of images")

@@ -6,13 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..config import parse_size
 from ..runfolder import CONFIG_NAME, EVAL, TABLE_NAME
 from .common import (
     CLIError,
     add_batch_size_flag,
+    arg_type,
     check_eval_n,
     parse_seed,
-    parse_size,
     refuse_sound,
     sample_options,
 )
@@ -45,7 +46,7 @@ def add_arguments(sub: Any) -> None:
     )
     e.add_argument(
         "--size",
-        type=parse_size,
+        type=arg_type(parse_size),
         default=None,
         help="with --fake: N or WIDTHxHEIGHT to compare at (default: the --data run's size, "
         "else the most common size of the real images, at most 512 a side)",

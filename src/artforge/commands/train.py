@@ -11,7 +11,7 @@ from typing import Any
 
 from ..config import TRAIN_FLAGS, settings
 from ..runfolder import CONFIG_NAME
-from .common import CLIError, parse_size
+from .common import CLIError, arg_type
 
 NAMES = ("train",)
 TAKES_EXTRAS = True  # --section.name=value words
@@ -27,7 +27,6 @@ def add_arguments(sub: Any) -> None:
         allow_abbrev=False,
     )
     t.add_argument("--config", metavar="FILE", help="TOML or JSON run config", default=S)
-    t.add_argument("--size", type=parse_size, default=S, help="N or WIDTHxHEIGHT (default 64)")
     _add_setting_flags(t)
     t.add_argument("--out", metavar="DIR", default=S, help="run folder (default runs/DATA-MODEL)")
     t.add_argument(
@@ -59,7 +58,9 @@ def _add_setting_flags(p: argparse.ArgumentParser) -> None:
                 s.flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=s.help
             )
             continue
-        kind = None if s.type is str else s.type
+        kind = s.type if s.type in (int, float) else None  # str: argparse's own
+        if s.type not in (int, float, str):  # a parse function (config.parse_size)
+            kind = arg_type(s.type)
         choices = list(s.choices) if s.choices else None
         p.add_argument(
             s.flag, type=kind, choices=choices, metavar=s.metavar, default=argparse.SUPPRESS, help=s.help
@@ -69,11 +70,7 @@ def _add_setting_flags(p: argparse.ArgumentParser) -> None:
 def _given(args: argparse.Namespace) -> dict[str, Any]:
     """{dotted config path: value} of the train flags given on the command line."""
     given = vars(args)
-    out = {path: given[dest] for dest, path in TRAIN_FLAGS.items() if dest in given}
-    out = {path: list(v) if isinstance(v, tuple) else v for path, v in out.items()}
-    if "size" in given:
-        out["data.height"], out["data.width"] = given["size"]
-    return out
+    return {path: given[dest] for dest, path in TRAIN_FLAGS.items() if dest in given}
 
 
 def _default_out(cfg: Any) -> Path:

@@ -38,7 +38,7 @@ Prediction = Literal["eps", "v"]
 @dataclass
 class DiffusionConfig(TextFields):
     # bounded(default, max): settings that size memory; checked before anything is built
-    height: int = bounded(64, MAX_SIDE)  # image size; any size >= 8 (a run copies its data size here)
+    height: int = bounded(64, MAX_SIDE)  # image size; any size >= 8 (a run gives its data size here)
     width: int = bounded(64, MAX_SIDE)
     channels: int = bounded(3, 16)  # image channels
     # U-Net width at full resolution (64+ on a GPU; 32 trains ~4x faster on a CPU)

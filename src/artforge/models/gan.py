@@ -57,7 +57,7 @@ DCGANLoss = Literal["bce", "mse", "hinge"]
 @dataclass
 class GANConfig(TextFields):
     # bounded(default, max): settings that size memory; checked before anything is built
-    height: int = bounded(64, MAX_SIDE)  # image size; any size >= 8 (a run copies its data size here)
+    height: int = bounded(64, MAX_SIDE)  # image size; any size >= 8 (a run gives its data size here)
     width: int = bounded(64, MAX_SIDE)
     channels: int = bounded(3, 16)  # image channels
     latent_dim: int = bounded(100, 8192)  # size of z (100 as in DCGAN, Radford et al. 2016)
@@ -138,7 +138,7 @@ class GANConfig(TextFields):
 
 @dataclass
 class DCGANConfig:
-    # square power of two >= 16; 64 is the reference (a run copies its data size)
+    # square power of two >= 16; 64 is the reference (a run gives its data size here)
     height: int = bounded(64, MAX_SIDE)
     width: int = bounded(64, MAX_SIDE)
     channels: int = bounded(3, 16)  # nc

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from artforge.config import Range, bounded, check_bounds, check_choices
+from artforge.config import MAX_SIDE, Range, bounded, check_bounds, check_choices
 from artforge.errors import ConfigError, InternalError
 from artforge.losses import GanLoss, gan_d_loss, gan_g_loss
 from artforge.models.base import GenerativeModel, Phase
@@ -41,8 +41,8 @@ MIN_INPUT_SIDE = 4  # pixels of the input's shorter side
 @dataclass
 class UpscalerConfig:
     # bounded(default, max): settings that size memory; checked before anything is built
-    height: int = bounded(64, 4096)  # output size (a run copies its data size here)
-    width: int = bounded(64, 4096)
+    height: int = bounded(64, MAX_SIDE)  # output size (a run gives its data size here)
+    width: int = bounded(64, MAX_SIDE)
     channels: int = bounded(3, 16)
     factor: int = 4  # 2, 4 or 8: the input is height / factor x width / factor
     base_channels: int = bounded(32, 1024)  # features at the input size; halved per x2 stage (min 16)

@@ -35,7 +35,7 @@ VNorm = Literal["group", "batch", "none"]
 @dataclass
 class VAEConfig(TextFields):
     # bounded(default, max): settings that size memory; checked before anything is built
-    height: int = bounded(64, MAX_SIDE)  # image size; any size >= 8 (a run copies its data size here)
+    height: int = bounded(64, MAX_SIDE)  # image size; any size >= 8 (a run gives its data size here)
     width: int = bounded(64, MAX_SIDE)
     channels: int = bounded(3, 16)  # image channels
     latent_dim: int = bounded(128, 8192)  # size of z
