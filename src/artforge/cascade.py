@@ -34,9 +34,10 @@ from .create import load_image
 from .data.folder import IMAGE_EXTENSIONS
 from .errors import ConfigError, Conflict, DataError, NotFound, UsageError, UserError
 from .io import write_json
-from .models.base import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME, GenerativeModel
+from .models.base import FORMAT_VERSION, GenerativeModel
 from .models.upscaler import FACTORS, Upscaler
 from .resolve import resolve_run
+from .runfolder import CONFIG_NAME, WEIGHTS_NAME
 from .runs import LoadedRun
 from .runs import load_run as load_plain_run
 from .training import Trainer
