@@ -110,7 +110,7 @@ def test_img2img_and_inpaint_tabs_upload_a_picture(page, server, tmp_path):
     page.wait_for_function("() => document.querySelectorAll('#create-results img.gen').length === 3")
     page.wait_for_function(ALL_LOADED, arg="#create-results img.gen")
     names = page.eval_on_selector_all("#create-results figcaption", "els => els.map(e => e.textContent)")
-    assert names == [f"img2img-s0.4-seed0-{k:04d}.png" for k in range(3)]
+    assert names == [f"img2img-s0.40-seed0-{k:04d}.png" for k in range(3)]
     assert page.get_attribute("#create-zip", "href").endswith("/images.zip")
 
     page.goto(server.url + "#/create/inpaint?run=gan")
