@@ -88,6 +88,18 @@ def diffusion_run(root: Path) -> Path:
     return run
 
 
+def upscaler_run(root: Path) -> Path:
+    """RUNS_DIR/up: a tiny real upscaler from 16x16 (the gan run's size) to 32x32, trained once
+    per session: the Create page's larger output size and the Upscale buttons."""
+    run = root / "up"
+    if not (run / "model.safetensors").is_file():
+        train(
+            run, "--model", "upscaler", "--size", "32", "--model.factor=2", "--data", "builtin",
+            "--builtin-count", "32", "--steps", "2", "--model.bank=8",
+        )  # fmt: skip
+    return run
+
+
 @dataclass
 class Server:
     url: str

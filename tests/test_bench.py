@@ -55,3 +55,22 @@ def test_bench_rejects_unknown_model(tiny_folder, tmp_path, capsys):
     assert main([*argv, "--out", str(tmp_path / "b")]) == 1
     assert "unknown model 'gam'" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_bench_offers_the_cascade_from_64_px(network, tiny_folder, tmp_path, monkeypatch, capsys):
+    """--models cascade trains base and upscaler in one child (train --cascade) and measures
+    its samples at the final size; below 64 px it is refused before any training."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "bench"
+    argv = ["-q", "bench", "--data", str(tiny_folder), "--minutes", "0.03", "--models", "cascade"]
+    argv += ["-n", "8", "--batch-size", "8", "--out", str(out), "--train.batch_size=8", "--train.grid_n=4"]
+    assert main([*argv, "--size", "32"]) == 1
+    assert "the cascade candidate is for sizes from 64" in capsys.readouterr().err
+    assert not out.exists()
+    assert main([*argv, "--size", "64"]) == 0
+    (row,) = json.loads((out / "bench.json").read_text())["models"]
+    assert row["model"] == "cascade" and row["n_fake"] == 8 and row["fid"] > 0
+    base = json.loads((out / "runs" / "cascade" / "base" / "metrics.jsonl").read_text().splitlines()[-1])
+    up = json.loads((out / "runs" / "cascade" / "upscaler" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["steps"] == base["step"] + up["step"] and row["images_seen"] == base["images"] + up["images"]
+    assert json.loads((out / "runs" / "cascade" / "config.json").read_text())["height"] == 64

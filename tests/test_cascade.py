@@ -241,6 +241,8 @@ def test_sample_and_eval_take_a_cascade_at_its_final_size(tmp_path, tiny_folder,
 
     result = evaluate_run(out, n=8, device="cpu")
     assert result["fid"] > 0 and result["n_real"] == 16 and list(result["size"]) == [32, 32]
+    assert main(["-q", "eval", str(out), "-n", "8"]) == 0  # the command: eval.json beside the stages
+    assert json.loads((out / "eval.json").read_text())["size"] == [32, 32]
 
 
 def test_a_cascade_resumes_the_stage_it_had_not_finished(tmp_path, tiny_folder):
@@ -321,3 +323,116 @@ def test_kill_trials_of_an_upscaler_resume_bit_identical(references, tmp_path): 
     such runs, each resumed on its own."""
     hits = run_kill_trials(2, ["upscaler"], references, tmp_path, seed=2)
     assert hits, "no process was killed: the trials tested nothing"
+
+
+# -- the command line and the API (train --cascade, sample/interpolate/img2img --upscale, upscale) --
+
+TINY_CASCADE_ARGS = [
+    "--steps", "3", "--batch-size", "8", "--train.sample_every=0", "--train.grid_n=4",
+    "--model", "vae", "--model.base_channels=8", "--model.latent_dim=8",
+    *[f"--upscaler.model.{k}={v}" for k, v in TINY_UP.items() if k != "factor"],
+]  # fmt: skip
+
+
+def last_step(run_dir):
+    return json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+
+
+def test_train_cascade_command_plans_trains_both_stages_and_resumes_each(tmp_path, tiny_folder, capsys):
+    from artforge.cli import main
+
+    out = tmp_path / "cas"
+    argv = ["-q", "train", "--data", str(tiny_folder), "--size", "32", "--cascade", "--out", str(out)]
+    assert main([*argv, *TINY_CASCADE_ARGS]) == 0
+    printed = capsys.readouterr().out
+    assert "cascade to 32x32" in printed and "vae at 16x16" in printed and "upscaler x2" in printed
+    top = json.loads((out / "config.json").read_text())
+    assert top["kind"] == "cascade" and top["data"] == str(tiny_folder) and top["plan"]
+    base, up = read_config(out / "base"), read_config(out / "upscaler")
+    assert (base.family, base.data.height, base.model["base_channels"]) == ("vae", 16, 8)
+    assert (up.family, up.data.height, up.model["factor"], up.model["base_channels"]) == (
+        "upscaler",
+        32,
+        2,
+        8,
+    )
+    assert [last_step(out / "base"), last_step(out / "upscaler")] == [3, 3]
+    # --resume with nothing but the folder: each stage continues to the new budget
+    assert main(["-q", "train", "--out", str(out), "--resume", "--steps", "5"]) == 0
+    assert [last_step(out / "base"), last_step(out / "upscaler")] == [5, 5]
+    assert artforge.load(out, device="cpu").sample(2, seed=0).shape == (2, 3, 32, 32)
+    capsys.readouterr()
+    # refusals name what to do
+    assert main([*argv, *TINY_CASCADE_ARGS]) == 1
+    assert "already holds a run; continue it with --resume" in capsys.readouterr().err
+    assert main(["-q", "train", "--data", str(tiny_folder), "--cascade", "--out", str(tmp_path / "x")]) == 2
+    assert "--cascade needs --size" in capsys.readouterr().err
+    assert main([*argv[:-1], str(tmp_path / "y"), "--size", "24"]) == 1
+    assert "needs a size divisible by" in capsys.readouterr().err
+
+
+def test_sample_interpolate_img2img_and_load_take_an_upscaler(tmp_path, tiny_folder, capsys):
+    from artforge.cli import main
+
+    out = tmp_path / "cas"
+    tiny_cascade(out, tiny_folder)
+    base, up = str(out / "base"), str(out / "upscaler")
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    assert main(["sample", str(out), "-n", "4", "--seed", "3", "--out", str(a)]) == 0
+    assert main(["sample", base, "--upscale", up, "-n", "4", "--seed", "3", "--out", str(b)]) == 0
+    assert a.read_bytes() == b.read_bytes()  # a cascade made on the spot is the cascade
+    run = artforge.load(base, device="cpu", upscale=up)
+    assert torch.equal(run.sample(3, seed=2), artforge.load(out, device="cpu").sample(3, seed=2))
+    assert (
+        main(["interpolate", base, "--upscale", up, "--frames", "3", "--out", str(tmp_path / "w.gif")]) == 0
+    )
+    assert Image.open(tmp_path / "w.gif").size == (32, 32)
+    # img2img through an upscaler: the outputs and their enlargements
+    pic = tmp_path / "pic.png"
+    Image.new("RGB", (20, 20), (200, 40, 40)).save(pic)
+    argv = ["img2img", base, "--image", str(pic), "--strength", "0.5", "-n", "2", "--project-steps", "2"]
+    assert main([*argv, "--upscale", up, "--out", str(tmp_path / "v")]) == 0
+    small = sorted(p.name for p in (tmp_path / "v").glob("*.png"))
+    big = sorted((tmp_path / "v" / "upscaled").glob("*.png"))
+    assert [p.name for p in big] == small and Image.open(big[0]).size == (32, 32)
+    capsys.readouterr()
+    # an upscaler of another input size: the clear error of compose
+    assert main(["sample", str(out), "--upscale", up, "-n", "1", "--out", str(tmp_path / "c.png")]) == 1
+    assert "makes 32x32 images, but the upscaler" in capsys.readouterr().err
+    assert main(["sample", up, "--upscale", up, "-n", "1", "--out", str(tmp_path / "c.png")]) == 1
+    assert "is an upscaler; a cascade starts from a picture model" in capsys.readouterr().err
+
+
+def test_upscale_command_takes_a_file_or_a_folder_and_names_what_it_skipped(tmp_path, capsys):
+    from artforge.cli import main
+
+    Trainer(up_config(steps=1, size=32, factor=4), tmp_path / "up", progress=False).train()
+    run = load_run(tmp_path / "up", device="cpu")
+    pics = tmp_path / "pics"
+    (pics / "sub").mkdir(parents=True)
+    Image.new("RGB", (50, 30), (200, 30, 30)).save(pics / "big.png")
+    Image.new("RGB", (8, 8), (0, 90, 255)).save(pics / "sub" / "small.jpg")
+    (pics / "notes.png").write_text("this is not a picture\n")
+    up = str(tmp_path / "up")
+    assert main(["upscale", up, "--image", str(pics / "big.png"), "--out", str(tmp_path / "one.png")]) == 0
+    got = np.array(Image.open(tmp_path / "one.png"))
+    want = (cascade.upscale_images(run, pics / "big.png")[0] * 255).round().byte().permute(1, 2, 0).numpy()
+    assert np.array_equal(got, want)
+    assert (
+        main(["upscale", up, "--image", str(pics), "--out", str(tmp_path / "all") + "/", "--scale", "2"]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert "upscaled 2 pictures to 64x64" in printed and "skipped" in printed and "notes.png" in printed
+    written = sorted(p.relative_to(tmp_path / "all").as_posix() for p in (tmp_path / "all").rglob("*.png"))
+    assert written == ["big.png", "sub/small.png"]
+    assert Image.open(tmp_path / "all" / "sub" / "small.png").size == (64, 64)  # 32 px, then --scale 2
+    # no --out: beside the run's other outputs
+    assert main(["upscale", up, "--image", str(pics / "big.png")]) == 0
+    assert (tmp_path / "up" / "generated" / "upscaled" / "big.png").is_file()
+    capsys.readouterr()
+    assert main(["upscale", up, "--image", str(pics), "--out", str(tmp_path / "x.png")]) == 2
+    assert "--out must be a folder too" in capsys.readouterr().err
+    assert main(["upscale", up, "--image", str(pics / "notes.png"), "--out", str(tmp_path / "n.png")]) == 1
+    assert "notes.png: not an image" in capsys.readouterr().err
+    assert main(["upscale", up, "--image", str(tmp_path / "missing.png")]) == 1
+    assert "no such file or folder" in capsys.readouterr().err

@@ -250,6 +250,17 @@ FLAGS = [
         "replace the run in --out with a new one from these settings",
     ),
     (("--dry-run",), "dry_run", "_StoreTrueAction", None, None, None, "print the resolved config and exit"),
+    (
+        ("--cascade",),
+        "cascade",
+        "_StoreTrueAction",
+        None,
+        None,
+        None,
+        "big pictures: train a base model at a small size and an upscaler to --size within the same "
+        "--minutes, into one run folder that samples at --size (docs/cascade.md); "
+        "--upscaler.section.name=value sets the upscaler's settings",
+    ),
 ]
 
 # flag dest -> the dotted config path it sets (cli.TRAIN_FLAGS, frozen)
@@ -424,7 +435,8 @@ def test_every_config_flag_keeps_its_suppressed_default():
 def test_flag_paths_are_frozen():
     assert cli.TRAIN_FLAGS == PATHS
     assert {f[1] for f in FLAGS} - {"help", "config", "out", "resume", "restart", "overwrite"} - {
-        "dry_run"
+        "dry_run",
+        "cascade",
     } == set(PATHS)
 
 

@@ -366,3 +366,53 @@ def test_any_stopped_or_finished_run_can_be_continued_from_its_page(page, server
         assert max(steps) == 34 and 30 in steps
     finally:
         shutil.rmtree(run)
+
+
+def test_create_offers_an_upscalers_size_and_upscales_any_picture(page, server, runs_dir):
+    """An upscaler run in the studio's folder whose input size is the run's adds its output size
+    to Create's size choice: the images come back at that size, the same pixels as
+    artforge.load(RUN, upscale=UP).sample; a picture at the run's size (a generated one, one of
+    the seed browser's) gets an Upscale button that enlarges it through the upscaler."""
+    import numpy as np
+    from PIL import Image
+
+    import artforge
+    from studio_support import upscaler_run
+
+    upscaler_run(runs_dir)
+    page.goto(server.url + "#/create/generate?run=gan")
+    page.wait_for_selector("#gen-size")
+    options = page.eval_on_selector_all("#gen-size option", "els => els.map(e => [e.value, e.textContent])")
+    assert options[0] == ["", "16×16 (the run's own)"]
+    assert ["up", "32×32 (through up)"] in options
+    page.select_option("#gen-size", "up")
+    page.fill("#gen-form input[name=n]", "4")
+    page.fill("#gen-form input[name=seed]", "7")
+    truncation = float(page.input_value("#gen-form input[name=truncation]"))
+    page.click("#gen-button")
+    page.wait_for_function("() => document.querySelectorAll('#gen-results img.gen').length === 4")
+    page.wait_for_function(ALL_LOADED, arg="#gen-results img.gen")
+    widths = page.eval_on_selector_all("#gen-results img.gen", "els => els.map(e => e.naturalWidth)")
+    assert widths == [32] * 4
+    assert page.locator("#gen-results button.upscale").count() == 0  # already enlarged
+    first = page.get_attribute("#gen-results img.gen", "src").removeprefix("/files/").partition("?")[0]
+    got = np.array(Image.open(runs_dir / first).convert("RGB"))
+    want = artforge.load(runs_dir / "gan", device="cpu", upscale=runs_dir / "up")
+    want = want.sample(4, seed=7, truncation=truncation)[0]
+    assert np.array_equal(got, (want * 255).round().byte().permute(1, 2, 0).numpy())
+    # at the run's own size every picture can be upscaled on its own
+    page.select_option("#gen-size", "")
+    page.click("#gen-button")
+    page.wait_for_function("() => document.querySelectorAll('#gen-results button.upscale').length === 4")
+    page.click("#gen-results button.upscale >> nth=0")
+    page.wait_for_function("() => document.querySelector('#gen-results a.upscaled img')?.naturalWidth === 32")
+    href = page.get_attribute("#gen-results a.upscaled", "href").removeprefix("/files/")
+    assert href.startswith("up/generated/studio/") and (runs_dir / href).is_file()
+    # the seed browser's pictures (what favourites are starred from) too
+    page.goto(server.url + "#/create/seeds?run=gan")
+    page.wait_for_function("() => document.querySelectorAll('#seed-grid button.upscale').length === 24")
+    page.click("#seed-grid button.upscale >> nth=3")
+    page.wait_for_function("() => document.querySelector('#seed-grid a.upscaled img')?.naturalWidth === 32")
+    # an upscaler of another input size is refused by name, not drawn through
+    status, out = server.post("/api/generate", {"run": "up", "upscale": "up", "n": 1})
+    assert status == 409 and "enlarges 16x16 pictures, and this run makes 32x32" in out["error"]

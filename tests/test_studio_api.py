@@ -947,3 +947,23 @@ def test_the_studios_own_records_are_never_served(server, runs_dir):
     for path in ("/files/.studio/jobs.json", "/files/gan/jobs-link.json", "/files/gan/.hidden.png"):
         status, body, _ = server.request("GET", path)
         assert status == 404, (path, status)
+
+
+def test_upscale_enlarges_a_picture_of_the_folder_and_refuses_what_it_cannot_use(server, runs_dir):
+    from studio_support import upscaler_run
+
+    upscaler_run(runs_dir)
+    grid = next((runs_dir / "gan" / "samples").glob("step-*.png")).relative_to(runs_dir).as_posix()
+    status, out = server.post("/api/upscale", {"run": "up", "image": f"/files/{grid}?v=1"})
+    assert status == 200 and out["size"] == [32, 32] and out["folder"].startswith("up/generated/studio/")
+    status, _, _ = server.request("GET", out["image"])
+    assert status == 200
+    for body, code, words in [
+        ({"run": "gan", "image": f"/files/{grid}"}, 409, "not an upscaler run"),
+        ({"run": "up", "image": "/files/gan/config.json"}, 400, "config.json: not an image"),
+        ({"run": "up", "image": "/files/../outside.png"}, 400, ""),
+        ({"run": "up", "image": "gan/samples/x.png"}, 400, "/files/"),
+        ({"run": "up", "image": "/files/gan/nothing.png"}, 404, ""),
+    ]:
+        status, answer = server.post("/api/upscale", body)
+        assert status == code and words in answer["error"], (body, status, answer)

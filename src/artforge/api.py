@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from .audio import spec_from_config, to_audio
+from .cascade import compose, upscale_images
 from .cascade import load_run as load_any_run
 from .config import RunConfig
 from .create import (
@@ -175,6 +176,12 @@ class Run(LoadedRun):
         options = check_options(self.model, options)
         return mix(self.model, self.latent(seed_a), self.latent(seed_b), at, **options)
 
+    def upscale(self, images: Tensor | str | Path | bytes) -> Tensor:
+        """An upscaler run (``--model upscaler``) enlarging pictures: a file path or its bytes
+        (any size, fitted to the input size as the training loader fits) or a tensor
+        (n, 3, h, w) in [0, 1] at the input size -> (n, 3, H, W) in [0, 1] (cascade.upscale_images)."""
+        return upscale_images(self, images)
+
     # -- sound (runs trained on audio data; docs/audio.md) ---------------------------------------
     @property
     def sample_rate(self) -> int:
@@ -197,10 +204,20 @@ class Run(LoadedRun):
         return self.to_audio(self.sample(n, seed=seed, **options)), self.sample_rate
 
 
-def load(path: str | Path, *, device: str = "auto", weights: str = WEIGHTS_NAME) -> Run:
+def load(
+    path: str | Path,
+    *,
+    device: str = "auto",
+    weights: str = WEIGHTS_NAME,
+    upscale: str | Path | None = None,
+) -> Run:
     """Load a run folder, or one of its weight snapshots as ``RUN@STEP`` / ``RUN@best`` /
-    ``RUN@last`` (snapshots.py). Never unpickles anything."""
+    ``RUN@last`` (snapshots.py). Never unpickles anything. A cascaded run folder (``train
+    --cascade``) samples at its final size; ``upscale`` (an upscaler run) makes one of any
+    picture run whose size is the upscaler's input size (a ConfigError otherwise)."""
     r = load_any_run(path, device=device, weights=weights)  # a run, or a cascade (cascade.py)
+    if upscale is not None:
+        r = compose(r, load_any_run(upscale, device=device))
     return Run(r.path, r.config, r.model, r.weights)
 
 

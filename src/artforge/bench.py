@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from PIL import Image, ImageDraw
 
+from .cascade import BASE_DIR, UPSCALER_DIR, load_run
 from .config import DataConfig
 from .data import load_images
 from .device import resolve_device
@@ -33,11 +34,12 @@ from .metrics.inception import INCEPTION_SHA1
 from .metrics.reference import Reference
 from .models import list_models
 from .runfolder import METRICS
-from .runs import load_run
 from .sample import make_grid, to_uint8_nhwc
 
 log = logging.getLogger(__name__)
 
+CASCADE = "cascade"  # a candidate beside the families: train --cascade (a base and an upscaler)
+CASCADE_MIN_SIDE = 64  # below this the base would be under 32 px (cascade.plan)
 GRID_SIDE = 6  # each candidate shows GRID_SIDE x GRID_SIDE samples in grid.png
 COLUMNS = [  # (key, header, format)
     ("fid", "FID", "{:.1f}"),
@@ -66,11 +68,13 @@ def _train(
     extra: list[str],
     quiet: bool,
 ) -> dict[str, Any]:
-    """Train one candidate in a child process; its own peak RSS comes from wait4's rusage."""
+    """Train one candidate in a child process; its own peak RSS comes from wait4's rusage.
+    The cascade candidate trains both its stages in that process (``train --cascade``)."""
     height, width = size
+    what = ["--cascade"] if family == CASCADE else ["--model", family]
     cmd = [
         sys.executable, "-m", "artforge", *(["-q"] if quiet else []), "train",
-        "--data", data, "--size", f"{width}x{height}", "--model", family,
+        "--data", data, "--size", f"{width}x{height}", *what,
         "--minutes", str(minutes), "--seed", str(seed), "--device", device,
         "--out", str(run_dir), "--overwrite", *extra,
     ]  # fmt: skip
@@ -83,15 +87,20 @@ def _train(
         raise UserError(  # the child has said why, in one line unless it was a bug
             f"bench: training {family} failed (exit {proc.returncode}); see the messages above"
         )
-    rows = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines() if line.strip()]
-    last = rows[-1]
-    cuda_peak = max((r.get("cuda_peak_mib", 0.0) for r in rows), default=0.0)
+    stages = [run_dir / BASE_DIR, run_dir / UPSCALER_DIR] if family == CASCADE else [run_dir]
+    steps = images = elapsed = cuda_peak = 0.0
+    for stage in stages:  # a cascade's figures are its two stages' together
+        rows = [json.loads(line) for line in (stage / METRICS).read_text().splitlines() if line.strip()]
+        steps += int(rows[-1]["step"])
+        images += int(rows[-1]["images"])
+        elapsed += float(rows[-1]["elapsed"])
+        cuda_peak = max([cuda_peak, *(r.get("cuda_peak_mib", 0.0) for r in rows)])
     return {
-        "steps": int(last["step"]),
-        "images_seen": int(last["images"]),
-        "train_seconds": round(float(last["elapsed"]), 1),
+        "steps": int(steps),
+        "images_seen": int(images),
+        "train_seconds": round(elapsed, 1),
         "wall_seconds": round(time.perf_counter() - start, 1),
-        "train_img_per_s": float(last["images"]) / max(float(last["elapsed"]), 1e-9),
+        "train_img_per_s": images / max(elapsed, 1e-9),
         # ru_maxrss is KiB on Linux; on CUDA the GPU's own peak is what limits a user
         "peak_mem_mib": cuda_peak if cuda_peak else usage.ru_maxrss / 1024,
         "peak_mem_kind": "cuda" if cuda_peak else "cpu-rss",
@@ -193,12 +202,19 @@ def run_bench(
     train_args: list[str] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Train and measure each family in ``models``; write bench.json, bench.md and grid.png to ``out``."""
-    unknown = [m for m in models if m not in list_models()]
+    """Train and measure each family in ``models`` (and "cascade": train --cascade, at sizes
+    from CASCADE_MIN_SIDE); write bench.json, bench.md and grid.png to ``out``."""
+    candidates = [m for m in list_models() if m != "upscaler"] + [CASCADE]
+    unknown = [m for m in models if m not in candidates]
     if unknown:
-        raise ConfigError(f"unknown model {unknown[0]!r}; choose from {list_models()}")
+        raise ConfigError(f"unknown model {unknown[0]!r}; choose from {candidates}")
     if not models:
         raise ConfigError("--models needs at least one family")
+    if CASCADE in models and min(size) < CASCADE_MIN_SIDE:
+        raise ConfigError(
+            f"the cascade candidate is for sizes from {CASCADE_MIN_SIDE} px (its base is a quarter "
+            f"or half the side); --size {size[1]}x{size[0]} is small enough to train directly"
+        )
     if not minutes > 0:
         raise ConfigError(f"--minutes must be positive, got {minutes}")
     out = Path(out)

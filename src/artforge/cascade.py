@@ -37,7 +37,7 @@ from .io import write_json
 from .models.base import FORMAT_VERSION, GenerativeModel
 from .models.upscaler import FACTORS, Upscaler
 from .resolve import resolve_run
-from .runfolder import CONFIG_NAME, WEIGHTS_NAME
+from .runfolder import CASCADE_BASE, CASCADE_KIND, CASCADE_UPSCALER, CONFIG_NAME, WEIGHTS_NAME
 from .runs import LoadedRun
 from .runs import load_run as load_plain_run
 from .training import Trainer
@@ -45,9 +45,9 @@ from .version import __version__
 
 log = logging.getLogger(__name__)
 
-KIND = "cascade"
-BASE_DIR = "base"
-UPSCALER_DIR = "upscaler"
+KIND = CASCADE_KIND
+BASE_DIR = CASCADE_BASE
+UPSCALER_DIR = CASCADE_UPSCALER
 # The plan ``train --cascade`` follows when it is not told otherwise. The base side: 32 px, the
 # size at which 15 CPU-minutes of the default GAN reach FID 74-84 on emoji while 64 px reaches
 # 91.9 in 30 (benchmarks/RESULTS.md). The split: provisional (the share of the minutes the base

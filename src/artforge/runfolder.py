@@ -27,6 +27,10 @@ from pathlib import Path
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+# a cascaded run folder (cascade.py): config.json {"kind": "cascade", ...} and two run folders
+CASCADE_KIND = "cascade"
+CASCADE_BASE = "base"
+CASCADE_UPSCALER = "upscaler"
 STATE = "state"
 STATE_OLD = STATE + ".old"  # the last checkpoint while a new one is swapped in
 STATE_TMP = STATE + ".tmp"  # a checkpoint being written

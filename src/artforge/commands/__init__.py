@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import bench, create, data, interpolate, models, sample, studio, train
+from . import bench, create, data, interpolate, models, sample, studio, train, upscale
 from . import eval as eval_command
 
 COMMANDS: tuple[ModuleType, ...] = (
     train,
     sample,
     interpolate,
+    upscale,
     data,
     models,
     create,  # project, img2img, inpaint

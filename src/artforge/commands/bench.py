@@ -26,7 +26,10 @@ def add_arguments(sub: Any) -> None:
     b.add_argument("--data", required=True, metavar="PATH", help="image folder, .zip or builtin[:NAME]")
     b.add_argument("--minutes", type=float, required=True, help="training budget per model")
     b.add_argument(
-        "--models", default="gan,vae,diffusion", help="comma-separated (default gan,vae,diffusion)"
+        "--models",
+        default="gan,vae,diffusion",
+        help="comma-separated families (default gan,vae,diffusion); cascade (train --cascade: a "
+        "base and an upscaler) at sizes from 64",
     )
     b.add_argument(
         "--size", type=arg_type(parse_size), default=(64, 64), help="N or WIDTHxHEIGHT (default 64)"

@@ -61,6 +61,17 @@ def add_scale_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_upscale_flag(p: argparse.ArgumentParser) -> None:
+    """--upscale UPRUN: sample through an upscaler run (a cascade made on the spot)."""
+    p.add_argument(
+        "--upscale",
+        metavar="UPRUN",
+        default=None,
+        help="enlarge through an upscaler run (artforge train --model upscaler): its input size "
+        "must be this run's size (docs/cascade.md)",
+    )
+
+
 def add_batch_size_flag(p: argparse.ArgumentParser) -> None:
     """--batch-size of the commands that measure with the Inception network (eval, bench)."""
     p.add_argument(

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import CLIError, parse_seed
+from .common import CLIError, add_upscale_flag, parse_seed
 
 NAMES = ("project", "img2img", "inpaint")
 
@@ -37,6 +37,7 @@ def add_arguments(sub: Any) -> None:
             )
             c.add_argument("--gif", action="store_true", help="also write progress.gif")
             continue
+        add_upscale_flag(c)
         c.add_argument("-n", type=int, default=4, help="outputs (default 4)")
         c.add_argument("--steps", type=int, default=None, help="diffusion: DDIM steps (default the run's)")
         c.add_argument("--guidance", type=float, default=None, help="diffusion text runs: guidance scale")
@@ -62,15 +63,30 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _create_inputs(args: argparse.Namespace) -> tuple[Any, Any, Path]:
-    """Load the run and the input image (checked like training data) before anything is written."""
+    """Load the run and the input image (checked like training data) before anything is written.
+    A cascaded run is worked on at its base's size (its base stage), its outputs then enlarged
+    by its upscaler (``args.upscaler``, as --upscale UPRUN sets it for any run)."""
+    from .. import cascade
     from ..api import load
     from ..create import create_dir, load_image
 
-    run = load(args.run, device=args.device)
+    ref, up_ref = args.run, getattr(args, "upscale", None)
+    whole = cascade.is_cascade(args.run)
+    if whole:
+        if up_ref is not None:
+            raise CLIError(f"{args.run} is a cascade: it enlarges its outputs already (leave out --upscale)")
+        ref = str(Path(args.run) / cascade.BASE_DIR)
+        up_ref = str(Path(args.run) / cascade.UPSCALER_DIR) if args.command != "project" else None
+    run = load(ref, device=args.device)
     if run.is_audio:
         raise CLIError(f"{args.run}: a sound run; {args.command} takes pictures")
+    args.upscaler = None
+    if up_ref is not None:
+        args.upscaler = load(up_ref, device=args.device)
+        cascade.compose(run, args.upscaler)  # an upscaler of another input size: a ConfigError
     image = load_image(args.image, run.config.data)
-    out = Path(args.out) if args.out else create_dir(run.path, args.command, args.image)
+    folder = Path(args.run) if whole else run.path  # a cascade's outputs beside both stages
+    out = Path(args.out) if args.out else create_dir(folder, args.command, args.image)
     return run, image, out
 
 
@@ -116,4 +132,14 @@ def cmd_img2img_inpaint(args: argparse.Namespace) -> int:
     strength = args.strength if args.command == "img2img" else None
     written = run.write_variations(images, out, image, kind=args.command, seed=args.seed, strength=strength)
     print(f"wrote {len(images)} images and {written[-1]} (the input first) to {out}/")
+    if args.upscaler is not None:
+        from ..cascade import upscale_images
+
+        big, big_input = upscale_images(args.upscaler, images), upscale_images(args.upscaler, image)
+        folder = out / "upscaled"
+        written = run.write_variations(
+            big, folder, big_input, kind=args.command, seed=args.seed, strength=strength
+        )
+        h, w = big.shape[2:]
+        print(f"wrote them upscaled to {w}x{h} and {written[-1]} to {folder}/")
     return 0

@@ -230,10 +230,11 @@ def _print_eval(args: argparse.Namespace, r: dict[str, Any], source: str) -> Non
 
 
 def _is_sound_run(run: str) -> bool:
+    from ..cascade import is_cascade
     from ..runs import read_config
 
-    if not (Path(run) / CONFIG_NAME).is_file():
-        return False  # the image path reports what is wrong with it
+    if not (Path(run) / CONFIG_NAME).is_file() or is_cascade(run):
+        return False  # the image path reports what is wrong with it; a cascade makes pictures
     return read_config(run).data.modality == "audio"
 
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import CLIError, add_scale_flags, sample_options
+from .common import CLIError, add_scale_flags, add_upscale_flag, sample_options
 
 NAMES = ("interpolate",)
 
@@ -29,6 +29,7 @@ def add_arguments(sub: Any) -> None:
         "or DIR/ (a WAV per frame)",
     )
     add_scale_flags(i)
+    add_upscale_flag(i)
     i.add_argument("--truncation", type=float, default=S)
     i.add_argument("--temperature", type=float, default=S)
     i.add_argument("--steps", type=int, default=S, help="diffusion: DDIM sampling steps")
@@ -52,7 +53,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from ..sample import check_scale, parse_seeds, save_animation
 
     check_scale(args.scale, args.resample, (1, 1))
-    run = load(args.run, device=args.device)
+    run = load(args.run, device=args.device, upscale=args.upscale)
     seeds = (
         parse_seeds(args.seeds or ("" if args.latents else "1,2,3")) if args.seeds or not args.latents else []
     )

@@ -7,7 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from ..runfolder import GENERATED
-from .common import CLIError, add_scale_flags, image_suffix, is_folder, parse_seed, sample_options
+from .common import (
+    CLIError,
+    add_scale_flags,
+    add_upscale_flag,
+    image_suffix,
+    is_folder,
+    parse_seed,
+    sample_options,
+)
 
 NAMES = ("sample",)
 
@@ -33,6 +41,7 @@ def add_arguments(sub: Any) -> None:
     )
     s.add_argument("--nrow", type=int, default=None, help="images per grid row")
     add_scale_flags(s)
+    add_upscale_flag(s)
     s.add_argument("--truncation", type=float, default=S, help="GAN: scale latents (<1: safer)")
     s.add_argument("--temperature", type=float, default=S, help="VAE: scale prior samples")
     s.add_argument("--steps", type=int, default=S, help="diffusion: DDIM sampling steps (default 25)")
@@ -92,7 +101,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     check_scale(args.scale, args.resample, (1, 1))
     if args.out is not None and not is_folder(args.out):
         _check_grid_out(args, args.out)
-    run = load(args.run, device=args.device)
+    run = load(args.run, device=args.device, upscale=args.upscale)
     options = sample_options(args)
     if args.latents is not None or args.mix is not None:
         return _sample_latents_or_mix(args, run, options)

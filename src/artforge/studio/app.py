@@ -35,7 +35,7 @@ import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -49,7 +49,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .. import __version__
 from ..config import Range
 from ..errors import Conflict, UserError, http_status
-from ..runfolder import CONFIG_NAME
+from ..runfolder import CASCADE_KIND, CONFIG_NAME
 from . import favourites, gallery, jobs, safety, worker
 from .jobs import JobManager
 from .safety import BadRequest, StudioError
@@ -176,7 +176,7 @@ def sample_options(body: dict[str, Any]) -> worker.Options:
 def run_size(run_path: Path) -> tuple[int, int]:
     """(height, width) from a run's config.json, to size a request before any work."""
     cfg = gallery.read_json(run_path / CONFIG_NAME) or {}
-    data = cfg.get("data") or {}
+    data = cfg if cfg.get("kind") == CASCADE_KIND else (cfg.get("data") or {})  # a cascade: its final size
     h, w = data.get("height"), data.get("width")
     if not isinstance(h, int) or not isinstance(w, int):
         raise Conflict("this run's config.json has no image size")
@@ -296,9 +296,29 @@ async def run_request(request: Request, limit: int = MAX_BODY) -> tuple[Studio, 
     return s, body, safety.run_dir(s.root, body.get("run"))
 
 
+def upscaler_of(s: Studio, body: dict[str, Any], path: Path) -> Path | None:
+    """The upscaler run a request names as ``upscale`` (the Create page's output size), None
+    when it names none; one whose input size is not the run's size is refused by name."""
+    ref = body.get("upscale")
+    if ref in (None, ""):
+        return None
+    up = safety.run_dir(s.root, ref)
+    cfg = gallery.read_json(up / CONFIG_NAME) or {}
+    info = gallery.upscaler_sizes(cfg)
+    if info is None:
+        raise Conflict(f"{ref} is not an upscaler run")
+    h, w = run_size(path)
+    if info["from"] != [w, h]:
+        raise Conflict(
+            f"{ref} enlarges {info['from'][0]}x{info['from'][1]} pictures, and this run makes {w}x{h}"
+        )
+    return up
+
+
 async def generate(request: Request) -> Response:
     s, body, path = await run_request(request)
-    h, w = run_size(path)
+    up = upscaler_of(s, body, path)
+    h, w = run_size(up if up is not None else path)
     options = sample_options(body)
     seeds = safety.seed_list(body["seeds"]) if body.get("seeds") not in (None, "", []) else None
     seed = safety.get_int(body, "seed", 0, 0, safety.MAX_SEED)
@@ -307,7 +327,7 @@ async def generate(request: Request) -> Response:
     result = await run_in(
         request,
         s.fast,
-        lambda: worker.generate(s.models, path, seeds, seed, n, options),  # type: ignore[arg-type]
+        lambda: worker.generate(s.models, path, seeds, seed, n, options, up),  # type: ignore[arg-type]
     )
     keys = ("images", "grid", "zip", *(("sounds",) if "sounds" in result else ()))
     return JSONResponse(s.output_urls(result, *keys))
@@ -395,6 +415,23 @@ async def project(request: Request) -> Response:
         lambda: worker.project(s.models, path, image, steps, seed, options),  # type: ignore[arg-type]
     )
     return JSONResponse(s.output_urls(result, "reconstruction", "target", "latent"))
+
+
+async def upscale(request: Request) -> Response:
+    """A picture of the studio's folder (``image``: its /files/ URL, as the page shows it)
+    enlarged by the upscaler run ``run``; the result is written under that run."""
+    s, body, path = await run_request(request)
+    url = body.get("image")
+    if not isinstance(url, str) or not url.startswith("/files/"):
+        raise BadRequest("image: send the /files/... URL of a picture in the studio's folder")
+    rel = unquote(url.removeprefix("/files/").partition("?")[0])
+    image = safety.file_inside(s.root, rel)
+    info = gallery.upscaler_sizes(gallery.read_json(path / CONFIG_NAME) or {})
+    if info is None:
+        raise Conflict(f"{body.get('run')} is not an upscaler run")
+    safety.check_pixels(1, info["to"][1], info["to"][0])
+    result = await run_in(request, s.fast, lambda: worker.upscale_file(s.models, path, image, image.name))
+    return JSONResponse(s.output_urls(result, "image"))
 
 
 async def img2img(request: Request) -> Response:
@@ -568,6 +605,7 @@ def create_app(
         Route("/api/interpolate", interpolate, methods=["POST"]),
         Route("/api/novelty", novelty, methods=["POST"]),
         Route("/api/img2img", img2img, methods=["POST"]),
+        Route("/api/upscale", upscale, methods=["POST"]),
         Route("/api/project", project, methods=["POST"]),
         Route("/api/seeds", seed_page, methods=["POST"]),
         Route("/api/favourites", get_favourites),

@@ -16,7 +16,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ..runfolder import CONFIG_NAME, DATA_REPORT, EVAL, METRICS, PLOTS, SAMPLES, WEIGHTS_NAME
+from ..runfolder import (
+    CASCADE_BASE,
+    CASCADE_KIND,
+    CASCADE_UPSCALER,
+    CONFIG_NAME,
+    DATA_REPORT,
+    EVAL,
+    METRICS,
+    PLOTS,
+    SAMPLES,
+    WEIGHTS_NAME,
+)
 from ..training.budget import RECENT_WINDOWS, Budget, recent_rate
 
 MAX_DEPTH = 4  # how deep below RUNS_DIR runs are looked for
@@ -237,11 +248,45 @@ def loss_curve(train_rows: list[dict[str, Any]], points: int = CURVE_POINTS) -> 
     ]
 
 
+def upscaler_sizes(cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """An upscaler run's {"from": [w, h], "to": [W, H], "factor": f} from its config.json
+    (None for any other run): what the Create page offers as output sizes."""
+    data, model = cfg.get("data") or {}, cfg.get("model") or {}
+    f, h, w = model.get("factor"), data.get("height"), data.get("width")
+    if cfg.get("family") != "upscaler" or not all(isinstance(v, int) and v > 0 for v in (f, h, w)):
+        return None
+    return {"from": [w // f, h // f], "to": [w, h], "factor": f}
+
+
+def cascade_summary(root: Path, run_id: str, cfg: dict[str, Any], jobs: dict[str, str]) -> dict[str, Any]:
+    """A cascaded run folder's card (cascade.py): its base stage's, at the final size; it can
+    be sampled once both stages have saved weights."""
+    out = summary(root, f"{run_id}/{CASCADE_BASE}", jobs)
+    path = root / run_id
+    up = read_json(path / CASCADE_UPSCALER / CONFIG_NAME)
+    out.update(
+        id=run_id,
+        name=path.name,
+        family=CASCADE_KIND,
+        base_family=out["family"],
+        size=[cfg.get("width"), cfg.get("height")],
+        has_model=all((path / s / WEIGHTS_NAME).is_file() for s in (CASCADE_BASE, CASCADE_UPSCALER)),
+        cascade={
+            "plan": cfg.get("plan"),
+            "base_size": [cfg.get("base_width"), cfg.get("base_height")],
+            "upscaler": upscaler_sizes(up) if isinstance(up, dict) else None,
+        },
+    )
+    return out
+
+
 def summary(root: Path, run_id: str, jobs: dict[str, str]) -> dict[str, Any]:
     """What a gallery card shows about one run."""
     path = root / run_id
     raw = read_json(path / CONFIG_NAME)
     cfg = raw if isinstance(raw, dict) else {}
+    if cfg.get("kind") == CASCADE_KIND:
+        return cascade_summary(root, run_id, cfg, jobs)
     data = cfg.get("data") or {}
     rows = read_rows(path / METRICS)
     train_rows = _training_rows(rows)
@@ -264,6 +309,7 @@ def summary(root: Path, run_id: str, jobs: dict[str, str]) -> dict[str, Any]:
         "sample_options": sample_options(family, cfg),
         "conditioning": conditioning(cfg),
         "modality": modality(cfg),
+        "upscale": upscaler_sizes(cfg),
         "time_left_s": time_left(cfg, train_rows),
         "loss_curve": loss_curve(train_rows),
         "error": None if raw is not None else "config.json is unreadable",

@@ -39,10 +39,12 @@ import torch
 from .. import create as cr
 from ..api import load
 from ..audio import write_wav
+from ..cascade import BASE_DIR, UPSCALER_DIR, CascadeModel, is_cascade, upscale_images
 from ..data import load_images
 from ..errors import ConfigError, Conflict
 from ..metrics.inception import find_inception
 from ..metrics.reference import Reference
+from ..models.upscaler import Upscaler
 from ..runfolder import GENERATED, WEIGHTS_NAME
 from ..sample import (
     batch_names,
@@ -228,23 +230,30 @@ class ModelCache:
         self._items: OrderedDict[tuple[str, int], Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, run_path: Path) -> Any:
-        weights = run_path / WEIGHTS_NAME
-        try:
-            key = (str(run_path), weights.stat().st_mtime_ns)
-        except OSError:
-            raise Conflict(
-                f"{run_path.name} has no model.safetensors yet: it has not saved weights"
-            ) from None
+    def get(self, run_path: Path, upscale: Path | None = None) -> Any:
+        """The loaded run (a cascaded run folder at its final size), or the cascade of it and
+        the upscaler run ``upscale`` (api.load's ``upscale``)."""
+        mtimes = []
+        for folder in [run_path, *([upscale] if upscale is not None else [])]:
+            for weights in _weights_files(folder):
+                try:
+                    mtimes.append(weights.stat().st_mtime_ns)
+                except OSError:
+                    raise Conflict(
+                        f"{folder.name} has no model.safetensors yet: it has not saved weights"
+                    ) from None
+        key = (str(run_path), str(upscale), tuple(mtimes))
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        run = load(run_path, device=self.device)  # outside the lock: loads can be slow
-        for net in run.model.children():
-            net.register_forward_pre_hook(_stop_if_cancelled)
+        run = load(run_path, device=self.device, upscale=upscale)  # outside the lock: loads can be slow
+        model = run.model
+        for part in [model.base, model.upscaler] if isinstance(model, CascadeModel) else [model]:
+            for net in part.children():
+                net.register_forward_pre_hook(_stop_if_cancelled)
         with self._lock:
-            for k in [k for k in self._items if k[0] == key[0]]:
+            for k in [k for k in self._items if k[:2] == key[:2]]:
                 del self._items[k]  # an older version of the same run's weights
             self._items[key] = run
             while len(self._items) > self.size:
@@ -253,6 +262,13 @@ class ModelCache:
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def _weights_files(folder: Path) -> list[Path]:
+    """The weights a run folder's model loads from: a cascaded run's two stages' (cascade.py)."""
+    if is_cascade(folder):
+        return [folder / BASE_DIR / WEIGHTS_NAME, folder / UPSCALER_DIR / WEIGHTS_NAME]
+    return [folder / WEIGHTS_NAME]
 
 
 @dataclass
@@ -309,13 +325,20 @@ def sample_chunks(run: Any, z: torch.Tensor, opts: dict[str, Any]) -> Generator[
 
 
 def generate(
-    cache: ModelCache, run_path: Path, seeds: list[int] | None, seed: int, n: int, options: Options
+    cache: ModelCache,
+    run_path: Path,
+    seeds: list[int] | None,
+    seed: int,
+    n: int,
+    options: Options,
+    upscale: Path | None = None,
 ) -> Generator[None, None, dict[str, Any]]:
     """PNGs (one per image), a grid and a zip of them: ``seeds`` gives one image per seed,
     else ``n`` images from ``seed`` (the images ``artforge sample`` writes for the same call).
     A sound run also gets a WAV per image (its spectrogram turned back into sound), in the zip
-    too. Worked in chunks (a generator for Lane); files are written only when all are ready."""
-    run = cache.get(run_path)
+    too. ``upscale``: an upscaler run the images go through (the Create page's output size).
+    Worked in chunks (a generator for Lane); files are written only when all are ready."""
+    run = cache.get(run_path, upscale)
     opts = options.check(run)
     if seeds is not None:
         z = run.latent(seeds)
@@ -460,6 +483,20 @@ def _zip_set(out: Path, names: list[str], grid: str) -> dict[str, Any]:
         for name in images:
             zf.write(out / name, name)
     return {"folder": out, "images": images, "grid": grid, "zip": "images.zip"}
+
+
+def upscale_file(cache: ModelCache, up_path: Path, image: Path, label: str) -> dict[str, Any]:
+    """One picture of the studio's folder (a gallery or favourite image) enlarged by the
+    upscaler run ``up_path``: UP/generated/studio/<time>-upscale-<id>/<name>.png. The picture
+    is read with the training loader's checks (cascade.read_picture)."""
+    up = cache.get(up_path)
+    if not isinstance(up.model, Upscaler):
+        raise Conflict(f"{up_path.name} is a {up.config.family} run, not an upscaler")
+    big = upscale_images(up, image)
+    out = new_output_dir(up_path, "upscale")
+    name = f"{Path(label).stem}-x{up.model.config.factor}.png"
+    save_image(big[0], out / name)
+    return {"folder": out, "image": name, "size": [int(big.shape[3]), int(big.shape[2])]}
 
 
 def create(

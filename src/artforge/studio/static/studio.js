@@ -349,13 +349,16 @@ async function createView(view, tab, runId) {
     fill(view, h("h1", {}, "Create"), h("p", { class: "muted" }, "No run has saved weights yet."));
     return;
   }
+  state.runs = runs;  // the upscaler runs among them give the output sizes (sizeField)
   const run = usable.find((r) => r.id === runId) || usable[0];
   const go = (t, id) => (location.hash = `#/create/${t}?run=${encodeURIComponent(id)}`);
   const select = h("select", { id: "create-run", onchange: (e) => go(tab, e.target.value) },
     usable.map((r) => h("option", { value: r.id, selected: r.id === run.id }, `${r.id} (${r.family} ${r.size[0]}×${r.size[1]})`)));
   // the novelty view compares pictures by the FID network's features: not offered for sound
   // img2img and inpaint take pictures: not offered for sound either
+  // a cascade (a base and an upscaler) samples at its final size; it is not edited as one model
   const tabNames = run.modality === "audio" ? ["generate", "seeds", "interpolate"]
+    : run.family === "cascade" ? ["generate", "seeds", "interpolate", "novelty"]
     : ["generate", "seeds", "interpolate", "novelty", "img2img", "inpaint",
       ...(["gan", "dcgan", "vae"].includes(run.family) ? ["project"] : [])];  // projection: not diffusion
   if (!tabNames.includes(tab)) tab = "generate";
@@ -419,7 +422,8 @@ function seedsPanel(panel, run) {
     pageNo.value = out.page;
     fill(grid, out.seeds.map((seed, i) => h("figure", { class: "seed" },
       img(out.images[i], `seed ${seed}`, "pix gen"),
-      h("figcaption", {}, starButton(seed, out.starred.includes(seed)), ` ${seed}`))));
+      h("figcaption", {}, starButton(seed, out.starred.includes(seed)), ` ${seed}`),
+      upscaleButton(out.images[i], run))));
   }
   const nav = h("div", { class: "title-row" },
     h("button", { type: "button", id: "seed-prev", onclick: () => { if (page > 0) { page -= 1; load(); } } }, "← previous"),
@@ -509,6 +513,40 @@ function createPanel(panel, run, kind) {
   panel.replaceChildren(form, preview, results);
 }
 
+// The upscaler runs (--model upscaler) whose input size is this run's size: the larger
+// output sizes Create offers, and what the Upscale buttons use.
+function upscalersFor(run) {
+  if (run.modality === "audio") return [];
+  return (state.runs || []).filter((r) => r.upscale && r.has_model
+    && r.upscale.from[0] === run.size[0] && r.upscale.from[1] === run.size[1]);
+}
+
+function sizeField(run) {
+  const ups = upscalersFor(run);
+  if (run.modality === "audio") return null;
+  return field("size", h("select", { name: "upscale", id: "gen-size" },
+    h("option", { value: "" }, `${run.size[0]}×${run.size[1]} (the run's own)`),
+    ups.map((u) => h("option", { value: u.id }, `${u.upscale.to[0]}×${u.upscale.to[1]} (through ${u.id})`))),
+    ups.length ? "a larger size goes through an upscaler run: it adds detail, not new content"
+      : `train an upscaler from ${run.size[0]}×${run.size[1]} (--model upscaler --model.factor=2) to offer larger sizes`);
+}
+
+// "Upscale ×f" under a picture at the run's size: the picture through the first fitting
+// upscaler run (POST /api/upscale), the result shown beside it with a download link.
+function upscaleButton(url, run) {
+  const up = upscalersFor(run)[0];
+  if (!up) return null;
+  const button = h("button", { type: "button", class: "upscale", title: `enlarge through ${up.id}` }, `Upscale ×${up.upscale.factor}`);
+  button.addEventListener("click", async () => {
+    const out = await busy(button, () => api("/api/upscale", { run: up.id, image: url }));
+    if (!out) return;
+    const name = decodeURIComponent(out.image.split("/").pop());
+    button.replaceWith(h("a", { href: out.image, download: name, class: "upscaled" },
+      img(out.image, `${name} (${out.size[0]}×${out.size[1]})`, "pix big")));
+  });
+  return button;
+}
+
 function generatePanel(panel, run) {
   const limits = state.info.limits;
   const results = h("div", { id: "gen-results" });
@@ -519,7 +557,7 @@ function generatePanel(panel, run) {
     field("seed", num("seed", 7, 0, 2147483647)),
     field("count", num("n", 16, 1, limits.count), `1 to ${limits.count}`),
     field("seeds", h("input", { name: "seeds", value: "0-7", disabled: true }), "e.g. 1,2,5-8 (reproducible one by one)"),
-    optionInputs(run), promptInput(run),
+    optionInputs(run), promptInput(run), sizeField(run),
     h("button", { type: "submit", id: "gen-button" }, "Generate"),
   );
   form.addEventListener("change", () => {
@@ -545,7 +583,8 @@ function generatePanel(panel, run) {
           h("figcaption", {}, h("a", { href: url, download: name, class: "wav" }, `${name} (download)`)));
       })) : h("div", { class: "gallery-images" }, out.images.map((url) => {
         const name = decodeURIComponent(url.split("/").pop());
-        return h("figure", {}, h("a", { href: url, download: name }, img(url, name, "pix gen")), h("figcaption", {}, name));
+        return h("figure", {}, h("a", { href: url, download: name }, img(url, name, "pix gen")), h("figcaption", {}, name),
+          body.upscale ? null : upscaleButton(url, run));
       })),
       h("p", { class: "muted small" }, `saved in ${out.folder}`),
     );
