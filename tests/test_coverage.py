@@ -302,6 +302,57 @@ def test_mbstd_must_be_a_group_size():
         make_model_config("gan", {"mbstd": -1}, height=16, width=16)
 
 
+# -- training levers: the relativistic pairing loss (R3GAN) ---------------------------------------
+
+
+def test_rpgan_losses_rank_pairs_and_ignore_a_shared_shift():
+    from artforge.losses import gan_d_loss, gan_g_loss
+
+    real, fake = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([0.0, 1.0, 0.5])
+    d = gan_d_loss("rpgan", real, fake)
+    # -log sigmoid(real - fake), pair by pair
+    assert float(d) == pytest.approx(float(-torch.log(torch.sigmoid(real - fake)).mean()), rel=1e-6)
+    # only each pair's difference counts: a shift of every logit changes nothing, unlike bce
+    assert float(gan_d_loss("rpgan", real + 5, fake + 5)) == pytest.approx(float(d), rel=1e-6)
+    assert float(gan_d_loss("bce", real + 5, fake + 5)) != pytest.approx(float(gan_d_loss("bce", real, fake)))
+    # G's loss is D's with the roles swapped; equal logits are a coin toss: log 2
+    assert float(gan_g_loss("rpgan", fake, real)) == pytest.approx(float(gan_d_loss("rpgan", fake, real)))
+    assert float(gan_d_loss("rpgan", real, real)) == pytest.approx(float(np.log(2)))
+
+
+def _tiny_gan(**fields):
+    from artforge.models import make_model_config, model_class
+
+    base = {"base_channels": 8, "max_channels": 32, "latent_dim": 8, "augment": ""}
+    return model_class("gan")(make_model_config("gan", {**base, **fields}, height=16, width=16))
+
+
+def test_rpgan_g_step_sees_the_real_batch_and_d_reg_adds_r1_and_r2():
+    """With rpgan G's loss depends on the real images its fakes are paired with (with hinge it
+    does not), and the lazy D_reg phase adds R2 on generated images beside R1 on real ones."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(4, 3, 16, 16, generator=g) * 2 - 1, torch.rand(4, 3, 16, 16, generator=g) * 2 - 1
+
+    def g_loss(model, batch):
+        torch.manual_seed(1)  # the same z for both batches
+        return float(model.training_step("G", batch, 0)["loss"].detach())
+
+    torch.manual_seed(0)
+    rp, hinge = _tiny_gan(loss="rpgan"), _tiny_gan()
+    for model in (rp, hinge):
+        model.D.eval()  # spectral norm's power iteration stays put between the two calls
+    assert g_loss(rp, a) != pytest.approx(g_loss(rp, b))
+    assert g_loss(hinge, a) == g_loss(hinge, b)
+    assert [p.name for p in rp.phases()] == ["D", "D_reg", "G"]
+    assert [p.name for p in hinge.phases()] == ["D", "G"]
+    reg = rp.training_step("D_reg", a, 0)
+    assert float(reg["r1"]) > 0 and float(reg["r2"]) > 0
+    gamma, every = rp.config.rp_gamma, rp.config.r1_every
+    expected = 0.5 * gamma * every * float(reg["r1"] + reg["r2"])
+    assert float(reg["loss"].detach()) == pytest.approx(expected, rel=1e-5)
+    assert [p.name for p in _tiny_gan(loss="rpgan", rp_gamma=0.0).phases()] == ["D", "G"]
+
+
 # -- training levers: group-balanced sampling ----------------------------------------------------
 
 

@@ -95,7 +95,7 @@ def test_wasserstein() -> None:
 
 @pytest.mark.parametrize("fn", [lambda k: gan_d_loss(k, REAL, FAKE), lambda k: gan_g_loss(k, FAKE)])
 def test_unknown_gan_kind(fn) -> None:  # noqa: ANN001
-    msg = r"unknown GAN loss 'wgan'; choose from \['bce', 'hinge', 'mse', 'wgan-gp'\]"
+    msg = r"unknown GAN loss 'wgan'; choose from \['bce', 'hinge', 'mse', 'rpgan', 'wgan-gp'\]"
     with pytest.raises(ValueError, match=msg):
         fn("wgan")
 

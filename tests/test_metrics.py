@@ -374,8 +374,12 @@ def test_cli_eval_run(network, tmp_path, monkeypatch, capsys):
     assert main(["-q", "eval", str(run), "-n", "16", "--seed", "3"]) == 0  # real data: the run's own
     res = json.loads((run / "eval.json").read_text())
     assert set(KEYS) <= set(res) and res["n_fake"] == 16 and res["n_real"] == 24
-    assert (run / "novelty.png").exists()
-    assert "copy rate" in capsys.readouterr().out
+    assert (run / "novelty.png").exists() and (run / "notmade.png").exists()
+    out = capsys.readouterr().out
+    assert "copy rate" in out and "share of the collection's variety the model makes" in out
+    assert "coverage" in out and "density" in out and "not made" in out
+    wrote = next(line for line in out.splitlines() if "wrote" in line)
+    assert str(run / "notmade.png") in wrote and str(run / "novelty.png") in wrote
 
 
 @pytest.mark.slow

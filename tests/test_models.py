@@ -211,14 +211,14 @@ def test_dcgan_32_has_one_block_fewer() -> None:
 # -- losses fall ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["bce", "mse", "hinge", "wgan-gp"])
+@pytest.mark.parametrize("kind", ["bce", "mse", "hinge", "wgan-gp", "rpgan"])
 def test_gan_d_loss_falls_with_g_frozen(kind: str) -> None:
     model = tiny("gan", 16, 16, loss=kind)
     first, last = first_last(train_phase(model, "D", shapes_batch()))
     assert last < first - 0.2 * abs(first), (first, last)
 
 
-@pytest.mark.parametrize("kind", ["bce", "mse", "hinge", "wgan-gp"])
+@pytest.mark.parametrize("kind", ["bce", "mse", "hinge", "wgan-gp", "rpgan"])
 def test_gan_g_loss_falls_with_d_frozen(kind: str) -> None:
     # without augmentation: with a frozen D, its random views make G's 40-step loss too noisy
     model = tiny("gan", 16, 16, loss=kind, augment="")

@@ -1,8 +1,9 @@
 """The studio page in a real headless Chromium against the real server and real runs.
 
-The gallery shows every run, generating shows the new images, the interpolation GIF and
-the novelty view appear, and a training run started from the page is watched live (its chart
-gains points, its newest grid appears), survives a reload of the page, and is stopped.
+The gallery shows every run, generating shows the new images, the interpolation GIF, the
+novelty view and its counterpart the not-made view appear, and a training run started from
+the page is watched live (its chart gains points, its newest grid appears), survives a
+reload of the page, and is stopped.
 """
 
 from __future__ import annotations
@@ -87,6 +88,31 @@ def test_novelty_view(page, server, network):
     page.wait_for_function(ALL_LOADED, arg="#novelty-result img")
     assert loaded(page, "#novelty-result img") == 3 * (1 + 3)
     assert "copy threshold" in page.inner_text("#novelty-result")
+
+
+def test_not_made_view(page, server, network):
+    """The novelty view's counterpart: the training images farthest from 24 generated ones,
+    farthest first, each beside its 2 nearest generated images, with the run's coverage."""
+    page.goto(server.url + "#/create/notmade?run=gan")
+    page.wait_for_selector("#notmade-form")
+    page.fill("#notmade-form input[name=samples]", "24")
+    page.fill("#notmade-form input[name=rows]", "4")
+    page.fill("#notmade-form input[name=k]", "2")
+    page.click("#notmade-form button[type=submit]")
+    page.wait_for_selector("#notmade-result table.notmade", timeout=120_000)
+    assert page.locator("#notmade-result table.notmade tr").count() == 1 + 4
+    page.wait_for_function(ALL_LOADED, arg="#notmade-result img")
+    assert loaded(page, "#notmade-result img") == 4 * (1 + 2)
+    assert "24 generated images against 64 training images" in page.inner_text("#notmade-result")
+    # the same request answered as JSON: farthest first, coverage a share, not made past the radius
+    status, out = server.post("/api/notmade", {"run": "gan", "samples": 24, "rows": 4, "k": 2})
+    assert status == 200, out
+    distances = [r["distance"] for r in out["rows"]]
+    assert distances == sorted(distances, reverse=True) and len(distances) == 4
+    assert 0 <= out["coverage"] <= 1
+    assert all(r["made"] == (r["ratio"] is not None and r["ratio"] <= 1) for r in out["rows"])
+    assert all(r["neighbours"][0]["distance"] == pytest.approx(r["distance"], abs=0.01) for r in out["rows"])
+    assert page.locator("#notmade-result tr.missed").count() == sum(not r["made"] for r in out["rows"])
 
 
 def test_img2img_and_inpaint_tabs_upload_a_picture(page, server, tmp_path):

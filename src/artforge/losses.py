@@ -15,10 +15,10 @@ from torch import Tensor
 
 from .errors import ConfigError, InternalError
 
-GanLoss = Literal["bce", "mse", "hinge", "wgan-gp"]
+GanLoss = Literal["bce", "mse", "hinge", "wgan-gp", "rpgan"]
 ReconLoss = Literal["mse", "bce"]
 
-GAN_LOSSES: tuple[str, ...] = ("bce", "mse", "hinge", "wgan-gp")
+GAN_LOSSES: tuple[str, ...] = ("bce", "mse", "hinge", "wgan-gp", "rpgan")
 RECON_LOSSES: tuple[str, ...] = ("mse", "bce")
 
 
@@ -32,14 +32,31 @@ def _check_kind(kind: str, choices: tuple[str, ...], what: str) -> None:
 
 def gan_d_loss(kind: GanLoss | str, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     """Discriminator (critic) loss for the GAN loss ``kind``: its term on real logits plus its
-    term on fake ones."""
+    term on fake ones; for "rpgan" one term on each (real, fake) pair (``rpgan_d_loss``)."""
+    if kind == "rpgan":
+        return rpgan_d_loss(real_logits, fake_logits)
     return gan_d_accept_loss(kind, real_logits) + gan_d_reject_loss(kind, fake_logits)
 
 
+def rpgan_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """Relativistic pairing D loss -log sigmoid(D(x_r) - D(x_f)) over pairs (RpGAN, Jolicoeur-
+    Martineau 2019; R3GAN, Huang et al. 2025): D need only rank each real image above the fake
+    it is paired with, so G cannot gain by moving every fake towards one region D likes, the
+    mode dropping of the non-relativistic losses (R3GAN, section 2.1)."""
+    return F.softplus(fake_logits - real_logits).mean()
+
+
+def rpgan_g_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """Relativistic pairing G loss -log sigmoid(D(x_f) - D(x_r)): its fakes ranked above the
+    real images they are paired with."""
+    return F.softplus(real_logits - fake_logits).mean()
+
+
 def gan_d_accept_loss(kind: GanLoss | str, logits: Tensor) -> Tensor:
-    """The part of D's loss for ``kind`` that pushes logits of real images towards "real"."""
+    """The part of D's loss for ``kind`` that pushes logits of real images towards "real"
+    ("rpgan", whose terms are pairs, uses the non-saturating bce term here)."""
     _check_kind(kind, GAN_LOSSES, "GAN loss")
-    if kind == "bce":  # -log D(x), D = sigmoid(logits) (Goodfellow et al. 2014)
+    if kind in ("bce", "rpgan"):  # -log D(x), D = sigmoid(logits) (Goodfellow et al. 2014)
         return F.softplus(-logits).mean()
     if kind == "mse":  # least squares 1/2 (D(x) - 1)^2, target b = 1 (Mao et al. 2017)
         return 0.5 * ((logits - 1) ** 2).mean()
@@ -50,9 +67,10 @@ def gan_d_accept_loss(kind: GanLoss | str, logits: Tensor) -> Tensor:
 
 def gan_d_reject_loss(kind: GanLoss | str, logits: Tensor) -> Tensor:
     """The part of D's loss for ``kind`` that pushes logits towards "fake": on G's images, and on
-    other negatives (a real image under a caption that is not its own)."""
+    other negatives (a real image under a caption that is not its own; "rpgan", whose terms are
+    pairs, uses the non-saturating bce term here)."""
     _check_kind(kind, GAN_LOSSES, "GAN loss")
-    if kind == "bce":  # -log(1 - D(G(z)))
+    if kind in ("bce", "rpgan"):  # -log(1 - D(G(z)))
         return F.softplus(logits).mean()
     if kind == "mse":  # 1/2 D(G(z))^2, target a = 0
         return 0.5 * (logits**2).mean()
@@ -61,9 +79,14 @@ def gan_d_reject_loss(kind: GanLoss | str, logits: Tensor) -> Tensor:
     return logits.mean()  # D(G(z))
 
 
-def gan_g_loss(kind: GanLoss | str, fake_logits: Tensor) -> Tensor:
-    """Generator loss on the discriminator's logits for generated images."""
+def gan_g_loss(kind: GanLoss | str, fake_logits: Tensor, real_logits: Tensor | None = None) -> Tensor:
+    """Generator loss on the discriminator's logits for generated images; "rpgan" also needs
+    the logits of the real images they are paired with."""
     _check_kind(kind, GAN_LOSSES, "GAN loss")
+    if kind == "rpgan":
+        if real_logits is None:
+            raise InternalError("the rpgan generator loss needs the real logits of its pairs")
+        return rpgan_g_loss(real_logits, fake_logits)
     g: dict[str, Callable[[Tensor], Tensor]] = {
         "bce": bce_g_loss,
         "mse": lsgan_g_loss,
@@ -120,6 +143,7 @@ def gradient_penalty(
 
 def r1_penalty(real_logits: Tensor, real: Tensor) -> Tensor:
     """E[||grad_x D(x)||^2] on real images; weigh it by gamma/2 (R1, Mescheder et al. 2018).
+    On generated images the same is R2 (R3GAN uses both with the rpgan loss).
 
     ``real`` must have had ``requires_grad_(True)`` before ``real_logits = D(real)``.
     """

@@ -15,6 +15,7 @@ runs.py and models/base.py; state/: training/checkpoint.py; snapshots: snapshots
       snapshots.json .md   eval --snapshots' table
       eval.json            eval RUN; eval-step0000500.json for RUN@STEP
       novelty.png          its novelty sheet; novelty-step0000500.png for RUN@STEP
+      notmade.png          its not-made sheet (the real images no sample is near); notmade-step0000500.png
       generated/           what sample writes by default (generated/studio/ the studio's)
       create/              what project / img2img / inpaint write by default
 
@@ -44,6 +45,7 @@ TABLE_NAME = "snapshots.json"
 TABLE_REPORT = "snapshots.md"
 EVAL = "eval.json"
 NOVELTY = "novelty.png"
+NOT_MADE = "notmade.png"
 GENERATED = "generated"
 CREATE = "create"
 
@@ -59,6 +61,11 @@ def novelty_name(weights: str = WEIGHTS_NAME) -> str:
     return NOVELTY if weights == WEIGHTS_NAME else f"novelty-{Path(weights).stem}.png"
 
 
+def not_made_name(weights: str = WEIGHTS_NAME) -> str:
+    """The not-made sheet beside ``novelty_name(weights)``: notmade.png, notmade-step0000500.png."""
+    return NOT_MADE if weights == WEIGHTS_NAME else f"notmade-{Path(weights).stem}.png"
+
+
 def sample_grid(step: int) -> str:
     """The training sample grid of a step, inside samples/: step-0000500.png."""
     return f"step-{step:07d}.png"
@@ -66,11 +73,12 @@ def sample_grid(step: int) -> str:
 
 def replaced_by_fresh_start(run_dir: str | Path) -> list[str]:
     """The names in ``run_dir`` a fresh start removes: its log, grids, plots, checkpoint,
-    snapshots, and the measurements of the old weights (eval*.json, novelty*.png: the studio
+    snapshots, and the measurements of the old weights (eval*.json, novelty*.png, notmade*.png: the studio
     would show them beside the new run). What the user made with the old model (generated/,
     create/, walks), the config (rewritten) and their favourites stay."""
     run_dir = Path(run_dir)
-    measured = sorted(p.name for pattern in ("eval*.json", "novelty*.png") for p in run_dir.glob(pattern))
+    patterns = ("eval*.json", "novelty*.png", "notmade*.png")
+    measured = sorted(p.name for pattern in patterns for p in run_dir.glob(pattern))
     return [
         *(METRICS, SAMPLES, PLOTS, STATE, STATE_OLD, STATE_TMP),
         *(SNAPSHOT_DIR, TABLE_NAME, TABLE_REPORT),

@@ -64,7 +64,8 @@ def add_arguments(sub: Any) -> None:
         metavar="FILE",
         default=None,
         help="PNG of generated images beside their 3 nearest training images "
-        "(default RUN/novelty.png for a run)",
+        "(default RUN/novelty.png for a run); the not-made sheet, the real images farthest from "
+        "every sample, goes beside it (notmade.png, else NAME-notmade.png)",
     )
     e.add_argument(
         "--inception",
@@ -91,7 +92,9 @@ def add_arguments(sub: Any) -> None:
         const="group",
         default=None,
         metavar="LABEL_KEY",
-        help="text runs: prompt faithfulness by a classifier of captions.jsonl's LABEL_KEY (default group)",
+        help="text runs: prompt faithfulness, judged by a small CNN and by a linear probe on the FID "
+        "network's features, of captions.jsonl's LABEL_KEY (default group); folder: of each image's "
+        "sub-folder (what a run trained with --captions folder always uses)",
     )
 
 
@@ -197,30 +200,12 @@ def _eval_run(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
 
 
 def _print_eval(args: argparse.Namespace, r: dict[str, Any], source: str) -> None:
+    from ..evaluate import eval_table
+
     print(f"{source}  vs  {r['data']}  at {r['size'][0]}x{r['size'][1]}")
-    rows = [
-        ("FID", f"{r['fid']:.3f}", "lower is better"),
-        ("KID", f"{r['kid']:.5f} +- {r['kid_std']:.5f}", "lower is better; unbiased"),
-        ("precision", f"{r['precision']:.3f}", "share of generated images that look real"),
-        ("recall", f"{r['recall']:.3f}", "share of the real data the model covers"),
-        ("diversity", f"{r['diversity']:.3f}", "1 = as varied as the real data; a drop = mode collapse"),
-        ("copy rate", f"{r['copy_rate']:.3f}", "held-out real images score ~0.5; copies 1.0"),
-        ("images", f"{r['n_fake']} generated, {r['n_real']} real", ""),
-    ]
-    if "faithfulness" in r:
-        f = r["faithfulness"]
-        rows.append(
-            (
-                "prompts",
-                f"{f['generated_balanced_accuracy']:.3f} / {f['real_balanced_accuracy']:.3f} = {f['ratio']}",
-                f"balanced accuracy of the {f['label_key']} classifier: generated (held-out captions) / real",
-            )
-        )
-    for name, value, note in rows:
-        print(f"  {name:<10} {value:<22} {note}".rstrip())
-    for caveat in r.get("caveats", []):
-        print(f"  note: {caveat}")
-    written = [p for p in (r.get("sheet"), args.json) if p]
+    for line in eval_table(r):
+        print(line)
+    written = [p for p in (r.get("sheet"), r.get("not_made_sheet"), args.json) if p]
     if args.run is not None:
         from ..evaluate import eval_files
 

@@ -45,7 +45,7 @@ from artforge.text import TextFields, check_text_fields, condition_vectors, make
 
 from ..errors import ConfigError, InternalError
 
-GanLoss = Literal["bce", "mse", "hinge", "wgan-gp"]
+GanLoss = Literal["bce", "mse", "hinge", "wgan-gp", "rpgan"]
 DNorm = Literal["spectral", "batch", "none"]
 GNorm = Literal["batch", "pixel", "none"]
 DCGANLoss = Literal["bce", "mse", "hinge"]
@@ -67,11 +67,16 @@ class GANConfig(TextFields):
     max_channels: int = bounded(512, 4096)  # cap on the doubling
     d_norm: DNorm = "spectral"  # D's normalisation; "batch" is not allowed with wgan-gp
     g_norm: GNorm = "batch"  # G's feature norm; "pixel" has no running statistics (EMA-friendly)
-    loss: GanLoss = "hinge"  # bce (non-saturating), mse (LSGAN), hinge, wgan-gp
+    # bce (non-saturating), mse (LSGAN), hinge, wgan-gp, rpgan (relativistic pairing with R1 + R2:
+    # R3GAN, Huang et al. 2025)
+    loss: GanLoss = "hinge"
     d_steps: int = 1  # D steps per G step (WGAN-GP's paper uses 5)
     gp_weight: float = 10.0  # gradient-penalty weight, wgan-gp only (lambda in Gulrajani 2017)
     r1_gamma: float = 0.0  # R1 penalty gamma on real images (Mescheder 2018); 0 = off
     r1_every: int = 16  # lazy R1: a "D_reg" phase every this many steps (StyleGAN2)
+    # rpgan only: gamma of its R1 (real images) and R2 (generated images) penalties, each
+    # gamma/2 E||grad D||^2, lazily every r1_every steps (R3GAN uses both; 0.05 on CIFAR-10)
+    rp_gamma: float = 0.05
     # DiffAugment transforms shown to D ("" = none): on emoji at 32x32 for 5 minutes, FID 121 -> 90
     augment: str = "color,translation,cutout"
     augment_p: float = 1.0  # probability of each transform per image (the start value with ADA)
@@ -120,7 +125,10 @@ class GANConfig(TextFields):
             )
         if self.g_base_channels < 0:
             raise ConfigError(f"g_base_channels must be >= 0 (0 = base_channels), got {self.g_base_channels}")
-        weights = ("gp_weight", "r1_gamma", "lecam_weight", "mode_seeking", "mismatch_weight", "recon_weight")
+        weights = (
+            *("gp_weight", "r1_gamma", "rp_gamma", "lecam_weight"),
+            *("mode_seeking", "mismatch_weight", "recon_weight"),
+        )
         if min(getattr(self, name) for name in weights) < 0:
             raise ConfigError(f"{', '.join(weights)} must each be >= 0")
         if self.mbstd < 0:
@@ -259,7 +267,11 @@ class _Adversarial(GenerativeModel):
             return {"loss": loss, **out}
         fake = self._g(z, cg)  # (B, C, H, W)
         fake_logits = self._d(self._augment(fake), cd)  # (B,)
-        loss = gan_g_loss(kind, fake_logits)
+        real_logits = None
+        if kind == "rpgan":  # G ranks each fake against the real image it is paired with
+            with torch.no_grad():  # D is frozen in this phase; the real side does not depend on G
+                real_logits = self._d(self._augment(batch), cd)  # (B,)
+        loss = gan_g_loss(kind, fake_logits, real_logits)
         out = {"d_fake": fake_logits.detach().mean()}
         if seek:
             ratio = mode_seeking_ratio(fake, z)
@@ -513,23 +525,38 @@ class GAN(_Adversarial):
             return {"name": "adam", "lr": 1e-4, "betas": (0.0, 0.9)}
         return dict(self.optim_defaults)
 
+    def _regularised(self) -> bool:
+        c = self.config
+        return c.r1_gamma > 0 or (c.loss == "rpgan" and c.rp_gamma > 0)
+
     def phases(self) -> list[Phase]:
         phases = [Phase("D", "D")]
-        if self.config.r1_gamma > 0:
+        if self._regularised():
             phases.append(Phase("D_reg", "D", every=self.config.r1_every))
         return [*phases, Phase("G", "G", every=self.config.d_steps)]
 
     def _extra_step(
         self, phase: str, batch: Tensor, step: int, text: list[str] | None = None
     ) -> dict[str, Tensor]:
-        if phase != "D_reg" or self.config.r1_gamma <= 0:
+        if phase != "D_reg" or not self._regularised():
             return super()._extra_step(phase, batch, step, text)
-        _, cd = self._conds(text, batch.shape[0], batch.device)
+        c = self.config
+        cg, cd = self._conds(text, batch.shape[0], batch.device)
         real = self._augment(batch).detach().requires_grad_(True)  # (B, C, H, W)
         r1 = r1_penalty(self._d(real, cd), real)
         # gamma/2 * R1, times the interval so lazy regularisation keeps its strength (StyleGAN2)
-        loss = 0.5 * self.config.r1_gamma * r1 * self.config.r1_every
-        return {"loss": loss, "r1": r1.detach()}
+        gamma = c.r1_gamma + (c.rp_gamma if c.loss == "rpgan" else 0.0)
+        loss = 0.5 * gamma * r1 * c.r1_every
+        out = {"r1": r1.detach()}
+        if c.loss == "rpgan" and c.rp_gamma > 0:  # R2: the same penalty on generated images
+            z = self.batch_randn(batch.shape[0], c.latent_dim, device=batch.device)  # (B, D)
+            with torch.no_grad():
+                fake = self._g(z, cg)  # (B, C, H, W)
+            fake = self._augment(fake).detach().requires_grad_(True)
+            r2 = r1_penalty(self._d(fake, cd), fake)
+            loss = loss + 0.5 * c.rp_gamma * r2 * c.r1_every
+            out["r2"] = r2.detach()
+        return {"loss": loss, **out}
 
 
 # -- DCGAN: the pytorch/examples reference --------------------------------------------------

@@ -11,6 +11,7 @@ Endpoints (docs/studio.md describes them with examples):
     POST /api/generate              images from seed(s) -> PNG URLs, a grid and a zip
     POST /api/interpolate           an animated GIF through seeds
     POST /api/novelty               generated images beside their nearest training images
+    POST /api/notmade               the training images farthest from n generated ones
     GET  /api/jobs                  training jobs started from the page
     POST /api/jobs                  start one (python -m artforge train ...)
     GET  /api/jobs/{id}             one job with its log tail
@@ -228,6 +229,8 @@ async def info(request: Request) -> Response:
                 "pixels": safety.MAX_PIXELS,
                 "novelty": safety.MAX_NOVELTY,
                 "neighbours": safety.MAX_NEIGHBOURS,
+                "not_made_samples": safety.MAX_NOT_MADE_SAMPLES,
+                "not_made_rows": safety.MAX_NOT_MADE_ROWS,
                 "create": safety.MAX_CREATE,
                 "upload_bytes": MAX_UPLOAD,
             },
@@ -508,6 +511,34 @@ async def novelty(request: Request) -> Response:
     return JSONResponse(base)
 
 
+async def not_made(request: Request) -> Response:
+    s, body, path = await run_request(request)
+    h, w = run_size(path)
+    options = sample_options(body)
+    if gallery.modality(gallery.read_json(path / CONFIG_NAME) or {}) == "audio":
+        raise Conflict(
+            "the not-made view compares pictures by the FID network's features; a sound run has none "
+            "(artforge eval RUN measures a sound run: docs/audio.md)"
+        )
+    first = safety.get_int(body, "seed", 0, 0, safety.MAX_SEED - safety.MAX_NOT_MADE_SAMPLES)
+    n = safety.get_int(body, "samples", 256, 2, safety.MAX_NOT_MADE_SAMPLES)
+    rows = safety.get_int(body, "rows", 8, 1, safety.MAX_NOT_MADE_ROWS)
+    k = safety.get_int(body, "k", 3, 1, safety.MAX_NEIGHBOURS)
+    safety.check_pixels(n + rows * (1 + k), h, w)  # type: ignore[operator]
+    result = await run_in(
+        request,
+        s.slow,
+        lambda: worker.not_made(s.models, s.novelty_data, path, first, n, rows, k, options),  # type: ignore[arg-type]
+    )
+    base = s.output_urls(result)
+    prefix = "/files/" + quote(base["folder"]) + "/"
+    for row in base["rows"]:
+        row["image"] = prefix + quote(row["image"])
+        for nb in row["neighbours"]:
+            nb["image"] = prefix + quote(nb["image"])
+    return JSONResponse(base)
+
+
 async def list_jobs(request: Request) -> Response:
     return JSONResponse({"jobs": studio(request).jobs.list()})
 
@@ -604,6 +635,7 @@ def create_app(
         Route("/api/generate", generate, methods=["POST"]),
         Route("/api/interpolate", interpolate, methods=["POST"]),
         Route("/api/novelty", novelty, methods=["POST"]),
+        Route("/api/notmade", not_made, methods=["POST"]),
         Route("/api/img2img", img2img, methods=["POST"]),
         Route("/api/upscale", upscale, methods=["POST"]),
         Route("/api/project", project, methods=["POST"]),

@@ -43,6 +43,7 @@ from ..cascade import BASE_DIR, UPSCALER_DIR, CascadeModel, is_cascade, upscale_
 from ..data import load_images
 from ..errors import ConfigError, Conflict
 from ..metrics.inception import find_inception
+from ..metrics.precision_recall import nearest_neighbours
 from ..metrics.reference import Reference
 from ..models.upscaler import Upscaler
 from ..runfolder import GENERATED, WEIGHTS_NAME
@@ -467,6 +468,63 @@ def novelty(
             }
         )
     return {"folder": out, "threshold": round(tau, 3), "n_train": len(data), "data": data.root, "rows": rows}
+
+
+def not_made(
+    cache: ModelCache,
+    store: NoveltyData,
+    run_path: Path,
+    first_seed: int,
+    n: int,
+    rows: int,
+    k: int,
+    options: Options,
+) -> dict[str, Any]:
+    """The not-made view, the novelty view's counterpart: ``n`` images (seeds ``first_seed``
+    on) are drawn, and the ``rows`` training images farthest from every one of them are shown,
+    farthest first, each beside its ``k`` nearest generated images, as ``artforge eval``'s
+    not-made sheet does with its n samples. ``ratio`` is the distance over the training image's
+    own k-NN radius: above 1 the coverage metric counts it as not made. ``coverage`` is the
+    share of all training images with a generated one inside that radius."""
+    run = cache.get(run_path)
+    opts = options.check(run)
+    data, real = store.get(run.config.data, run.device)
+    seeds = list(range(first_seed, first_seed + n))
+    images = run.sample_seeds(seeds, **opts)
+    fake_f = real.features_of(images)
+    order, dist, ratio = real.not_made(fake_f, rows)
+    k = min(k, n)
+    nn_dist, nn_idx = nearest_neighbours(real.features[order], fake_f, k)
+    out = new_output_dir(run_path, "notmade")
+    listed = []
+    for r, (t, d, q) in enumerate(zip(order.tolist(), dist.tolist(), ratio.tolist(), strict=True)):
+        name = f"real{r + 1:02d}.png"
+        save_image(data.images[t].float() / 255, out / name)
+        made = []
+        for j in range(k):
+            g = int(nn_idx[r, j])
+            g_name = f"real{r + 1:02d}-seed{seeds[g]:04d}.png"
+            save_image(images[g], out / g_name)
+            made.append({"image": g_name, "seed": seeds[g], "distance": round(float(nn_dist[r, j]), 3)})
+        listed.append(
+            {
+                "image": name,
+                "source": data.names[t],
+                "distance": round(d, 3),
+                "ratio": round(q, 3) if q != float("inf") else None,
+                "made": q <= 1,
+                "neighbours": made,
+            }
+        )
+    coverage = float(real.covered(fake_f).mean())
+    return {
+        "folder": out,
+        "n_generated": n,
+        "n_train": len(data),
+        "data": data.root,
+        "coverage": round(coverage, 4),
+        "rows": listed,
+    }
 
 
 def _ratio(d: float, tau: float) -> float | None:

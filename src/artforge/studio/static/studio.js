@@ -191,6 +191,7 @@ async function runView(view, id) {
       run.has_model ? h("a", { class: "button", href: `#/create/generate?run=${encodeURIComponent(run.id)}` }, "Generate") : null,
       run.has_model ? h("a", { class: "button", href: `#/create/interpolate?run=${encodeURIComponent(run.id)}` }, "Interpolate") : null,
       run.has_model && run.modality !== "audio" ? h("a", { class: "button", href: `#/create/novelty?run=${encodeURIComponent(run.id)}` }, "Novelty") : null,
+      run.has_model && run.modality !== "audio" ? h("a", { class: "button", href: `#/create/notmade?run=${encodeURIComponent(run.id)}` }, "Not made") : null,
       run.has_model && (run.status === "stopped" || run.status === "finished")
         ? h("a", { class: "button", id: "resume-link", href: `#/train?resume=${encodeURIComponent(run.id)}` }, "Resume / extend") : null,
     ),
@@ -342,6 +343,8 @@ async function busy(button, work) {
   finally { button.disabled = false; button.textContent = label; }
 }
 
+const TAB_LABELS = { notmade: "Not made" };
+
 async function createView(view, tab, runId) {
   const { runs } = await api("/api/runs");
   const usable = runs.filter((r) => r.has_model);
@@ -354,16 +357,16 @@ async function createView(view, tab, runId) {
   const go = (t, id) => (location.hash = `#/create/${t}?run=${encodeURIComponent(id)}`);
   const select = h("select", { id: "create-run", onchange: (e) => go(tab, e.target.value) },
     usable.map((r) => h("option", { value: r.id, selected: r.id === run.id }, `${r.id} (${r.family} ${r.size[0]}×${r.size[1]})`)));
-  // the novelty view compares pictures by the FID network's features: not offered for sound
+  // the novelty and not-made views compare pictures by the FID network's features: not offered for sound
   // img2img and inpaint take pictures: not offered for sound either
   // a cascade (a base and an upscaler) samples at its final size; it is not edited as one model
   const tabNames = run.modality === "audio" ? ["generate", "seeds", "interpolate"]
-    : run.family === "cascade" ? ["generate", "seeds", "interpolate", "novelty"]
-    : ["generate", "seeds", "interpolate", "novelty", "img2img", "inpaint",
+    : run.family === "cascade" ? ["generate", "seeds", "interpolate", "novelty", "notmade"]
+    : ["generate", "seeds", "interpolate", "novelty", "notmade", "img2img", "inpaint",
       ...(["gan", "dcgan", "vae"].includes(run.family) ? ["project"] : [])];  // projection: not diffusion
   if (!tabNames.includes(tab)) tab = "generate";
   const tabs = h("div", { class: "tabs" }, tabNames.map((t) =>
-    h("a", { href: `#/create/${t}?run=${encodeURIComponent(run.id)}`, class: t === tab ? "active" : "", id: `tab-${t}` }, t[0].toUpperCase() + t.slice(1))));
+    h("a", { href: `#/create/${t}?run=${encodeURIComponent(run.id)}`, class: t === tab ? "active" : "", id: `tab-${t}` }, TAB_LABELS[t] ?? t[0].toUpperCase() + t.slice(1))));
   const panel = h("div", { class: "panel" });
   fill(view, 
     h("div", { class: "title-row" }, h("h1", {}, "Create"), field("run", select)),
@@ -371,6 +374,7 @@ async function createView(view, tab, runId) {
   );
   if (tab === "interpolate") interpolatePanel(panel, run);
   else if (tab === "novelty") noveltyPanel(panel, run);
+  else if (tab === "notmade") notMadePanel(panel, run);
   else if (tab === "img2img" || tab === "inpaint" || tab === "project") createPanel(panel, run, tab);
   else if (tab === "seeds") seedsPanel(panel, run);
   else generatePanel(panel, run);
@@ -642,6 +646,42 @@ function noveltyPanel(panel, run) {
             h("figcaption", {}, `seed ${r.seed} · `, h("b", { class: "ratio" }, `${r.ratio}`), r.copy ? " · copy?" : ""))),
           h("td", { class: "neighbours" }, r.neighbours.map((n) => h("figure", {}, img(n.image, n.source, "pix nov"),
             h("figcaption", { title: n.source }, `${n.distance} (${n.ratio})`))))))),
+    );
+  });
+  panel.replaceChildren(form, note, result);
+}
+
+// the novelty view's counterpart: the training images farthest from every one of n generated images
+function notMadePanel(panel, run) {
+  const limits = state.info.limits;
+  const result = h("div", { id: "notmade-result" });
+  const form = h("form", { id: "notmade-form", class: "form" },
+    field("samples", num("samples", 256, 2, limits.not_made_samples), `generated images compared (seeds from the first seed on)`),
+    field("first seed", num("seed", 0, 0, 2 ** 31 - 1 - limits.not_made_samples)),
+    field("rows", num("rows", 8, 1, limits.not_made_rows), "training images shown, farthest first"),
+    field("neighbours", num("k", 3, 1, limits.neighbours), "nearest generated images shown beside each"),
+    optionInputs(run), promptInput(run),
+    h("button", { type: "submit" }, "Find what it does not make"),
+  );
+  const note = h("p", { class: "muted small" },
+    "Distances are in the Inception feature space of artforge eval. The ratio divides by the training image's own " +
+    "radius: the distance to its 3rd nearest other training image. Above 1 (red) no generated image is that close: " +
+    "coverage counts it as not made. With few samples more images read as not made than with artforge eval's 5,000 " +
+    "(its notmade.png is this view at n=5000).");
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const out = await busy(form.querySelector("button"), () => api("/api/notmade", { run: run.id, ...readForm(form) }));
+    if (!out) return;
+    fill(result,
+      h("p", {}, `${out.n_generated} generated images against ${out.n_train} training images from ${out.data}; ` +
+        `coverage ${out.coverage} (share of training images with a generated one within their radius)`),
+      h("table", { class: "novelty notmade" },
+        h("tr", {}, h("th", {}, "training image"), h("th", {}, "nearest generated images (seed, distance)")),
+        out.rows.map((r) => h("tr", { class: r.made ? "" : "missed" },
+          h("td", {}, h("figure", {}, img(r.image, r.source, "pix nov"),
+            h("figcaption", { title: r.source }, `${r.distance} · `, h("b", { class: "ratio" }, `${r.ratio ?? "∞"}`), r.made ? "" : " · not made"))),
+          h("td", { class: "neighbours" }, r.neighbours.map((n) => h("figure", {}, img(n.image, `seed ${n.seed}`, "pix nov"),
+            h("figcaption", {}, `seed ${n.seed} · ${n.distance}`))))))),
     );
   });
   panel.replaceChildren(form, note, result);
