@@ -158,7 +158,7 @@ def _cascade_settings(
         up = key.startswith("upscaler.")
         key = key.removeprefix("upscaler.") if up else key
         words.append((ALIASES.get(key, key), value, up))
-    taken = ("data.height", "data.width", "data.path", "train.minutes")  # --size, --data, --minutes
+    taken = ("data.size", "data.path", "train.minutes")  # --size, --data, --minutes
     given = [(k, v, False) for k, v in _given(args).items() if k not in taken]
     for key, value, up in given + words:
         if key in ("data.height", "data.width", "data.size", "train.minutes"):
