@@ -422,7 +422,9 @@ def test_registry() -> None:
 def test_config_errors() -> None:
     with pytest.raises(ValueError, match=r"unknown model setting 'latnt_dim' for gan; known: .*latent_dim"):
         make_model_config("gan", {"latnt_dim": 8}, height=32, width=32)
-    with pytest.raises(ValueError, match=r"loss must be one of \['bce', 'mse', 'hinge', 'wgan-gp', 'rpgan'\], got"):
+    with pytest.raises(
+        ValueError, match=r"loss must be one of \['bce', 'mse', 'hinge', 'wgan-gp', 'rpgan'\], got"
+    ):
         make_model_config("gan", {"loss": "wgan"}, height=32, width=32)
     with pytest.raises(ValueError, match=r"d_norm must be one of \['spectral', 'batch', 'none'\]"):
         GANConfig(d_norm="layer")  # type: ignore[arg-type]
