@@ -485,23 +485,17 @@ async def set_favourite(request: Request) -> Response:
     return JSONResponse({"run": path.relative_to(s.root).as_posix(), "favourites": items})
 
 
-async def novelty(request: Request) -> Response:
-    s, body, path = await run_request(request)
-    h, w = run_size(path)
-    options = sample_options(body)
+def picture_run(path: Path, view: str) -> None:
+    """The novelty and not-made views compare pictures: a sound run is refused by name."""
     if gallery.modality(gallery.read_json(path / CONFIG_NAME) or {}) == "audio":
         raise Conflict(
-            "the novelty view compares pictures by the FID network's features; a sound run has none "
+            f"the {view} view compares pictures by the FID network's features; a sound run has none "
             "(artforge eval RUN measures a sound run: docs/audio.md)"
         )
-    seeds = safety.seed_list(body.get("seeds", "0-3"), limit=safety.MAX_NOVELTY)
-    k = safety.get_int(body, "k", 3, 1, safety.MAX_NEIGHBOURS)
-    safety.check_pixels(len(seeds) * (1 + k), h, w)  # type: ignore[operator]
-    result = await run_in(
-        request,
-        s.slow,
-        lambda: worker.novelty(s.models, s.novelty_data, path, seeds, k, options),  # type: ignore[arg-type]
-    )
+
+
+def neighbour_rows(s: Any, result: dict[str, Any]) -> JSONResponse:
+    """A novelty / not-made result with each row's image and its neighbours' as /files/ URLs."""
     base = s.output_urls(result)
     prefix = "/files/" + quote(base["folder"]) + "/"
     for row in base["rows"]:
@@ -511,15 +505,27 @@ async def novelty(request: Request) -> Response:
     return JSONResponse(base)
 
 
+async def novelty(request: Request) -> Response:
+    s, body, path = await run_request(request)
+    h, w = run_size(path)
+    options = sample_options(body)
+    picture_run(path, "novelty")
+    seeds = safety.seed_list(body.get("seeds", "0-3"), limit=safety.MAX_NOVELTY)
+    k = safety.get_int(body, "k", 3, 1, safety.MAX_NEIGHBOURS)
+    safety.check_pixels(len(seeds) * (1 + k), h, w)  # type: ignore[operator]
+    result = await run_in(
+        request,
+        s.slow,
+        lambda: worker.novelty(s.models, s.novelty_data, path, seeds, k, options),  # type: ignore[arg-type]
+    )
+    return neighbour_rows(s, result)
+
+
 async def not_made(request: Request) -> Response:
     s, body, path = await run_request(request)
     h, w = run_size(path)
     options = sample_options(body)
-    if gallery.modality(gallery.read_json(path / CONFIG_NAME) or {}) == "audio":
-        raise Conflict(
-            "the not-made view compares pictures by the FID network's features; a sound run has none "
-            "(artforge eval RUN measures a sound run: docs/audio.md)"
-        )
+    picture_run(path, "not-made")
     first = safety.get_int(body, "seed", 0, 0, safety.MAX_SEED - safety.MAX_NOT_MADE_SAMPLES)
     n = safety.get_int(body, "samples", 256, 2, safety.MAX_NOT_MADE_SAMPLES)
     rows = safety.get_int(body, "rows", 8, 1, safety.MAX_NOT_MADE_ROWS)
@@ -530,13 +536,7 @@ async def not_made(request: Request) -> Response:
         s.slow,
         lambda: worker.not_made(s.models, s.novelty_data, path, first, n, rows, k, options),  # type: ignore[arg-type]
     )
-    base = s.output_urls(result)
-    prefix = "/files/" + quote(base["folder"]) + "/"
-    for row in base["rows"]:
-        row["image"] = prefix + quote(row["image"])
-        for nb in row["neighbours"]:
-            nb["image"] = prefix + quote(nb["image"])
-    return JSONResponse(base)
+    return neighbour_rows(s, result)
 
 
 async def list_jobs(request: Request) -> Response:
