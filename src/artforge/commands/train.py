@@ -80,10 +80,10 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
     return {path: given[dest] for dest, path in TRAIN_FLAGS.items() if dest in given}
 
 
-def _default_out(cfg: Any) -> Path:
-    path = cfg.data.path
-    name = path.replace(":", "-") if path.startswith("builtin") else Path(path).stem or "data"
-    base = Path("runs") / f"{name}-{cfg.family}"
+def _default_out(data: str, kind: str) -> Path:
+    """runs/DATA-KIND (a family, or "cascade"), with -2, -3, ... when that run exists."""
+    name = data.replace(":", "-") if data.startswith("builtin") else Path(data).stem or "data"
+    base = Path("runs") / f"{name}-{kind}"
     out, k = base, 2
     while (out / CONFIG_NAME).exists():
         out, k = base.with_name(f"{base.name}-{k}"), k + 1
@@ -116,7 +116,7 @@ def cmd_train(args: argparse.Namespace, extras: list[str]) -> int:
     if args.dry_run:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
-    out = Path(args.out) if "out" in args else _default_out(cfg)
+    out = Path(args.out) if "out" in args else _default_out(cfg.data.path, cfg.family)
     trainer = Trainer(cfg, out, progress=not args.quiet, hooks=training_hooks(cfg.train))
     trainer.train(resume=args.resume, overwrite=args.overwrite or args.restart)
     if not trainer.main:  # under torchrun, rank 0 reports
@@ -203,7 +203,7 @@ def cmd_train_cascade(args: argparse.Namespace, extras: list[str]) -> int:
         f, bh, bw = saved["factor"], saved["base_height"], saved["base_width"]
     else:
         f, bh, bw = cascade.plan(height, width)
-    out = Path(args.out) if "out" in args else _default_cascade_out(data)
+    out = Path(args.out) if "out" in args else _default_out(data, "cascade")
     family = base.get("family", "gan")
     budget = f"{minutes:g} min" if minutes is not None else "the stages' own budgets"
     share = saved.get("split", cascade.SPLIT) if saved else cascade.SPLIT
@@ -232,15 +232,6 @@ def cmd_train_cascade(args: argparse.Namespace, extras: list[str]) -> int:
         f"  next: artforge sample {out} -n 64 --seed 7 --out grid.png"
     )
     return 0
-
-
-def _default_cascade_out(data: str) -> Path:
-    name = data.replace(":", "-") if data.startswith("builtin") else Path(data).stem or "data"
-    base = Path("runs") / f"{name}-cascade"
-    out, k = base, 2
-    while (out / CONFIG_NAME).exists():
-        out, k = base.with_name(f"{base.name}-{k}"), k + 1
-    return out
 
 
 def _train_exit(rc: int) -> int:
